@@ -1,0 +1,19 @@
+"""hydrarl: run, sweep and compare reinforcement-learning experiments with Hydra, SB3 and MLflow.
+
+Importing the package sets privacy defaults for the tracking libraries before they import
+(each only if the user has not set it): no Comet environment probing or error tracking, no MLflow
+or Ray usage telemetry. Nothing here reaches beyond 127.0.0.1.
+"""
+
+import os
+
+__version__ = "0.1.0"
+
+_PRIVACY_DEFAULTS = {
+    "COMET_AUTO_LOG_ENV_DETAILS": "false",
+    "COMET_ERROR_TRACKING_ENABLE": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+for _key, _value in _PRIVACY_DEFAULTS.items():
+    os.environ.setdefault(_key, _value)

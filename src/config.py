@@ -1,0 +1,75 @@
+"""OmegaConf resolvers used by `conf/` and the checks of a composed config's values.
+
+Resolvers (registered on import):
+- ``${project_root:}``: the repository root (runs/, mlflow.db and mlruns/ live there).
+- ``${recurrent_policy:<alias>}``: the LSTM variant of an SB3 policy alias (MlpPolicy -> MlpLstmPolicy).
+"""
+
+from __future__ import annotations
+
+import numbers
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from hydrarl.errors import UserError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = PROJECT_ROOT / "conf"
+
+_RECURRENT = {
+    "MlpPolicy": "MlpLstmPolicy",
+    "MultiInputPolicy": "MultiInputLstmPolicy",
+    "CnnPolicy": "CnnLstmPolicy",
+}
+
+
+def _recurrent_policy(alias: str) -> str:
+    if alias not in _RECURRENT:
+        raise UserError(f"no recurrent policy for env.policy={alias}; known: {', '.join(_RECURRENT)}")
+    return _RECURRENT[alias]
+
+
+def register_resolvers() -> None:
+    """Register the project's resolvers once (safe to call again)."""
+    if not OmegaConf.has_resolver("project_root"):
+        OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+    if not OmegaConf.has_resolver("recurrent_policy"):
+        OmegaConf.register_new_resolver("recurrent_policy", _recurrent_policy)
+
+
+register_resolvers()
+
+DEVICES = ("auto", "cpu", "cuda")
+VEC_ENVS = ("dummy", "subproc")
+
+
+def _int(value, key: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise UserError(f"{key}={value!r} is not allowed: it must be an integer >= {minimum}.")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the values a composed config carries; raise UserError naming the key and what is allowed."""
+    t = cfg.trainer
+    _int(t.n_epochs, "trainer.n_epochs", 1)
+    _int(t.eval_after_n_steps, "trainer.eval_after_n_steps", 1)
+    _int(t.n_test_rollouts, "trainer.n_test_rollouts", 0)
+    _int(t.checkpoint_every, "trainer.checkpoint_every", 0)
+    _int(t.torch_threads, "trainer.torch_threads", 1)
+    _int(t.early_stop.last_n, "trainer.early_stop.last_n", 1)
+    threshold = t.early_stop.threshold
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, numbers.Real)):
+        raise UserError(f"trainer.early_stop.threshold={threshold!r} is not allowed: a number, or null for no early stop.")
+    if t.seed is not None:
+        _int(t.seed, "seed", 0)
+    device = str(t.device)
+    if device.split(":")[0] not in DEVICES or (":" in device and not device.startswith("cuda:")):
+        raise UserError(f"trainer.device={device!r} is not allowed: one of auto, cpu, cuda, cuda:<index>.")
+    _int(cfg.env.n_envs, "env.n_envs", 1)
+    if cfg.env.vec_env not in VEC_ENVS:
+        raise UserError(f"env.vec_env={cfg.env.vec_env!r} is not allowed: one of {', '.join(VEC_ENVS)}.")
+    if cfg.env.max_episode_steps is not None:
+        _int(cfg.env.max_episode_steps, "env.max_episode_steps", 1)
+    if not OmegaConf.is_list(cfg.env.wrappers):
+        raise UserError("env.wrappers must be a list of {_target_: ...} entries.")

@@ -1,0 +1,49 @@
+"""Errors that are the user's to fix: they end a run with a one-paragraph message and exit status 2."""
+
+from __future__ import annotations
+
+USER_ERROR_EXIT_CODE = 2
+
+# Python module that is missing -> the pyproject extra that installs it.
+EXTRA_FOR_MODULE = {
+    "Box2D": "box2d",
+    "comet_ml": "comet",
+    "tensorboard": "tensorboard",
+    "torch.utils.tensorboard": "tensorboard",
+    "pybullet": "pybullet",
+}
+
+
+class UserError(Exception):
+    """Bad input: an unknown name, an incompatible pairing, a bad value. No traceback is shown."""
+
+
+class MissingDependency(UserError):
+    """An optional part is used but its extra is not installed."""
+
+    def __init__(self, what: str, module: str):
+        extra = EXTRA_FOR_MODULE.get(module) or EXTRA_FOR_MODULE.get(module.split(".")[0])
+        how = (
+            f"install the extra: pip install -e '.[{extra}]' (or `make` installs every extra)"
+            if extra
+            else f"install the Python module '{module}'"
+        )
+        super().__init__(f"{what} needs the optional module '{module}', which is not installed: {how}.")
+        self.module = module
+        self.extra = extra
+
+
+def missing_module_name(exc: BaseException) -> str | None:
+    """The top-level module an ImportError (or gymnasium's DependencyNotInstalled) is about."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ModuleNotFoundError) and exc.name:
+            return exc.name
+        if type(exc).__name__ == "DependencyNotInstalled":
+            text = str(exc)
+            for module in EXTRA_FOR_MODULE:
+                if module.lower() in text.lower():
+                    return module
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -1,0 +1,203 @@
+"""The ``experiment/train.py`` entry point: check the command line, then hand it to Hydra.
+
+Before Hydra starts, every override is checked against the config tree (unknown env, algorithm,
+logger or key; unparsable values; bad values of known keys), so that bad input ends with one
+message naming what is available and exit status 2 — and no run directory. ``trainer.resume``
+is expanded here: the original run's overrides are replayed and the run directory reused.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra._internal.utils import get_args_parser
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from hydrarl.config import CONF_DIR, validate
+from hydrarl.errors import USER_ERROR_EXIT_CODE, UserError
+from hydrarl.launchers.checkpoint import find_last_checkpoint
+from hydrarl.launchers.result import TrialResult
+
+log = logging.getLogger("hydrarl")
+
+GROUPS = ("env", "algorithm", "trainer", "logger")
+
+
+def available(group: str) -> list[str]:
+    """The options of a config group, from the files in ``conf/<group>/``."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("main", overrides=overrides)
+
+
+def _check_group(key: str, values: list[str]) -> None:
+    group = key.lstrip("+~").split("@")[0]
+    if group not in GROUPS:
+        return
+    options = available(group)
+    for value in values:
+        if value not in options:
+            raise UserError(f"{group}={value} is unknown. Available {group} options: {', '.join(options)}.")
+
+
+def _unknown_key_message(key: str, base: DictConfig) -> str:
+    """Name the deepest existing node of a dotted key and the keys it has."""
+    parts = key.lstrip("+~").split(".")
+    node, known = base, []
+    for part in parts:
+        if not isinstance(node, DictConfig) or part not in node:
+            break
+        node, known = node[part], known + [part]
+    where = ".".join(known) or "the top level"
+    keys = ", ".join(str(k) for k in node.keys()) if isinstance(node, DictConfig) else ""
+    hint = f" Keys under {where}: {keys}." if keys else ""
+    return f"unknown config key '{key}'.{hint} To add a new key, prefix it with '+' (e.g. +{key}=...)."
+
+
+def check_overrides(overrides: list[str], multirun: bool) -> DictConfig | None:
+    """Raise UserError for any override that cannot compose; return the composed config (first sweep value)."""
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(overrides)
+    except HydraException as exc:
+        raise UserError(f"cannot parse the command line: {exc}") from exc
+    probe: list[str] = []
+    for override in parsed:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            if not multirun:
+                raise UserError(f"'{override.input_line}' is a sweep; add --multirun to run one job per value.")
+            values = [str(v) for v in override.sweep_string_iterator()] if not override.is_hydra_override() else []
+            if override.key_or_group in GROUPS:
+                _check_group(key, values)
+            if values and not override.is_hydra_override():
+                probe.append(f"{key}={values[0]}")
+        else:
+            if override.key_or_group in GROUPS and not override.is_delete():
+                value = override.value()
+                _check_group(key, [str(v) for v in value] if isinstance(value, list) and override.key_or_group == "logger" else [str(value)])
+            probe.append(override.input_line)
+    group_probe = [o for o in probe if o.split("=")[0].lstrip("+~") in GROUPS]
+    try:
+        cfg = _compose(probe)
+    except HydraException as exc:
+        text = str(exc)
+        for o in probe:
+            key = o.split("=")[0]
+            if f"'{key.lstrip('+~')}'" in text or f"'{key}'" in text:
+                raise UserError(_unknown_key_message(key, _compose(group_probe))) from exc
+        raise UserError(text.strip().splitlines()[0] if text else repr(exc)) from exc
+    try:
+        validate(cfg)
+    except UserError:
+        raise
+    except Exception as exc:  # an interpolation or type that cannot resolve
+        raise UserError(f"the config does not resolve: {exc}") from exc
+    return cfg
+
+
+def _resume_overrides(overrides: list[str]) -> list[str]:
+    """For ``trainer.resume=<dir>``: the original run's overrides + these, in that run's directory."""
+    resume = [o for o in overrides if o.startswith("trainer.resume=")]
+    if not resume:
+        return overrides
+    run_dir = Path(resume[-1].split("=", 1)[1]).expanduser().resolve()
+    find_last_checkpoint(run_dir)
+    original_file = run_dir / ".hydra" / "overrides.yaml"
+    if not original_file.exists():
+        raise UserError(f"trainer.resume={run_dir}: {original_file} is missing, so the run's config is unknown.")
+    original = [o for o in yaml.safe_load(original_file.read_text()) or [] if not o.startswith("hydra.")]
+    now = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    for o in original:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key in ("env", "algorithm") and key in now:
+            new = next(x for x in overrides if x.split("=", 1)[0].lstrip("+~") == key)
+            if new != o:
+                raise UserError(f"trainer.resume: the run used {o}; a resumed run cannot change {key} ({new}).")
+    kept = [o for o in original if o.split("=", 1)[0].lstrip("+~") not in now]
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    others = [o for o in overrides if not o.startswith("trainer.resume=")]
+    return [*kept, *others, f"trainer.resume={run_dir}", f"hydra.run.dir={run_dir}", f"hydra.output_subdir=.hydra/resumed_{stamp}"]
+
+
+def preflight(argv: list[str]) -> list[str]:
+    """Check the command line; return it (rewritten for a resume). Raises UserError."""
+    args = get_args_parser().parse_args(argv)
+    if args.help or args.hydra_help or args.info or args.cfg or args.shell_completion or args.config_name:
+        return argv
+    multirun = bool(args.multirun)
+    overrides = list(args.overrides)
+    if not multirun:
+        overrides = _resume_overrides(overrides)
+    cfg = check_overrides([o for o in overrides if not o.startswith("hydra.")], multirun)
+    if multirun and cfg is not None and "mlflow" in (cfg.get("logger") or {}):
+        from hydrarl.trackers.mlflow_tracker import prepare_store
+
+        prepare_store(cfg.logger.mlflow.tracking_uri)  # one process creates the schema, not N workers at once
+    flags = [a for a in argv if a.startswith("-")]
+    return [*flags, *overrides]
+
+
+def _fail_fresh_run(run_dir: Path, resuming: bool) -> None:
+    """Remove the directory Hydra made for a run that never started (never a resumed run's)."""
+    if not resuming and run_dir.exists() and not (run_dir / "checkpoints").exists():
+        logging.shutdown()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def task(cfg: DictConfig) -> TrialResult | None:
+    """Hydra's task function: one run. In a multirun a failure is returned, never raised."""
+    from hydrarl.launchers.train import run
+    from hydrarl.launchers.trainer import Interrupted
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    try:
+        result = run(cfg, run_dir)
+    except UserError as exc:
+        log.error("%s", exc)
+        if multirun:
+            return TrialResult(None, 0, False, "failed", None, run_dir=str(run_dir), error=str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        _fail_fresh_run(run_dir, bool(cfg.trainer.resume))
+        sys.exit(USER_ERROR_EXIT_CODE)
+    except Interrupted as exc:
+        log.warning("%s", exc)
+        if multirun:
+            raise
+        sys.exit(130)
+    except Exception:
+        if not multirun:
+            raise
+        import traceback
+
+        log.exception("job %s failed", hc.job.num)
+        return TrialResult(None, 0, False, "failed", None, run_dir=str(run_dir), error=traceback.format_exc())
+    log.info("done: %s | score %s | %d epochs | %d steps | %s", result.status, result.score, result.epochs_run, result.num_timesteps, run_dir)
+    return result
+
+
+def main() -> None:
+    """Entry point of ``experiment/train.py``."""
+    try:
+        argv = preflight(sys.argv[1:])
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT_CODE)
+    sys.argv = [sys.argv[0], *argv]
+    hydra.main(config_path=str(CONF_DIR), config_name="main", version_base="1.3")(task)()

@@ -1,0 +1,129 @@
+"""One run: config -> env -> agent -> Trainer -> TrialResult, recorded by the trackers.
+
+Everything that can be wrong with the input (values, env, algorithm, their pairing, a missing
+extra) is found before any tracker run is opened or any training step taken.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from stable_baselines3.common.utils import set_random_seed
+
+from hydrarl.agents.factory import algorithm_class, build_agent
+from hydrarl.config import validate
+from hydrarl.envs.factory import make_vec_env
+from hydrarl.errors import UserError
+from hydrarl.launchers.checkpoint import NORMALIZATION, TrainerState, find_last_checkpoint, load_checkpoint, load_normalization
+from hydrarl.launchers.result import TrialResult
+from hydrarl.launchers.seeding import EVAL_SEED_OFFSET, draw_seed
+from hydrarl.launchers.trainer import Interrupted, Trainer
+from hydrarl.runinfo import flatten, run_tags
+from hydrarl.trackers import RunRecord, make_trackers
+
+log = logging.getLogger("hydrarl")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda when available, else cpu; a UserError for cuda on a machine without it."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"trainer.device={device} but torch sees no CUDA device here; use trainer.device=cpu or auto.")
+    return device
+
+
+def _restore_policy(model, path: str, env):
+    """Load the weights of a saved model into the freshly built one (a new run starting from them)."""
+    source = Path(path)
+    if not source.is_file():
+        raise UserError(f"restore_policy={path}: no such model file (give the path of a model.zip).")
+    try:
+        model.set_parameters(str(source), exact_match=True, device=model.device)
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise UserError(f"restore_policy={path} does not fit algorithm/env of this run: {exc}") from exc
+    return load_normalization(source.parent, env)
+
+
+def _log_artifacts(trackers, run_dir: Path) -> None:
+    for name in ("config.yaml",):
+        trackers.log_artifact(run_dir / name)
+    for label, directory in (("best_model", run_dir / "checkpoints" / "best"), ("final_model", run_dir / "checkpoints" / "last")):
+        trackers.log_artifact(directory / "model.zip", label)
+        trackers.log_artifact(directory / NORMALIZATION, label)
+    for log_file in sorted(run_dir.glob("*.log")):
+        trackers.log_artifact(log_file, "logs")
+
+
+def run(cfg: DictConfig, run_dir: Path) -> TrialResult:
+    """Train as ``cfg`` says, writing checkpoints under ``run_dir``; return the TrialResult.
+
+    Raises UserError for bad input (before anything is recorded), Interrupted when stopped by a
+    signal (after a checkpoint), and re-raises any crash after marking the tracker runs FAILED.
+    """
+    validate(cfg)
+    run_dir = Path(run_dir)
+    t = cfg.trainer
+    resume_from = find_last_checkpoint(Path(t.resume)) if t.resume else None
+    if resume_from is None and (run_dir / "checkpoints").exists():
+        raise UserError(f"{run_dir} already holds a run; resume it with trainer.resume={run_dir} or start a new run.")
+    state = TrainerState.load(resume_from / "trainer_state.json") if resume_from else None
+    seed = state.seed if state else (t.seed if t.seed is not None else draw_seed())
+    device = resolve_device(str(t.device))
+    torch.set_num_threads(t.torch_threads)
+    set_random_seed(seed)
+
+    names = {"name": cfg.algorithm_name, "env_name": cfg.env_name}
+    env = make_vec_env(cfg.env, seed)
+    eval_env = make_vec_env(cfg.env, seed + EVAL_SEED_OFFSET, n_envs=1, training=False)
+    try:
+        model = build_agent(cfg.algorithm, env, seed, device, **names)
+        if resume_from:
+            env = load_normalization(resume_from, env)
+            model, state = load_checkpoint(resume_from, algorithm_class(cfg.algorithm, cfg.algorithm_name), env, device)
+            log.info("resuming %s from epoch %d, step %d", run_dir, state.epoch, state.num_timesteps)
+        else:
+            state = TrainerState(seed=seed)
+            if cfg.restore_policy:
+                env = _restore_policy(model, cfg.restore_policy, env)
+                model.set_env(env)
+
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        resolved["seed"] = resolved["trainer"]["seed"] = seed
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+        trackers = make_trackers(cfg.logger, run_dir)
+        record = RunRecord(
+            run_dir=run_dir,
+            run_name=f"{cfg.env_name}-{cfg.algorithm_name}-seed{seed}",
+            params={**flatten(resolved), "device_used": device},
+            tags=run_tags({"env": cfg.env_name, "algorithm": cfg.algorithm_name, "seed": seed, "run_dir": run_dir}),
+            resume_ids=state.tracker_ids,
+        )
+        trackers.start(record)
+        state.tracker_ids = trackers.ids
+        trainer = Trainer(cfg, model, env, eval_env, trackers, run_dir, state, run_id=state.tracker_ids.get("mlflow"))
+        try:
+            result = trainer.fit()
+        except Interrupted:
+            _log_artifacts(trackers, run_dir)
+            trackers.finish("killed")
+            raise
+        except KeyboardInterrupt:
+            trackers.finish("killed")
+            raise
+        except Exception:
+            (run_dir / "error.txt").write_text(traceback.format_exc())
+            trackers.log_artifact(run_dir / "error.txt")
+            trackers.finish("failed")
+            raise
+        _log_artifacts(trackers, run_dir)
+        trackers.finish(result.status)
+        return result
+    finally:
+        env.close()
+        eval_env.close()

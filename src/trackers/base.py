@@ -1,0 +1,108 @@
+"""The tracker interface, the composite the Trainer talks to, and the factory."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from hydrarl.errors import MissingDependency, UserError
+
+log = logging.getLogger(__name__)
+
+# Terminal states a run can end in (TrialResult.status plus 'killed' for an interrupted run).
+FINISH_STATES = ("completed", "early_stopped", "pruned", "failed", "killed")
+
+
+@dataclass
+class RunRecord:
+    """What a tracker needs to open (or re-open) a run."""
+
+    run_dir: Path
+    run_name: str
+    params: dict[str, Any]            # flattened resolved config
+    tags: dict[str, str]
+    resume_ids: dict[str, str] = field(default_factory=dict)  # tracker name -> its run id, when resuming
+
+
+class Tracker:
+    """One sink for a run's params, per-epoch metrics and files. Subclasses override what they support."""
+
+    name = "tracker"
+
+    def start(self, record: RunRecord) -> None:
+        """Open the run (or re-open ``record.resume_ids[self.name]``)."""
+
+    @property
+    def run_id(self) -> str | None:
+        """An id that re-opens this run on resume, if the tracker has one."""
+        return None
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Record scalar metrics at ``step`` (env steps)."""
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """Keep a copy of a file with the run."""
+
+    def finish(self, status: str) -> None:
+        """Close the run in one of FINISH_STATES."""
+
+
+class Trackers(Tracker):
+    """Fan-out to every enabled tracker. A tracker that fails while logging is reported, not fatal."""
+
+    name = "trackers"
+
+    def __init__(self, trackers: list[Tracker]):
+        self.trackers = trackers
+
+    def start(self, record: RunRecord) -> None:
+        for tracker in self.trackers:
+            tracker.start(record)
+
+    @property
+    def ids(self) -> dict[str, str]:
+        return {t.name: t.run_id for t in self.trackers if t.run_id}
+
+    def _each(self, method: str, *args) -> None:
+        for tracker in self.trackers:
+            try:
+                getattr(tracker, method)(*args)
+            except Exception as exc:  # noqa: BLE001 - a tracker outage must not kill training
+                log.warning("%s tracker: %s failed: %s", tracker.name, method, exc)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self._each("log_metrics", metrics, step)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        if Path(path).exists():
+            self._each("log_artifact", Path(path), artifact_path)
+
+    def finish(self, status: str) -> None:
+        self._each("finish", status)
+
+
+def make_trackers(logger_cfg: DictConfig | None, run_dir: Path) -> Trackers:
+    """Build the trackers named in ``cfg.logger`` (keys: mlflow, csv, tensorboard)."""
+    trackers: list[Tracker] = []
+    for name, options in (logger_cfg or {}).items():
+        if name == "mlflow":
+            from hydrarl.trackers.mlflow_tracker import MlflowTracker
+
+            trackers.append(MlflowTracker(**options))
+        elif name == "csv":
+            from hydrarl.trackers.csv_tracker import CsvTracker
+
+            trackers.append(CsvTracker(run_dir / options.filename))
+        elif name == "tensorboard":
+            try:
+                from hydrarl.trackers.tensorboard_tracker import TensorBoardTracker
+            except ImportError as exc:
+                raise MissingDependency("logger tensorboard", "tensorboard") from exc
+            trackers.append(TensorBoardTracker(run_dir / options.log_dir))
+        else:
+            raise UserError(f"logger={name} is unknown; available: mlflow, csv, tensorboard.")
+    return Trackers(trackers)
