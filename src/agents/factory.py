@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from typing import Any
 
 from gymnasium import spaces
@@ -53,7 +54,7 @@ def _check_her(kwargs: dict[str, Any], env: VecEnv, name: str, env_name: str) ->
     if not (isinstance(obs, spaces.Dict) and all(k in obs.spaces for k in GOAL_KEYS)):
         raise UserError(
             f"algorithm={name} uses Hindsight Experience Replay, which needs a goal-conditioned env "
-            f"(dict observations with {', '.join(GOAL_KEYS)}); env={env_name} has {obs}. "
+            f"(dict observations with {', '.join(GOAL_KEYS)}); env={env_name} has {type(obs).__name__} observations. "
             f"Use the algorithm without _her (e.g. algorithm={name.removesuffix('_her')}), or a Fetch env."
         )
 
@@ -75,7 +76,7 @@ def build_agent(
     if unknown:
         raise UserError(
             f"algorithm={name} ({cls.__name__}) has no argument {', '.join(unknown)}. "
-            f"Accepted: {', '.join(a for a in accepted if a not in ('env', 'seed', 'device'))}."
+            f"Accepted: {', '.join(a for a in accepted if a not in ('env', 'seed', 'device', 'verbose', '_init_setup_model'))}."
         )
     policy = config.get("policy")
     aliases = getattr(cls, "policy_aliases", {})
@@ -95,9 +96,10 @@ def build_agent(
         return cls(env=env, seed=seed, device=device, verbose=0, **kwargs)
     except AssertionError as exc:
         if "action space" in str(exc):
+            supported = re.findall(r"<class '[\w.]+\.(\w+)'>", str(exc))
             raise UserError(
-                f"algorithm={name} ({cls.__name__}) cannot act in env={env_name}: "
-                f"the env's actions are {env.action_space}. {exc}"
+                f"algorithm={name} ({cls.__name__}) cannot act in env={env_name}: it supports "
+                f"{' or '.join(supported) or 'other'} actions, the env has {env.action_space}."
             ) from exc
         raise UserError(f"algorithm={name} cannot be built for env={env_name}: {exc}") from exc
     except (ValueError, KeyError) as exc:

@@ -170,8 +170,8 @@ def task(cfg: DictConfig) -> TrialResult | None:
     try:
         result = run(cfg, run_dir)
     except UserError as exc:
-        log.error("%s", exc)
         if multirun:
+            log.error("%s", exc)
             return TrialResult(None, 0, False, "failed", None, run_dir=str(run_dir), error=str(exc))
         print(f"error: {exc}", file=sys.stderr)
         _fail_fresh_run(run_dir, bool(cfg.trainer.resume))

@@ -1,0 +1,40 @@
+# Two commands: `make train` (set-up + the default run) and `make test` (set-up + the tests).
+# The set-up creates .venv and installs the project with every extra, pinned by constraints.txt;
+# it re-runs only when pyproject.toml or constraints.txt change.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXTRAS := box2d,comet,tensorboard,test
+PYTEST_WORKERS ?= 2
+
+export COMET_AUTO_LOG_ENV_DETAILS ?= false
+export COMET_ERROR_TRACKING_ENABLE ?= false
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export RAY_USAGE_STATS_ENABLED ?= 0
+export SDL_VIDEODRIVER ?= dummy
+export MENAGERIE_ROOT ?= $(abspath ../shared/menagerie)
+
+.PHONY: setup train test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[$(EXTRAS)]'
+	$(BIN)/pip check
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/python experiment/train.py $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info

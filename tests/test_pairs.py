@@ -1,0 +1,51 @@
+"""Every env x algorithm pair: it composes, and either trains for one short epoch or is refused
+before training with a UserError that names both."""
+
+import numpy as np
+import pytest
+
+from hydrarl.errors import UserError
+from hydrarl.launchers.cli import available
+from hydrarl.launchers.train import run
+from tests.conftest import compose_cfg, fast_overrides
+
+ENVS = available("env")
+ALGORITHMS = available("algorithm")
+HER = [a for a in ALGORITHMS if a.endswith("_her")]
+FETCH = [e for e in ENVS if e.startswith("Fetch")]
+
+# Pairs that must be refused, and pairs that must train (the rest may do either).
+MUST_REFUSE = {
+    ("CartPole", "sac"), ("LunarLander", "td3"), ("Pendulum", "dqn"), ("HalfCheetah", "qrdqn"),
+    ("CartPole", "sac_her"), ("Pendulum", "td3_her"), ("FetchReach", "dqn"), ("FetchReach", "crossq"),
+    ("FetchPush", "ars"),
+}
+MUST_TRAIN = {(e, a) for e in FETCH for a in HER} | {
+    (e, a) for e in ("CartPole", "LunarLander") for a in ("dqn", "qrdqn", "ppo", "a2c", "trpo", "ars", "recurrent_ppo")
+} | {(e, a) for e in ("Pendulum", "MountainCarContinuous", "HalfCheetah", "Ant") for a in ("sac", "td3", "ddpg", "tqc", "crossq", "ppo", "a2c", "trpo", "ars", "recurrent_ppo")}
+
+
+def short_run_overrides(env: str, algorithm: str) -> list[str]:
+    return [
+        f"env={env}", f"algorithm={algorithm}", "seed=0", "logger=[]",
+        "trainer.n_epochs=1", "trainer.eval_after_n_steps=100", "trainer.n_test_rollouts=1",
+        "trainer.progress_bar=false", "env.max_episode_steps=50", *fast_overrides(algorithm),
+    ]
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("env", ENVS)
+def test_pair(env, algorithm, tmp_path):
+    cfg = compose_cfg(short_run_overrides(env, algorithm))
+    try:
+        result = run(cfg, tmp_path / "run")
+    except UserError as exc:
+        assert (env, algorithm) not in MUST_TRAIN, f"{env} x {algorithm} refused: {exc}"
+        assert env in str(exc) and algorithm in str(exc)
+        assert not (tmp_path / "run" / "checkpoints").exists(), "a refused pair must leave no checkpoint"
+        return
+    assert (env, algorithm) not in MUST_REFUSE, f"{env} x {algorithm} should have been refused"
+    assert result.status == "completed" and result.epochs_run == 1
+    assert result.num_timesteps >= 100
+    assert np.isfinite(result.metrics["eval/mean_reward"])
+    assert (tmp_path / "run" / "checkpoints" / "last" / "model.zip").is_file()
