@@ -6,8 +6,10 @@ or Ray usage telemetry. Nothing here reaches beyond 127.0.0.1.
 """
 
 import os
+import time
 
 __version__ = "0.1.0"
+IMPORTED_AT = time.time()  # start-up time is measured from here (see time/first_step_seconds)
 
 _PRIVACY_DEFAULTS = {
     "COMET_AUTO_LOG_ENV_DETAILS": "false",

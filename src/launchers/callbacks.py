@@ -4,6 +4,7 @@ and learning-rate/exploration schedules that span the whole run instead of one e
 from __future__ import annotations
 
 import signal
+import time
 import types
 from typing import Any
 
@@ -11,6 +12,8 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter, Logger
 from tqdm import tqdm
+
+import hydrarl
 
 
 class StopFlag:
@@ -29,7 +32,7 @@ class StopFlag:
     def __bool__(self) -> bool:
         return self.signal is not None
 
-    def __enter__(self) -> "StopFlag":
+    def __enter__(self) -> StopFlag:
         for signum in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -43,14 +46,20 @@ class StopFlag:
 
 
 class TrainerCallback(BaseCallback):
-    """Advances the progress bar and ends ``learn`` early when the stop flag is set."""
+    """Advances the progress bar and ends ``learn`` early when the stop flag is set.
+
+    ``first_step_seconds``: seconds from ``import hydrarl`` to the first env step of this process.
+    """
 
     def __init__(self, stop: StopFlag, bar: tqdm | None):
         super().__init__()
         self.stop = stop
         self.bar = bar
+        self.first_step_seconds: float | None = None
 
     def _on_step(self) -> bool:
+        if self.first_step_seconds is None:
+            self.first_step_seconds = time.time() - hydrarl.IMPORTED_AT
         if self.bar is not None:
             self.bar.update(self.training_env.num_envs)
         return not self.stop

@@ -59,7 +59,7 @@ class TrainerState:
         path.write_text(json.dumps(asdict(self), indent=1))
 
     @classmethod
-    def load(cls, path: Path) -> "TrainerState":
+    def load(cls, path: Path) -> TrainerState:
         return cls(**json.loads(path.read_text()))
 
 

@@ -114,6 +114,7 @@ class Trainer:
             bar = tqdm(total=self.total_steps, initial=min(self.model.num_timesteps, self.total_steps), unit="step", dynamic_ncols=True, mininterval=1.0)
         with StopFlag() as stop, logging_redirect_tqdm():
             callback = TrainerCallback(stop, bar)
+            reported_startup = False
             try:
                 while state.epoch < t.n_epochs and not state.early_stopped:
                     learn_seconds = self._learn(callback)
@@ -132,6 +133,10 @@ class Trainer:
                         "time/steps_per_second": steps / max(learn_seconds, 1e-9),
                         "time/eval_seconds": time.perf_counter() - eval_start,
                     })
+                    if callback.first_step_seconds is not None and not reported_startup:
+                        metrics["time/first_step_seconds"] = callback.first_step_seconds
+                        log.info("first env step %.1f s after start", callback.first_step_seconds)
+                        reported_startup = True
                     metric = score_metric(t.metric, metrics)
                     state.history.append(metrics)
                     value = metrics.get(metric)

@@ -1,0 +1,68 @@
+"""Benchmark: does the default experiment (FetchReach, sac_her) reach eval success >= 0.9 within
+10,000 env steps, for each seed? Runs ``experiment/train.py seed=S`` (the defaults `make train`
+uses) for each seed, ``--jobs`` at a time, and prints a markdown table.
+
+    python benchmarks/fetchreach_success.py --seeds 1 2 3 --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def one(seed: int, out: Path, extra: list[str]) -> dict:
+    run_dir = out / f"seed{seed}"
+    start = time.time()
+    cmd = [sys.executable, str(ROOT / "experiment" / "train.py"), f"seed={seed}", "trainer.progress_bar=false",
+           f"hydra.run.dir={run_dir}", f"logger.mlflow.tracking_uri=sqlite:///{out}/mlflow.db", *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.time() - start
+    if proc.returncode != 0:
+        return {"seed": seed, "error": proc.stderr[-2000:]}
+    state = json.loads((run_dir / "checkpoints" / "last" / "trainer_state.json").read_text())
+    steps = [(h["time/epoch"], h["eval/success_rate"]) for h in state["history"]]
+    per_epoch = state["num_timesteps"] // state["epoch"]
+    first = next((int(e) * per_epoch for e, s in steps if s >= 0.9), None)
+    return {
+        "seed": seed,
+        "first_step_at_0.9": first,
+        "final_success": steps[-1][1],
+        "train_steps_per_s": sum(h["time/steps_per_second"] for h in state["history"]) / len(state["history"]),
+        "first_step_seconds": state["history"][0].get("time/first_step_seconds"),
+        "wall_s": wall,
+        "curve": [s for _, s in steps],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("overrides", nargs="*", help="extra train.py overrides")
+    args = parser.parse_args()
+    out = Path(tempfile.mkdtemp(prefix="bench-fetchreach-"))
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(lambda s: one(s, out, args.overrides), args.seeds))
+    print("| seed | first eval with success >= 0.9 (env steps) | final success | train steps/s | first env step (s) | wall (s) | success per epoch |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['seed']} | FAILED: {r['error'][-200:]!r} |")
+            continue
+        print(f"| {r['seed']} | {r['first_step_at_0.9']} | {r['final_success']:.2f} | {r['train_steps_per_s']:.0f} | "
+              f"{r['first_step_seconds']:.1f} | {r['wall_s']:.0f} | {' '.join(f'{s:.1f}' for s in r['curve'])} |")
+    ok = sum(1 for r in rows if r.get("first_step_at_0.9") is not None and r["first_step_at_0.9"] <= 10_000)
+    print(f"\n{ok} of {len(rows)} seeds reached 0.9 within 10,000 env steps (runs in {out})")
+
+
+if __name__ == "__main__":
+    main()
