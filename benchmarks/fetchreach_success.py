@@ -2,7 +2,7 @@
 10,000 env steps, for each seed? Runs ``experiment/train.py seed=S`` (the defaults `make train`
 uses) for each seed, ``--jobs`` at a time, and prints a markdown table.
 
-    python benchmarks/fetchreach_success.py --seeds 1 2 3 --jobs 2
+    python benchmarks/fetchreach_success.py --seeds 1 2 3 --jobs 2 --plot docs/img/fetchreach_sac_her.png
 """
 
 from __future__ import annotations
@@ -19,15 +19,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def one(seed: int, out: Path, extra: list[str]) -> dict:
+def one(seed: int, out: Path, extra: list[str], reuse: bool = False) -> dict:
     run_dir = out / f"seed{seed}"
     start = time.time()
+    if reuse:
+        return summarise(seed, run_dir, wall=float("nan"))
     cmd = [sys.executable, str(ROOT / "experiment" / "train.py"), f"seed={seed}", "trainer.progress_bar=false",
            f"hydra.run.dir={run_dir}", f"logger.mlflow.tracking_uri=sqlite:///{out}/mlflow.db", *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.time() - start
     if proc.returncode != 0:
         return {"seed": seed, "error": proc.stderr[-2000:]}
+    return summarise(seed, run_dir, wall)
+
+
+def summarise(seed: int, run_dir: Path, wall: float) -> dict:
     state = json.loads((run_dir / "checkpoints" / "last" / "trainer_state.json").read_text())
     steps = [(h["time/epoch"], h["eval/success_rate"]) for h in state["history"]]
     per_epoch = state["num_timesteps"] // state["epoch"]
@@ -40,18 +46,46 @@ def one(seed: int, out: Path, extra: list[str]) -> dict:
         "first_step_seconds": state["history"][0].get("time/first_step_seconds"),
         "wall_s": wall,
         "curve": [s for _, s in steps],
+        "steps": [int(e) * per_epoch for e, _ in steps],
     }
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Success rate per evaluation, one line per seed, and the 0.9 bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    for r in rows:
+        if "curve" in r:
+            ax.plot(r["steps"], r["curve"], marker="o", label=f"seed {r['seed']}")
+    ax.axhline(0.9, color="grey", linestyle="--", linewidth=1, label="0.9 bar")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("eval success rate (10 episodes)")
+    ax.set_title("FetchReach, sac_her defaults (python experiment/train.py seed=S)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--plot", type=Path, help="write a PNG of the success curves here")
+    parser.add_argument("--reuse", type=Path, help="summarise the runs of an earlier invocation (its directory) instead of training")
     parser.add_argument("overrides", nargs="*", help="extra train.py overrides")
     args = parser.parse_args()
-    out = Path(tempfile.mkdtemp(prefix="bench-fetchreach-"))
+    out = args.reuse or Path(tempfile.mkdtemp(prefix="bench-fetchreach-"))
     with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda s: one(s, out, args.overrides), args.seeds))
+        rows = list(pool.map(lambda s: one(s, out, args.overrides, reuse=args.reuse is not None), args.seeds))
+    if args.plot:
+        plot(rows, args.plot)
     print("| seed | first eval with success >= 0.9 (env steps) | final success | train steps/s | first env step (s) | wall (s) | success per epoch |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

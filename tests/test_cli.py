@@ -76,13 +76,14 @@ BAD_INPUT = [
     (["env=Pendulum", "algorithm=sac", "restore_policy=/nowhere/model.zip"], ["restore_policy=/nowhere/model.zip"]),
     (["env=Pendulum,CartPole"], ["--multirun"]),
     (["trainer.resume=/nowhere"], ["no checkpoint to resume from"]),
+    (["env=Pendulum", "algorithm=sac", "logger.mlflow.tracking_uri=file:///tmp/old-mlruns"], ["cannot be opened", "sqlite:///"]),
 ]
 
 
 @pytest.mark.parametrize("args, needles", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
 def test_bad_input_exits_2_with_one_message_and_records_nothing(tmp_path, tracking_uri, args, needles):
     run_dir = tmp_path / "run"
-    proc = run_cli([*args, f"logger.mlflow.tracking_uri={tracking_uri}", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    proc = run_cli([f"logger.mlflow.tracking_uri={tracking_uri}", *args, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     for needle in needles:

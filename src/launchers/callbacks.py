@@ -93,9 +93,15 @@ def sb3_metrics(model: BaseAlgorithm, writer: CaptureWriter) -> dict[str, float]
     return {**writer.values, **pending}
 
 
+# Attributes this module sets on a model that must never be saved with it (a bound method would
+# pickle the whole model, replay buffer included, into model.zip).
+RUNTIME_ATTRIBUTES = ["_update_current_progress_remaining"]
+
+
 def schedules_over_run(model: BaseAlgorithm, total_timesteps: int) -> None:
     """Make SB3's progress (learning-rate and exploration schedules) run from 1 to 0 over the whole
-    run's ``total_timesteps``, not over each ``learn`` chunk as SB3 would when learn is called per epoch."""
+    run's ``total_timesteps``, not over each ``learn`` chunk as SB3 would when learn is called per epoch.
+    Save such a model with ``exclude=RUNTIME_ATTRIBUTES``; re-apply after loading."""
 
     def update(self, num_timesteps: int, _chunk_total: int) -> None:
         self._current_progress_remaining = max(0.0, 1.0 - float(num_timesteps) / float(total_timesteps))

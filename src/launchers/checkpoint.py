@@ -21,7 +21,6 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +31,7 @@ from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from hydrarl.errors import UserError
+from hydrarl.launchers.callbacks import RUNTIME_ATTRIBUTES
 from hydrarl.launchers.seeding import rng_state, set_rng_state
 
 MODEL = "model.zip"
@@ -106,7 +106,7 @@ def save_checkpoint(directory: Path, model: BaseAlgorithm, env: VecEnv, state: T
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save(tmp / MODEL)
+    model.save(tmp / MODEL, exclude=RUNTIME_ATTRIBUTES)
     if isinstance(env, VecNormalize):
         env.save(str(tmp / NORMALIZATION))
     if full:
@@ -156,7 +156,3 @@ def load_checkpoint(directory: Path, model_cls: type[BaseAlgorithm], env: VecEnv
     set_rng_state(torch.load(directory / RNG, weights_only=False))
     return model, TrainerState.load(directory / STATE)
 
-
-def checkpoint_summary(directory: Path) -> dict[str, Any]:
-    """The trainer state of a checkpoint, for messages and tests."""
-    return json.loads((Path(directory) / STATE).read_text())

@@ -7,14 +7,17 @@ No global ``mlflow.start_run`` state is used, so parallel workers never share a 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import re
 import time
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
 
+from hydrarl.errors import UserError
 from hydrarl.trackers.base import RunRecord, Tracker
 
 _STATUS = {"completed": "FINISHED", "early_stopped": "FINISHED", "pruned": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
@@ -58,22 +61,26 @@ class MlflowTracker(Tracker):
         return self._run_id
 
     def start(self, record: RunRecord) -> None:
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        try:
+            with store_lock(self.tracking_uri):
+                self.client = MlflowClient(tracking_uri=self.tracking_uri)
+                experiment_id = ensure_experiment(self.client, self.tracking_uri, self.experiment_name)
+        except Exception as exc:  # noqa: BLE001 - any store failure here is a bad URI or an unreachable store
+            raise UserError(
+                f"logger.mlflow.tracking_uri={self.tracking_uri} cannot be opened: {str(exc).splitlines()[0][:300]} "
+                "Use a database URL such as sqlite:///mlflow.db or postgresql://..., or an http(s) tracking server."
+            ) from exc
         resume_id = record.resume_ids.get(self.name)
         if resume_id:
             self._run_id = resume_id
             self.client.update_run(resume_id, status="RUNNING")
             self.client.set_tag(resume_id, "hydrarl.resumed", "true")
             return
-        experiment_id = ensure_experiment(self.client, self.tracking_uri, self.experiment_name)
         run = self.client.create_run(experiment_id, run_name=self.run_name or record.run_name, tags=record.tags)
         self._run_id = run.info.run_id
         params = [Param(k, str(v)[:MAX_PARAM_VAL_LENGTH]) for k, v in record.params.items()]
         for i in range(0, len(params), MAX_PARAMS_TAGS_PER_BATCH):
             self.client.log_batch(self._run_id, params=params[i : i + MAX_PARAMS_TAGS_PER_BATCH])
-
-    def set_tags(self, tags: dict[str, str]) -> None:
-        self.client.log_batch(self._run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
@@ -89,6 +96,26 @@ class MlflowTracker(Tracker):
             self.client.set_terminated(self._run_id, status=_STATUS[status])
 
 
+@contextlib.contextmanager
+def store_lock(tracking_uri: str):
+    """For a sqlite store, hold ``<db>.lock`` exclusively: processes that open a new database at the
+    same time would race on creating its schema (MLflow then fails with 'duplicate column')."""
+    root = sqlite_artifact_root(tracking_uri)
+    if root is None:
+        yield
+        return
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)  # creates the schema
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def prepare_store(tracking_uri: str) -> None:
-    """Create a SQL store's schema now (parallel workers racing to create it can corrupt it)."""
-    MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+    """Create the store's schema now, in the parent of a multirun, before workers open it."""
+    with store_lock(tracking_uri):
+        MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
