@@ -37,3 +37,26 @@ def test_tensorboard_writes_scalars_readable_by_tensorboard(tmp_path):
 def test_unknown_tracker_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="available: mlflow, csv, tensorboard"):
         make_trackers({"wandb": {}}, tmp_path)
+
+
+def test_parallel_workers_can_open_one_new_sqlite_store(tmp_path):
+    """Four processes open the same fresh store at once (as parallel sweep workers do); all get a run."""
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    code = (
+        "import sys; from pathlib import Path; import hydrarl\n"
+        "from hydrarl.trackers import RunRecord\n"
+        "from hydrarl.trackers.mlflow_tracker import MlflowTracker\n"
+        "t = MlflowTracker(sys.argv[1], 'Parallel'); t.start(RunRecord(Path('.'), sys.argv[2], {'a': 1}, {}))\n"
+        "t.log_metrics({'x': 1.0}, 1); t.finish('completed')\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, uri, f"w{i}"], stderr=subprocess.PIPE, text=True) for i in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("Parallel").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["w0", "w1", "w2", "w3"]
