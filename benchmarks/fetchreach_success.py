@@ -57,14 +57,15 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
-    for r in rows:
-        if "curve" in r:
-            ax.plot(r["steps"], r["curve"], marker="o", label=f"seed {r['seed']}")
+    fig, ax = plt.subplots(figsize=(7, 3.8), dpi=110)
+    styles = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", "-")]
+    for i, r in enumerate(r for r in rows if "curve" in r):
+        marker, line = styles[i % len(styles)]
+        ax.plot(r["steps"], r["curve"], marker=marker, linestyle=line, markersize=7 - i, label=f"seed {r['seed']}")
     ax.axhline(0.9, color="grey", linestyle="--", linewidth=1, label="0.9 bar")
     ax.set_xlabel("env steps")
     ax.set_ylabel("eval success rate (10 episodes)")
-    ax.set_title("FetchReach, sac_her defaults (python experiment/train.py seed=S)")
+    ax.set_title("FetchReach, sac_her defaults: experiment/train.py seed=S")
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")

@@ -37,18 +37,21 @@ model = SAC("MultiInputPolicy", env, learning_rate=1e-3, buffer_size=1_000_000, 
             tau=0.005, gamma=0.95, train_freq=1, gradient_steps=1, ent_coef="auto",
             replay_buffer_class=HerReplayBuffer, replay_buffer_kwargs=dict(n_sampled_goal=4, goal_selection_strategy="future"),
             policy_kwargs=dict(net_arch=[64, 64], n_critics=1), seed=seed, device="cpu")
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 model.learn(steps)
-print(steps / (time.perf_counter() - start))
+print(steps / (time.perf_counter() - start), steps / (time.process_time() - cpu))
 '''
 
 
-def bare(steps: int, seed: int) -> float:
+def bare(steps: int, seed: int) -> tuple[float, float]:
+    """(steps per wall second, steps per CPU second) of ``model.learn``."""
     out = subprocess.run([sys.executable, "-c", BARE, str(steps), str(seed)], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    wall, cpu = out.stdout.strip().splitlines()[-1].split()
+    return float(wall), float(cpu)
 
 
-def ours(steps: int, seed: int, out: Path) -> tuple[float, float]:
+def ours(steps: int, seed: int, out: Path) -> tuple[float, float, float]:
+    """(steps per wall second, steps per CPU second, whole-command seconds) of experiment/train.py."""
     run_dir = out / f"ours-{time.time_ns()}"
     start = time.perf_counter()
     subprocess.run([sys.executable, str(ROOT / "experiment" / "train.py"), f"seed={seed}", "trainer.n_epochs=1",
@@ -57,7 +60,8 @@ def ours(steps: int, seed: int, out: Path) -> tuple[float, float]:
                    capture_output=True, text=True, check=True)
     wall = time.perf_counter() - start
     state = json.loads((run_dir / "checkpoints" / "last" / "trainer_state.json").read_text())
-    return state["history"][0]["time/steps_per_second"], wall
+    epoch = state["history"][0]
+    return epoch["time/steps_per_second"], epoch["time/steps_per_cpu_second"], wall
 
 
 def main() -> None:
@@ -67,16 +71,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
-    bare_rates, our_rates, walls = [], [], []
+    rows = []
     for _ in range(args.repeats):
-        bare_rates.append(bare(args.steps, args.seed))
-        rate, wall = ours(args.steps, args.seed, out)
-        our_rates.append(rate)
-        walls.append(wall)
-        print(f"bare SB3 {bare_rates[-1]:.1f} steps/s | train.py {rate:.1f} steps/s (whole command {wall:.1f} s)", flush=True)
-    b, o = statistics.median(bare_rates), statistics.median(our_rates)
-    print(f"\nmedian over {args.repeats}: bare {b:.1f} steps/s, train.py {o:.1f} steps/s, ratio {o / b:.3f} "
-          f"({args.steps} steps; train.py whole command median {statistics.median(walls):.1f} s)")
+        b_wall, b_cpu = bare(args.steps, args.seed)
+        o_wall, o_cpu, command = ours(args.steps, args.seed, out)
+        rows.append((b_wall, b_cpu, o_wall, o_cpu, command))
+        print(f"bare SB3 {b_wall:.1f} steps/s ({b_cpu:.1f} per CPU s) | train.py {o_wall:.1f} steps/s ({o_cpu:.1f} per CPU s), "
+              f"whole command {command:.1f} s", flush=True)
+    med = [statistics.median(col) for col in zip(*rows, strict=True)]
+    print(f"\nmedians over {args.repeats} pairs, {args.steps} steps: wall-clock bare {med[0]:.1f}, train.py {med[2]:.1f} steps/s "
+          f"(ratio {med[2] / med[0]:.3f}); CPU-time bare {med[1]:.1f}, train.py {med[3]:.1f} steps/CPU-s (ratio {med[3] / med[1]:.3f}); "
+          f"train.py whole command {med[4]:.1f} s")
 
 
 if __name__ == "__main__":

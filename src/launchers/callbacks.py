@@ -56,6 +56,14 @@ class TrainerCallback(BaseCallback):
         self.stop = stop
         self.bar = bar
         self.first_step_seconds: float | None = None
+        self._reported = False
+
+    def take_first_step_seconds(self) -> float | None:
+        """``first_step_seconds`` once (None afterwards, and before the first step)."""
+        if self._reported or self.first_step_seconds is None:
+            return None
+        self._reported = True
+        return self.first_step_seconds
 
     def _on_step(self) -> bool:
         if self.first_step_seconds is None:

@@ -14,11 +14,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.utils import set_random_seed
 
-from hydrarl.agents.factory import algorithm_class, build_agent
+from hydrarl.agents.factory import build_agent
 from hydrarl.config import validate
 from hydrarl.envs.factory import make_vec_env
 from hydrarl.errors import UserError
-from hydrarl.launchers.checkpoint import NORMALIZATION, TrainerState, find_last_checkpoint, load_checkpoint, load_normalization
+from hydrarl.launchers.checkpoint import (
+    MODEL,
+    NORMALIZATION,
+    STATE,
+    TrainerState,
+    find_last_checkpoint,
+    load_checkpoint,
+    load_normalization,
+)
 from hydrarl.launchers.result import TrialResult
 from hydrarl.launchers.seeding import EVAL_SEED_OFFSET, draw_seed
 from hydrarl.launchers.trainer import Interrupted, Trainer
@@ -50,13 +58,46 @@ def _restore_policy(model, path: str, env):
 
 
 def _log_artifacts(trackers, run_dir: Path) -> None:
-    for name in ("config.yaml",):
-        trackers.log_artifact(run_dir / name)
+    trackers.log_artifact(run_dir / "config.yaml")
     for label, directory in (("best_model", run_dir / "checkpoints" / "best"), ("final_model", run_dir / "checkpoints" / "last")):
-        trackers.log_artifact(directory / "model.zip", label)
+        trackers.log_artifact(directory / MODEL, label)
         trackers.log_artifact(directory / NORMALIZATION, label)
     for log_file in sorted(run_dir.glob("*.log")):
         trackers.log_artifact(log_file, "logs")
+
+
+def _prepare(cfg: DictConfig, run_dir: Path):
+    """Seed, envs and agent (fresh, resumed or restored), with every input check done.
+
+    Returns ``(env, eval_env, model, state, device)``; the caller closes the envs.
+    """
+    t = cfg.trainer
+    resume_from = find_last_checkpoint(Path(t.resume)) if t.resume else None
+    if resume_from is None and (run_dir / "checkpoints").exists():
+        raise UserError(f"{run_dir} already holds a run; resume it with trainer.resume={run_dir} or start a new run.")
+    state = TrainerState.load(resume_from / STATE) if resume_from else None
+    seed = state.seed if state else (t.seed if t.seed is not None else draw_seed())
+    device = resolve_device(str(t.device))
+    torch.set_num_threads(t.torch_threads)
+    set_random_seed(seed)
+    env = make_vec_env(cfg.env, seed)
+    eval_env = make_vec_env(cfg.env, seed + EVAL_SEED_OFFSET, n_envs=1, training=False)
+    try:
+        model = build_agent(cfg.algorithm, env, seed, device, name=cfg.algorithm_name, env_name=cfg.env_name)
+        if resume_from:
+            env = load_normalization(resume_from, env)
+            model, state = load_checkpoint(resume_from, type(model), env, device)
+            log.info("resuming %s from epoch %d, step %d", run_dir, state.epoch, state.num_timesteps)
+        else:
+            state = TrainerState(seed=seed)
+            if cfg.restore_policy:
+                env = _restore_policy(model, cfg.restore_policy, env)
+                model.set_env(env)
+    except BaseException:
+        env.close()
+        eval_env.close()
+        raise
+    return env, eval_env, model, state, device
 
 
 def run(cfg: DictConfig, run_dir: Path) -> TrialResult:
@@ -67,44 +108,20 @@ def run(cfg: DictConfig, run_dir: Path) -> TrialResult:
     """
     validate(cfg)
     run_dir = Path(run_dir)
-    t = cfg.trainer
-    resume_from = find_last_checkpoint(Path(t.resume)) if t.resume else None
-    if resume_from is None and (run_dir / "checkpoints").exists():
-        raise UserError(f"{run_dir} already holds a run; resume it with trainer.resume={run_dir} or start a new run.")
-    state = TrainerState.load(resume_from / "trainer_state.json") if resume_from else None
-    seed = state.seed if state else (t.seed if t.seed is not None else draw_seed())
-    device = resolve_device(str(t.device))
-    torch.set_num_threads(t.torch_threads)
-    set_random_seed(seed)
-
-    names = {"name": cfg.algorithm_name, "env_name": cfg.env_name}
-    env = make_vec_env(cfg.env, seed)
-    eval_env = make_vec_env(cfg.env, seed + EVAL_SEED_OFFSET, n_envs=1, training=False)
+    env, eval_env, model, state, device = _prepare(cfg, run_dir)
     try:
-        model = build_agent(cfg.algorithm, env, seed, device, **names)
-        if resume_from:
-            env = load_normalization(resume_from, env)
-            model, state = load_checkpoint(resume_from, algorithm_class(cfg.algorithm, cfg.algorithm_name), env, device)
-            log.info("resuming %s from epoch %d, step %d", run_dir, state.epoch, state.num_timesteps)
-        else:
-            state = TrainerState(seed=seed)
-            if cfg.restore_policy:
-                env = _restore_policy(model, cfg.restore_policy, env)
-                model.set_env(env)
-
         resolved = OmegaConf.to_container(cfg, resolve=True)
-        resolved["seed"] = resolved["trainer"]["seed"] = seed
+        resolved["seed"] = resolved["trainer"]["seed"] = state.seed
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
         trackers = make_trackers(cfg.logger, run_dir)
-        record = RunRecord(
+        trackers.start(RunRecord(
             run_dir=run_dir,
-            run_name=f"{cfg.env_name}-{cfg.algorithm_name}-seed{seed}",
+            run_name=f"{cfg.env_name}-{cfg.algorithm_name}-seed{state.seed}",
             params={**flatten(resolved), "device_used": device},
-            tags=run_tags({"env": cfg.env_name, "algorithm": cfg.algorithm_name, "seed": seed, "run_dir": run_dir}),
+            tags=run_tags({"env": cfg.env_name, "algorithm": cfg.algorithm_name, "seed": state.seed, "run_dir": run_dir}),
             resume_ids=state.tracker_ids,
-        )
-        trackers.start(record)
+        ))
         state.tracker_ids = trackers.ids
         trainer = Trainer(cfg, model, env, eval_env, trackers, run_dir, state, run_id=state.tracker_ids.get("mlflow"))
         try:

@@ -76,16 +76,23 @@ class Trainer:
         schedules_over_run(model, self.total_steps)
 
     # -- one epoch -------------------------------------------------------------------------
-    def _learn(self, callback: TrainerCallback) -> float:
-        """Train until the epoch's end step; returns seconds spent."""
+    def _learn(self, callback: TrainerCallback) -> dict[str, float]:
+        """Train until the epoch's end step; returns the epoch's throughput metrics.
+
+        ``time/steps_per_second`` is env steps per wall-clock second of ``learn``;
+        ``time/steps_per_cpu_second`` per second of this process's CPU time, which other load on a
+        shared machine disturbs less.
+        """
         state = self.state
         if state.epoch_end_step is None:
             state.epoch_end_step = self.model.num_timesteps + self.t.eval_after_n_steps
-        remaining = state.epoch_end_step - self.model.num_timesteps
-        start = time.perf_counter()
-        if remaining > 0:
-            self.model.learn(remaining, callback=callback, reset_num_timesteps=False)
-        return time.perf_counter() - start
+        before, wall, cpu = self.model.num_timesteps, time.perf_counter(), time.process_time()
+        if state.epoch_end_step > before:
+            self.model.learn(state.epoch_end_step - before, callback=callback, reset_num_timesteps=False)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        state.num_timesteps = self.model.num_timesteps
+        steps = state.num_timesteps - before
+        return {"time/steps_per_second": steps / max(wall, 1e-9), "time/steps_per_cpu_second": steps / max(cpu, 1e-9)}
 
     def _evaluate(self) -> dict[str, float]:
         if self.t.n_test_rollouts == 0:
@@ -94,77 +101,99 @@ class Trainer:
         seed = self.state.seed + EVAL_SEED_OFFSET + self.state.epoch
         return evaluate(self.model, self.eval_env, self.t.n_test_rollouts, seed)
 
+    def _epoch_metrics(self, throughput: dict[str, float], callback: TrainerCallback) -> dict[str, float]:
+        """Evaluation, SB3's own training statistics and timing of the epoch just trained."""
+        eval_start = time.perf_counter()
+        metrics = self._evaluate()
+        metrics.update(sb3_metrics(self.model, self.sb3_logs))
+        metrics.update(throughput)
+        metrics["time/epoch"] = self.state.epoch
+        metrics["time/eval_seconds"] = time.perf_counter() - eval_start
+        startup = callback.take_first_step_seconds()
+        if startup is not None:
+            metrics["time/first_step_seconds"] = startup
+            log.info("first env step %.1f s after start", startup)
+        return metrics
+
+    def _values(self, name: str) -> list[float]:
+        """The last ``early_stop.last_n`` recorded values of a metric."""
+        return [h[name] for h in self.state.history if name in h][-self.t.early_stop.last_n :]
+
     def _should_stop(self, metric: str) -> bool:
         threshold = self.t.early_stop.threshold
         if threshold is None:
             return False
-        name = self.t.early_stop.metric or metric
-        values = [h[name] for h in self.state.history if name in h][-self.t.early_stop.last_n :]
+        values = self._values(self.t.early_stop.metric or metric)
         return len(values) == self.t.early_stop.last_n and float(np.mean(values)) >= threshold
 
-    def _score(self, metric: str) -> float | None:
-        values = [h[metric] for h in self.state.history if metric in h][-self.t.early_stop.last_n :]
-        return float(np.mean(values)) if values else None
+    def _record(self, metrics: dict[str, float]) -> bool:
+        """Append the epoch to the history, update best and early stop; True if the score improved."""
+        state = self.state
+        state.history.append(metrics)
+        metric = score_metric(self.t.metric, metrics)
+        value = metrics.get(metric)
+        improved = value is not None and math.isfinite(value) and (state.best_score is None or value > state.best_score)
+        if improved:
+            state.best_score, state.best_epoch = value, state.epoch
+        state.early_stopped = self._should_stop(metric)
+        return improved
+
+    def _checkpoint(self, improved: bool) -> None:
+        state = self.state
+        if improved:
+            save_checkpoint(self.checkpoints / "best", self.model, self.env, state, full=False)
+        save_checkpoint(self.checkpoints / "last", self.model, self.env, state)
+        if self.t.checkpoint_every and state.epoch % self.t.checkpoint_every == 0:
+            save_checkpoint(self.checkpoints / f"epoch_{state.epoch:04d}", self.model, self.env, state, full=False)
+
+    def _report(self, metrics: dict[str, float], improved: bool, bar: tqdm | None) -> None:
+        state = self.state
+        line = f"epoch {state.epoch}/{self.t.n_epochs} | steps {state.num_timesteps} | {_fmt(metrics)} | {metrics['time/steps_per_second']:.0f} steps/s"
+        log.info(line + (" | best" if improved else "") + (" | early stop" if state.early_stopped else ""))
+        metric = score_metric(self.t.metric, metrics)
+        if bar is not None and metric in metrics:
+            bar.set_postfix({metric.split("/")[-1]: f"{metrics[metric]:.3g}"}, refresh=False)
 
     # -- the loop --------------------------------------------------------------------------
     def fit(self) -> TrialResult:
+        """Run the remaining epochs. Raises Interrupted (after writing ``last``) on SIGINT/SIGTERM."""
         state, t = self.state, self.t
-        bar = None
-        if t.progress_bar:
-            bar = tqdm(total=self.total_steps, initial=min(self.model.num_timesteps, self.total_steps), unit="step", dynamic_ncols=True, mininterval=1.0)
+        bar = tqdm(total=self.total_steps, initial=min(state.num_timesteps, self.total_steps), unit="step",
+                   dynamic_ncols=True, mininterval=1.0) if t.progress_bar else None
         with StopFlag() as stop, logging_redirect_tqdm():
             callback = TrainerCallback(stop, bar)
-            reported_startup = False
             try:
                 while state.epoch < t.n_epochs and not state.early_stopped:
-                    learn_seconds = self._learn(callback)
-                    state.num_timesteps = self.model.num_timesteps
+                    throughput = self._learn(callback)
                     if stop:
                         save_checkpoint(self.checkpoints / "last", self.model, self.env, state)
-                        raise Interrupted(f"stopped by signal {stop.signal} at step {state.num_timesteps}; resume with trainer.resume={self.run_dir}")
-                    steps = t.eval_after_n_steps
+                        raise Interrupted(f"stopped by signal {stop.signal} at step {state.num_timesteps}; "
+                                          f"resume with trainer.resume={self.run_dir}")
                     state.epoch += 1
                     state.epoch_end_step = None
-                    eval_start = time.perf_counter()
-                    metrics = self._evaluate()
-                    metrics.update(sb3_metrics(self.model, self.sb3_logs))
-                    metrics.update({
-                        "time/epoch": state.epoch,
-                        "time/steps_per_second": steps / max(learn_seconds, 1e-9),
-                        "time/eval_seconds": time.perf_counter() - eval_start,
-                    })
-                    if callback.first_step_seconds is not None and not reported_startup:
-                        metrics["time/first_step_seconds"] = callback.first_step_seconds
-                        log.info("first env step %.1f s after start", callback.first_step_seconds)
-                        reported_startup = True
-                    metric = score_metric(t.metric, metrics)
-                    state.history.append(metrics)
-                    value = metrics.get(metric)
-                    improved = value is not None and math.isfinite(value) and (state.best_score is None or value > state.best_score)
-                    if improved:
-                        state.best_score, state.best_epoch = value, state.epoch
-                        save_checkpoint(self.checkpoints / "best", self.model, self.env, state, full=False)
-                    state.early_stopped = self._should_stop(metric)
+                    metrics = self._epoch_metrics(throughput, callback)
+                    improved = self._record(metrics)
                     self.trackers.log_metrics(metrics, step=state.num_timesteps)
-                    save_checkpoint(self.checkpoints / "last", self.model, self.env, state)
-                    if t.checkpoint_every and state.epoch % t.checkpoint_every == 0:
-                        save_checkpoint(self.checkpoints / f"epoch_{state.epoch:04d}", self.model, self.env, state, full=False)
-                    line = f"epoch {state.epoch}/{t.n_epochs} | steps {state.num_timesteps} | {_fmt(metrics)} | {metrics['time/steps_per_second']:.0f} steps/s"
-                    log.info(line + (" | best" if improved else "") + (" | early stop" if state.early_stopped else ""))
-                    if bar is not None and value is not None:
-                        bar.set_postfix({metric.split("/")[-1]: f"{value:.3g}"}, refresh=False)
+                    self._checkpoint(improved)
+                    self._report(metrics, improved, bar)
             finally:
                 if bar is not None:
                     bar.close()
-        status = "early_stopped" if state.early_stopped else "completed"
+        return self._result()
+
+    def _result(self) -> TrialResult:
+        state = self.state
         final = state.history[-1] if state.history else {}
-        metric = score_metric(t.metric, final) if final else None
-        metrics = {**final, "best_score": state.best_score} if state.best_score is not None else dict(final)
+        metric = score_metric(self.t.metric, final) if final else None
+        values = self._values(metric) if metric else []
+        metrics = dict(final)
+        if state.best_score is not None:
+            metrics["best_score"] = state.best_score
         return TrialResult(
-            score=self._score(metric) if metric else None,
+            score=float(np.mean(values)) if values else None,
             epochs_run=state.epoch,
             early_stopped=state.early_stopped,
-            status=status,
+            status="early_stopped" if state.early_stopped else "completed",
             run_id=self.run_id,
             metrics=metrics,
             num_timesteps=state.num_timesteps,
