@@ -98,3 +98,13 @@ def test_ctrl_c_mid_epoch_checkpoints_and_resume_finishes_the_run(tmp_path, trac
     assert finished.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(finished.info.run_id, "eval/mean_reward")] == [400, 800, 1200]
     assert (run_dir / ".hydra" / "config.yaml").exists() and list((run_dir / ".hydra").glob("resumed_*"))
+
+    # Train longer, then resume once more with no arguments: the second resume's settings persist.
+    longer = subprocess.run([sys.executable, str(TRAIN), f"trainer.resume={run_dir}", "trainer.n_epochs=4"], capture_output=True, text=True, timeout=300)
+    assert longer.returncode == 0, longer.stderr
+    assert (state_of(run_dir)["epoch"], state_of(run_dir)["num_timesteps"]) == (4, 1600)
+    again = subprocess.run([sys.executable, str(TRAIN), f"trainer.resume={run_dir}"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    newest = sorted((run_dir / ".hydra").glob("resumed_*"))[-1]
+    assert "trainer.n_epochs=4" in (newest / "overrides.yaml").read_text()
+    assert state_of(run_dir)["epoch"] == 4

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
-import time
+from datetime import datetime
 from pathlib import Path
 
 import hydra
@@ -91,7 +91,7 @@ def check_overrides(overrides: list[str], multirun: bool) -> DictConfig | None:
                 value = override.value()
                 _check_group(key, [str(v) for v in value] if isinstance(value, list) and override.key_or_group == "logger" else [str(value)])
             probe.append(override.input_line)
-    group_probe = [o for o in probe if o.split("=")[0].lstrip("+~") in GROUPS]
+    group_probe = [o for o in probe if _key(o) in GROUPS]
     try:
         cfg = _compose(probe)
     except HydraException as exc:
@@ -110,27 +110,36 @@ def check_overrides(overrides: list[str], multirun: bool) -> DictConfig | None:
     return cfg
 
 
+def _key(override: str) -> str:
+    """The key or group an override line sets (``+trainer.x=1`` -> ``trainer.x``)."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _latest_overrides(run_dir: Path) -> list[str]:
+    """The overrides the run was last started with: its newest ``.hydra/resumed_*/`` or ``.hydra/``."""
+    hydra_dir = run_dir / ".hydra"
+    candidates = sorted(hydra_dir.glob("resumed_*/overrides.yaml")) or [hydra_dir / "overrides.yaml"]
+    if not candidates[-1].exists():
+        raise UserError(f"trainer.resume={run_dir}: {candidates[-1]} is missing, so the run's config is unknown.")
+    lines = yaml.safe_load(candidates[-1].read_text()) or []
+    return [o for o in lines if not o.startswith("hydra.") and _key(o) != "trainer.resume"]
+
+
 def _resume_overrides(overrides: list[str]) -> list[str]:
-    """For ``trainer.resume=<dir>``: the original run's overrides + these, in that run's directory."""
-    resume = [o for o in overrides if o.startswith("trainer.resume=")]
+    """For ``trainer.resume=<dir>``: the run's last overrides + these, in that run's directory."""
+    resume = [o for o in overrides if _key(o) == "trainer.resume"]
     if not resume:
         return overrides
     run_dir = Path(resume[-1].split("=", 1)[1]).expanduser().resolve()
     find_last_checkpoint(run_dir)
-    original_file = run_dir / ".hydra" / "overrides.yaml"
-    if not original_file.exists():
-        raise UserError(f"trainer.resume={run_dir}: {original_file} is missing, so the run's config is unknown.")
-    original = [o for o in yaml.safe_load(original_file.read_text()) or [] if not o.startswith("hydra.")]
-    now = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    for o in original:
-        key = o.split("=", 1)[0].lstrip("+~")
-        if key in ("env", "algorithm") and key in now:
-            new = next(x for x in overrides if x.split("=", 1)[0].lstrip("+~") == key)
-            if new != o:
-                raise UserError(f"trainer.resume: the run used {o}; a resumed run cannot change {key} ({new}).")
-    kept = [o for o in original if o.split("=", 1)[0].lstrip("+~") not in now]
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    others = [o for o in overrides if not o.startswith("trainer.resume=")]
+    previous = _latest_overrides(run_dir)
+    now = {_key(o): o for o in overrides}
+    for o in previous:
+        if _key(o) in ("env", "algorithm") and _key(o) in now and now[_key(o)] != o:
+            raise UserError(f"trainer.resume: the run used {o}; a resumed run cannot change {_key(o)} ({now[_key(o)]}).")
+    kept = [o for o in previous if _key(o) not in now]
+    others = [o for o in overrides if _key(o) != "trainer.resume"]
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
     return [*kept, *others, f"trainer.resume={run_dir}", f"hydra.run.dir={run_dir}", f"hydra.output_subdir=.hydra/resumed_{stamp}"]
 
 
