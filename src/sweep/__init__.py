@@ -1,0 +1,1 @@
+"""Early-stopped, pruning, asynchronous Optuna searches (the ``rl_optuna`` Hydra sweeper's logic)."""

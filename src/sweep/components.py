@@ -1,0 +1,100 @@
+"""Optuna samplers, pruners and storages built from sweeper config, by name or ``_target_``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.utils import instantiate
+from optuna.distributions import BaseDistribution
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+
+from hydrarl.errors import UserError
+from hydrarl.sweep.space import grid_space
+
+SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc", "grid", "nsgaii")
+PRUNERS = ("median", "hyperband", "successive_halving", "wilcoxon", "none")
+JOURNAL_FILE = "optuna_journal.log"
+
+
+def _options(cfg: dict[str, Any] | None) -> tuple[str | None, dict[str, Any]]:
+    cfg = dict(cfg or {})
+    return cfg.pop("name", None), cfg
+
+
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler for ask-and-tell: it does not call ``study.stop()`` (legal only inside
+    ``study.optimize``); the runner stops at ``grid_size`` trials instead."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+    @property
+    def grid_size(self) -> int:
+        return len(self._all_grids)
+
+
+def make_sampler(cfg: dict[str, Any] | None, distributions: dict[str, BaseDistribution]) -> optuna.samplers.BaseSampler:
+    """``{name: tpe|random|cmaes|gp|qmc|grid|nsgaii, seed: ..., <sampler kwargs>}`` or ``{_target_: ...}``.
+
+    tpe is multivariate by default (it models parameters jointly).
+    """
+    if cfg and "_target_" in cfg:
+        return instantiate(cfg)
+    name, options = _options(cfg)
+    name = name or "tpe"
+    samplers = optuna.samplers
+    if name == "tpe":
+        return samplers.TPESampler(**{"multivariate": True, **options})
+    if name == "random":
+        return samplers.RandomSampler(**options)
+    if name == "cmaes":
+        return samplers.CmaEsSampler(**options)
+    if name == "gp":
+        return samplers.GPSampler(**options)
+    if name == "qmc":
+        return samplers.QMCSampler(**options)
+    if name == "grid":
+        return AskTellGridSampler(grid_space(distributions), **options)
+    if name == "nsgaii":
+        return samplers.NSGAIISampler(**options)
+    raise UserError(f"hydra.sweeper.sampler.name={name} is unknown; one of {', '.join(SAMPLERS)}, or give a _target_.")
+
+
+def make_pruner(cfg: dict[str, Any] | None) -> optuna.pruners.BasePruner:
+    """``{name: median|hyperband|successive_halving|wilcoxon|none, <pruner kwargs>}`` or ``{_target_: ...}``."""
+    if cfg and "_target_" in cfg:
+        return instantiate(cfg)
+    name, options = _options(cfg)
+    pruners = optuna.pruners
+    builders = {
+        "median": pruners.MedianPruner,
+        "hyperband": pruners.HyperbandPruner,
+        "successive_halving": pruners.SuccessiveHalvingPruner,
+        "wilcoxon": pruners.WilcoxonPruner,
+        "none": pruners.NopPruner,
+    }
+    if (name or "median") not in builders:
+        raise UserError(f"hydra.sweeper.pruner.name={name} is unknown; one of {', '.join(PRUNERS)}, or give a _target_.")
+    return builders[name or "median"](**options)
+
+
+def storage_url(storage: str | None, sweep_dir: Path) -> str:
+    """The storage string a job can reopen: a SQLAlchemy URL, or ``journal:<path>`` (default: the sweep dir's journal)."""
+    if not storage:
+        return f"journal:{Path(sweep_dir).resolve() / JOURNAL_FILE}"
+    return storage
+
+
+def open_storage(url: str) -> BaseStorage:
+    """``journal:<path>`` -> a journal file (safe for many processes on one machine); else an RDB URL."""
+    if url.startswith("journal:"):
+        path = Path(url.removeprefix("journal:"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    try:
+        return RDBStorage(url)
+    except Exception as exc:  # noqa: BLE001 - bad URL, missing driver, unreachable server
+        raise UserError(f"hydra.sweeper.storage={url} cannot be opened: {exc}") from exc

@@ -1,0 +1,84 @@
+"""Search spaces written in Hydra's override grammar, turned into Optuna distributions.
+
+``interval(a, b)`` -> float in [a, b]; ``int(interval(a, b))`` -> int; ``tag(log, interval(a, b))``
+-> log scale; ``range(a, b[, step])`` -> int (or float) steps, ``b`` excluded as in Python;
+``choice(x, y, ...)`` or ``x,y,...`` -> categorical. A plain value is fixed for every trial.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hydrarl.errors import UserError
+
+
+def _distribution(override: Override) -> BaseDistribution:
+    value = override.value()
+    key = override.get_key_element()
+    log = "log" in getattr(value, "tags", set())
+    if isinstance(value, ChoiceSweep):
+        return CategoricalDistribution([v if isinstance(v, (int, float, str, bool)) or v is None else str(v) for v in value.list])
+    if isinstance(value, RangeSweep):
+        start, stop, step = value.start, value.stop, value.step
+        n = math.ceil((stop - start) / step)  # Python's range: stop excluded
+        if n < 1:
+            raise UserError(f"search space: {key}={override.input_line.split('=', 1)[1]} is empty.")
+        if all(isinstance(x, int) for x in (start, stop, step)):
+            return IntDistribution(start, start + (n - 1) * step, step=step, log=log and step == 1)
+        return FloatDistribution(float(start), float(start + (n - 1) * step), step=float(step))
+    if isinstance(value, IntervalSweep):
+        low, high = value.start, value.end
+        if isinstance(low, int) and isinstance(high, int):
+            return IntDistribution(low, high, log=log)
+        return FloatDistribution(float(low), float(high), log=log)
+    raise UserError(f"search space: {key}={override.input_line.split('=', 1)[1]} is not a choice, range or interval.")
+
+
+def parse_space(params: dict[str, Any]) -> tuple[dict[str, BaseDistribution], dict[str, Any]]:
+    """Split ``{key: expression}`` into Optuna distributions (sweeps) and fixed values."""
+    parser = OverridesParser.create()
+    distributions: dict[str, BaseDistribution] = {}
+    fixed: dict[str, Any] = {}
+    for key, expression in (params or {}).items():
+        line = f"{key}={expression}"
+        try:
+            (override,) = parser.parse_overrides([line])
+        except Exception as exc:  # noqa: BLE001 - Hydra's grammar errors
+            raise UserError(f"search space: cannot parse '{line}': {exc}") from exc
+        if override.is_sweep_override():
+            distributions[key] = _distribution(override)
+        else:
+            fixed[key] = override.value()
+    return distributions, fixed
+
+
+def override_value(value: Any) -> str:
+    """A sampled value written back as a Hydra override value."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return repr(value)
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def grid_space(distributions: dict[str, BaseDistribution]) -> dict[str, list[Any]]:
+    """The search space as GridSampler wants it; only choices and ranges can form a grid."""
+    grid: dict[str, list[Any]] = {}
+    for key, dist in distributions.items():
+        if isinstance(dist, CategoricalDistribution):
+            grid[key] = list(dist.choices)
+        elif isinstance(dist, IntDistribution):
+            grid[key] = list(range(dist.low, dist.high + 1, dist.step))
+        elif isinstance(dist, FloatDistribution) and dist.step:
+            n = int(round((dist.high - dist.low) / dist.step)) + 1
+            grid[key] = [dist.low + i * dist.step for i in range(n)]
+        else:
+            raise UserError(f"sampler=grid needs choice(...) or range(...) for every parameter; {key} is an interval.")
+    return grid
