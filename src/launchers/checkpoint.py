@@ -53,6 +53,7 @@ class TrainerState:
     best_score: float | None = None
     best_epoch: int | None = None
     early_stopped: bool = False
+    pruned: bool = False                    # stopped by the sweep's pruner
     tracker_ids: dict[str, str] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:

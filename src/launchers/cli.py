@@ -8,6 +8,7 @@ is expanded here: the original run's overrides are replayed and the run director
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import sys
@@ -28,15 +29,17 @@ from hydrarl.config import CONF_DIR, validate
 from hydrarl.errors import USER_ERROR_EXIT_CODE, UserError
 from hydrarl.launchers.checkpoint import find_last_checkpoint
 from hydrarl.launchers.result import TrialResult
+from hydrarl.sweep.jobs import RESULT_FILE
 
 log = logging.getLogger("hydrarl")
 
-GROUPS = ("env", "algorithm", "trainer", "logger")
+GROUPS = ("env", "algorithm", "trainer", "logger", "search")
 
 
 def available(group: str) -> list[str]:
-    """The options of a config group, from the files in ``conf/<group>/``."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    """The options of a config group, from the files in ``conf/<group>/`` (``Env/algo`` for nested ones)."""
+    root = CONF_DIR / group
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
 
 
 def _compose(overrides: list[str]) -> DictConfig:
@@ -81,7 +84,10 @@ def check_overrides(overrides: list[str], multirun: bool) -> DictConfig | None:
         if override.is_sweep_override():
             if not multirun:
                 raise UserError(f"'{override.input_line}' is a sweep; add --multirun to run one job per value.")
-            values = [str(v) for v in override.sweep_string_iterator()] if not override.is_hydra_override() else []
+            try:  # choices and ranges list their values; intervals cannot
+                values = [str(v) for v in override.sweep_string_iterator()] if not override.is_hydra_override() else []
+            except Exception:  # noqa: BLE001
+                values = []
             if override.key_or_group in GROUPS:
                 _check_group(key, values)
             if values and not override.is_hydra_override():
@@ -183,7 +189,8 @@ def task(cfg: DictConfig) -> TrialResult | None:
             log.error("%s", exc)
             return TrialResult(None, 0, False, "failed", None, run_dir=str(run_dir), error=str(exc))
         print(f"error: {exc}", file=sys.stderr)
-        _fail_fresh_run(run_dir, bool(cfg.trainer.resume))
+        if not cfg.get("trial"):  # a sweep trial keeps its directory: its job.log says why it failed
+            _fail_fresh_run(run_dir, bool(cfg.trainer.resume))
         sys.exit(USER_ERROR_EXIT_CODE)
     except Interrupted as exc:
         log.warning("%s", exc)
@@ -198,11 +205,24 @@ def task(cfg: DictConfig) -> TrialResult | None:
         log.exception("job %s failed", hc.job.num)
         return TrialResult(None, 0, False, "failed", None, run_dir=str(run_dir), error=traceback.format_exc())
     log.info("done: %s | score %s | %d epochs | %d steps | %s", result.status, result.score, result.epochs_run, result.num_timesteps, run_dir)
+    if cfg.get("trial"):
+        (run_dir / RESULT_FILE).write_text(json.dumps(result.to_dict()))
     return result
+
+
+def register_plugins() -> None:
+    """Register our Hydra plugins explicitly: Hydra finds plugins by walking the ``hydra_plugins``
+    namespace, which an editable install exposes only through an import hook it cannot walk."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.rl_optuna_sweeper.rl_optuna_sweeper import RLOptunaSweeper
+
+    Plugins.instance().register(RLOptunaSweeper)
 
 
 def main() -> None:
     """Entry point of ``experiment/train.py``."""
+    register_plugins()
     try:
         argv = preflight(sys.argv[1:])
     except UserError as exc:

@@ -57,6 +57,17 @@ def _restore_policy(model, path: str, env):
     return load_normalization(source.parent, env)
 
 
+def _sweep_tags(cfg: DictConfig) -> dict[str, str]:
+    """A sweep trial's run is a child of the study's MLflow run."""
+    trial = cfg.get("trial")
+    if not trial:
+        return {}
+    tags = {"sweep.study": trial.study_name, "sweep.trial": trial.get("number", trial.trial_id)}
+    if trial.get("mlflow_parent_run_id"):
+        tags["mlflow.parentRunId"] = trial.mlflow_parent_run_id
+    return tags
+
+
 def _log_artifacts(trackers, run_dir: Path) -> None:
     trackers.log_artifact(run_dir / "config.yaml")
     for label, directory in (("best_model", run_dir / "checkpoints" / "best"), ("final_model", run_dir / "checkpoints" / "last")):
@@ -117,9 +128,9 @@ def run(cfg: DictConfig, run_dir: Path) -> TrialResult:
         trackers = make_trackers(cfg.logger, run_dir)
         trackers.start(RunRecord(
             run_dir=run_dir,
-            run_name=f"{cfg.env_name}-{cfg.algorithm_name}-seed{state.seed}",
+            run_name=f"{cfg.env_name}-{cfg.algorithm_name}" + (f"-trial{cfg.trial.number}" if cfg.get("trial") else "") + f"-seed{state.seed}",
             params={**flatten(resolved), "device_used": device},
-            tags=run_tags({"env": cfg.env_name, "algorithm": cfg.algorithm_name, "seed": state.seed, "run_dir": run_dir}),
+            tags=run_tags({"env": cfg.env_name, "algorithm": cfg.algorithm_name, "seed": state.seed, "run_dir": run_dir, **_sweep_tags(cfg)}),
             resume_ids=state.tracker_ids,
         ))
         state.tracker_ids = trackers.ids

@@ -74,6 +74,11 @@ class Trainer:
         self.total_steps = self.t.n_epochs * self.t.eval_after_n_steps
         self.sb3_logs = capture_sb3_logs(model)
         schedules_over_run(model, self.total_steps)
+        self.reporter = None
+        if cfg.get("trial"):
+            from hydrarl.sweep.reporter import TrialReporter  # only inside a sweep
+
+            self.reporter = TrialReporter.from_config(cfg.trial)
 
     # -- one epoch -------------------------------------------------------------------------
     def _learn(self, callback: TrainerCallback) -> dict[str, float]:
@@ -127,7 +132,8 @@ class Trainer:
         return len(values) == self.t.early_stop.last_n and float(np.mean(values)) >= threshold
 
     def _record(self, metrics: dict[str, float]) -> bool:
-        """Append the epoch to the history, update best and early stop; True if the score improved."""
+        """Append the epoch to the history, update best, early stop and (in a sweep) pruning;
+        True if the score improved."""
         state = self.state
         state.history.append(metrics)
         metric = score_metric(self.t.metric, metrics)
@@ -136,6 +142,8 @@ class Trainer:
         if improved:
             state.best_score, state.best_epoch = value, state.epoch
         state.early_stopped = self._should_stop(metric)
+        if self.reporter is not None and not state.early_stopped:
+            state.pruned = self.reporter.report(value, state.epoch)
         return improved
 
     def _checkpoint(self, improved: bool) -> None:
@@ -149,7 +157,7 @@ class Trainer:
     def _report(self, metrics: dict[str, float], improved: bool, bar: tqdm | None) -> None:
         state = self.state
         line = f"epoch {state.epoch}/{self.t.n_epochs} | steps {state.num_timesteps} | {_fmt(metrics)} | {metrics['time/steps_per_second']:.0f} steps/s"
-        log.info(line + (" | best" if improved else "") + (" | early stop" if state.early_stopped else ""))
+        log.info(line + (" | best" if improved else "") + (" | early stop" if state.early_stopped else "") + (" | pruned" if state.pruned else ""))
         metric = score_metric(self.t.metric, metrics)
         if bar is not None and metric in metrics:
             bar.set_postfix({metric.split("/")[-1]: f"{metrics[metric]:.3g}"}, refresh=False)
@@ -163,7 +171,7 @@ class Trainer:
         with StopFlag() as stop, logging_redirect_tqdm():
             callback = TrainerCallback(stop, bar)
             try:
-                while state.epoch < t.n_epochs and not state.early_stopped:
+                while state.epoch < t.n_epochs and not (state.early_stopped or state.pruned):
                     throughput = self._learn(callback)
                     if stop:
                         save_checkpoint(self.checkpoints / "last", self.model, self.env, state)
@@ -193,7 +201,7 @@ class Trainer:
             score=float(np.mean(values)) if values else None,
             epochs_run=state.epoch,
             early_stopped=state.early_stopped,
-            status="early_stopped" if state.early_stopped else "completed",
+            status="pruned" if state.pruned else "early_stopped" if state.early_stopped else "completed",
             run_id=self.run_id,
             metrics=metrics,
             num_timesteps=state.num_timesteps,

@@ -82,7 +82,10 @@ class TrialJob:
     trial_cfg: dict[str, Any]
 
     def as_job(self, base_overrides: list[str]) -> Job:
-        return Job([*base_overrides, *self.overrides], self.run_dir, self.trial_cfg)
+        """The train.py job: ``base_overrides`` (minus keys the trial sets) + the trial's overrides."""
+        mine = {o.split("=", 1)[0] for o in self.overrides}
+        base = [o for o in base_overrides if o.split("=", 1)[0].lstrip("+~") not in mine]
+        return Job([*base, *self.overrides], self.run_dir, self.trial_cfg)
 
 
 def iqm(values: list[float]) -> float:
@@ -250,10 +253,11 @@ class SweepRunner:
         return [self.s.seed + offset + i for i in range(n)]
 
     # -- the loop -------------------------------------------------------------------------
-    def run(self) -> optuna.Study:
+    def run(self, study: optuna.Study | None = None) -> optuna.Study:
+        """Run trials until a stop condition holds; ``study`` if already opened with :meth:`open_study`."""
         self.s.sweep_dir.mkdir(parents=True, exist_ok=True)
         (self.s.sweep_dir / STOP_FILE).touch()
-        study = self.open_study()
+        study = study or self.open_study()
         started, reason = time.time(), None
         running: dict[Future, tuple[optuna.Trial, list[TrialJob]]] = {}
         with ThreadPoolExecutor(max_workers=self.s.n_jobs, thread_name_prefix="trial") as pool:
@@ -265,6 +269,7 @@ class SweepRunner:
                         break
                     trial = study.ask(self.distributions)
                     jobs = self._jobs(study, trial, self._seeds(self.s.repeats))
+                    trial.set_user_attr("overrides", jobs[0].overrides)
                     running[pool.submit(self._run, jobs)] = (trial, jobs)
                     log.info("trial %d started: %s", trial.number, " ".join(jobs[0].overrides))
                 if not running:

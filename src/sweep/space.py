@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -22,7 +23,7 @@ def _distribution(override: Override) -> BaseDistribution:
     key = override.get_key_element()
     log = "log" in getattr(value, "tags", set())
     if isinstance(value, ChoiceSweep):
-        return CategoricalDistribution([v if isinstance(v, (int, float, str, bool)) or v is None else str(v) for v in value.list])
+        return CategoricalDistribution([v if isinstance(v, (int, float, str, bool)) or v is None else compact(v) for v in value.list])
     if isinstance(value, RangeSweep):
         start, stop, step = value.start, value.stop, value.step
         n = math.ceil((stop - start) / step)  # Python's range: stop excluded
@@ -37,6 +38,11 @@ def _distribution(override: Override) -> BaseDistribution:
             return IntDistribution(low, high, log=log)
         return FloatDistribution(float(low), float(high), log=log)
     raise UserError(f"search space: {key}={override.input_line.split('=', 1)[1]} is not a choice, range or interval.")
+
+
+def compact(value: Any) -> str:
+    """A list or dict as one override token without spaces: ``[64,64]``, ``{a:1}``-style JSON."""
+    return json.dumps(value, separators=(",", ":"))
 
 
 def parse_space(params: dict[str, Any]) -> tuple[dict[str, BaseDistribution], dict[str, Any]]:

@@ -1,0 +1,1 @@
+"""Hydra sweeper ``rl_optuna``: early-stopped, pruning, asynchronous Optuna searches (hydrarl)."""

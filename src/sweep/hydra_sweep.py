@@ -1,0 +1,104 @@
+"""``python experiment/train.py --multirun +search=<Env>/<algo> [overrides]``: the rl_optuna sweeper's body.
+
+Overrides with sweep values on the command line (``algorithm.gamma=interval(0.9,0.999)``) join the
+preset's search space; plain ones go to every trial. Each trial is ``experiment/train.py`` in its
+own process (``<sweep dir>/trial_<n>/``), a child of the study's MLflow run.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from hydrarl.errors import USER_ERROR_EXIT_CODE, UserError
+from hydrarl.runinfo import flatten, run_tags
+from hydrarl.sweep.jobs import run_job
+from hydrarl.sweep.results import write_results
+from hydrarl.sweep.runner import STOP_FILE, SweepRunner, SweepSettings
+
+log = logging.getLogger("hydrarl.sweep")
+
+PARENT_ATTR = "hydrarl.mlflow_parent_run_id"
+
+
+def split_arguments(arguments: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Command-line overrides -> (overrides for every trial, extra search-space entries)."""
+    base, space = [], {}
+    for override in OverridesParser.create().parse_overrides(arguments):
+        if override.is_sweep_override():
+            space[override.get_key_element()] = override.input_line.split("=", 1)[1]
+        else:
+            base.append(override.input_line)
+    return base, space
+
+
+def _settings(config: DictConfig, options: dict[str, Any], space: dict[str, str]) -> SweepSettings:
+    choices = config.hydra.runtime.choices
+    options = {k: (OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v) for k, v in options.items()}
+    options["params"] = {**(options.get("params") or {}), **space}
+    if not options["params"] and not options.get("custom_search_space"):
+        raise UserError("the search has no parameters: give hydra.sweeper.params (see conf/search/) or sweep values on the command line.")
+    options["study_name"] = options.get("study_name") or f"{choices.env}-{choices.algorithm}"
+    return SweepSettings(sweep_dir=Path(config.hydra.sweep.dir), n_epochs=int(config.trainer.n_epochs), **options)
+
+
+def _parent_run(config: DictConfig, settings: SweepSettings, study):
+    """The study's MLflow run (re-opened on resume); None without the mlflow logger."""
+    if "mlflow" not in (config.get("logger") or {}):
+        return None
+    from hydrarl.trackers import RunRecord
+    from hydrarl.trackers.mlflow_tracker import MlflowTracker
+
+    mlflow_cfg = config.logger.mlflow
+    tracker = MlflowTracker(mlflow_cfg.tracking_uri, mlflow_cfg.experiment_name, f"search-{settings.study_name}")
+    params = flatten({"search": {k: v for k, v in vars(settings).items() if k not in ("sweep_dir",)}})
+    resume = {"mlflow": study.user_attrs[PARENT_ATTR]} if PARENT_ATTR in study.user_attrs else {}
+    tracker.start(RunRecord(settings.sweep_dir, f"search-{settings.study_name}", params,
+                            run_tags({"sweep.study": settings.study_name, "run_dir": settings.sweep_dir}), resume))
+    study.set_user_attr(PARENT_ATTR, tracker.run_id)
+    return tracker
+
+
+def run_search(config: DictConfig, options: dict[str, Any], arguments: list[str]) -> None:
+    """Run (or resume) the search that ``config`` and the command line describe."""
+    HydraConfig.instance().set_config(config)
+    try:
+        base, space = split_arguments(arguments)
+        settings = _settings(config, options, space)
+        runner = SweepRunner(settings, lambda job: run_job(job.as_job(base)))
+        study = runner.open_study()
+        parent = _parent_run(config, settings, study)
+        if parent is not None:
+            runner.extra_trial_cfg["mlflow_parent_run_id"] = parent.run_id
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT_CODE)
+    log.info("search %s in %s: %d trials at most, %d at once; delete %s to stop after the running ones",
+             settings.study_name, settings.sweep_dir, settings.n_trials, settings.n_jobs, settings.sweep_dir / STOP_FILE)
+    status = "failed"
+    try:
+        study = runner.run(study)
+        files = write_results(study, settings, base, runner.storage)
+        status = "completed"
+        if parent is not None:
+            best = [t for t in study.trials if t.values is not None]
+            if best and len(study.directions) == 1:
+                parent.log_metrics({"best_value": study.best_value, "trials": len(study.trials)}, step=len(study.trials))
+            for path in files:
+                parent.log_artifact(path, "plots" if path.parent.name == "plots" else None)
+        log.info("results: %s", settings.sweep_dir / "optimization_results.yaml")
+    except KeyboardInterrupt:
+        status = "killed"
+        raise
+    finally:
+        if parent is not None:
+            parent.finish(status)
+
+
+
