@@ -4,10 +4,8 @@ Select it with ``+search=<Env>/<algo>`` (conf/search/) or ``hydra/sweeper=rl_opt
 search itself lives in :mod:`hydrarl.sweep` (runner, jobs, results).
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
@@ -18,8 +16,8 @@ from omegaconf import DictConfig
 @dataclass
 class RLOptunaSweeperConf:
     _target_: str = "hydra_plugins.rl_optuna_sweeper.rl_optuna_sweeper.RLOptunaSweeper"
-    study_name: str | None = None           # default: <env>-<algorithm>
-    storage: str | None = None              # SQLAlchemy URL; null: journal file in the sweep dir
+    study_name: Optional[str] = None           # default: <env>-<algorithm>
+    storage: Optional[str] = None              # SQLAlchemy URL; null: journal file in the sweep dir
     direction: Any = "maximize"             # or [maximize, minimize, ...] with as many objectives
     objectives: Any = field(default_factory=lambda: ["score"])
     n_trials: int = 20                      # the study's total over every invocation
@@ -28,10 +26,10 @@ class RLOptunaSweeperConf:
     sampler: Any = field(default_factory=lambda: {"name": "tpe", "seed": None})
     pruner: Any = field(default_factory=lambda: {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 2})
     params: Any = None                      # {key: override-grammar expression}
-    custom_search_space: str | None = None  # "module.function"(trial) -> {key: value}
-    epoch_cap_factor: float | None = 1.5
-    max_duration_minutes: float | None = None
-    max_failure_rate: float | None = None
+    custom_search_space: Optional[str] = None  # "module.function"(trial) -> {key: value}
+    epoch_cap_factor: Optional[float] = 1.5
+    max_duration_minutes: Optional[float] = None
+    max_failure_rate: Optional[float] = None
     repeats: int = 1
     aggregate: str = "mean"
     seed: int = 0
@@ -50,7 +48,7 @@ class RLOptunaSweeper(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
 
-    def sweep(self, arguments: list[str]) -> None:
+    def sweep(self, arguments: list) -> None:
         from hydrarl.sweep.hydra_sweep import run_search
 
         run_search(self.config, self.settings, arguments)

@@ -40,4 +40,4 @@ class TrialReporter:
         if not self.enabled or value is None or not math.isfinite(value):
             return False
         self.trial.report(float(value), step)
-        return self.trial.should_prune()
+        return bool(self.trial.should_prune())
