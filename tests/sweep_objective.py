@@ -51,3 +51,10 @@ def synthetic(job: TrialJob, early_stop: float | None = None, crash_above: float
     result = {"score": value, "epochs_run": epoch, "early_stopped": status == "early_stopped", "status": status,
               "run_id": None, "metrics": {"final": value}, "num_timesteps": 100 * epoch, "run_dir": str(job.run_dir)}
     return JobOutcome(result, 0, time.perf_counter() - start, job.run_dir)
+
+
+def conditional_space(trial) -> dict:
+    """A conditional space for tests: ``y`` exists only when ``x > 0.5``."""
+    if trial.params["x"] > 0.5:
+        return {"y": trial.suggest_float("y", -0.2, 0.2)}
+    return {}

@@ -163,12 +163,14 @@ def test_no_batch_barrier_a_free_worker_starts_the_next_trial(tmp_path):
                      sampler={"name": "random", "seed": 0})
         runner = SweepRunner(s, lambda job: synthetic(job, duration=0.6 if job.number == 0 else 0.05))
         runner.run()
-        return {c["number"]: c for c in sweep_objective.CALLS}
+        return {c["number"]: c for c in sweep_objective.CALLS}, runner.utilization
 
-    calls = durations(True)
+    calls, busy = durations(True)
     assert calls[2]["start"] < calls[0]["end"] and calls[3]["start"] < calls[0]["end"]
-    calls = durations(False)
+    assert busy > 0.5
+    calls, busy_barrier = durations(False)
     assert calls[2]["start"] >= calls[0]["end"]
+    assert busy_barrier < busy
 
 
 RESUMABLE = """
@@ -203,3 +205,44 @@ def test_resume_after_sigkill_keeps_completed_trials_and_honours_the_total(tmp_p
     counted = [t for t in study.trials if t.state.is_finished() and not t.user_attrs.get("hydrarl.abandoned")]
     assert len(counted) == 8 and all(t.state == TrialState.COMPLETE for t in counted)
     assert {tuple(t.params.items()) for t in abandoned} <= {tuple(t.params.items()) for t in counted}
+
+
+def test_custom_search_space_hook_adds_conditional_parameters(tmp_path):
+    sweep_objective.CALLS.clear()
+    s = settings(tmp_path, n_trials=10, custom_search_space="tests.sweep_objective.conditional_space")
+    study = SweepRunner(s, synthetic).run()
+    for t in study.trials:
+        assert ("y" in t.params) == (t.params["x"] > 0.5)
+    with_y = [c for c in sweep_objective.CALLS if "y" in sweep_objective.parse(c["overrides"])]
+    assert len(with_y) == sum("y" in t.params for t in study.trials)
+
+
+def test_unknown_custom_search_space_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="custom_search_space"):
+        SweepRunner(settings(tmp_path, custom_search_space="tests.nowhere.space"), synthetic)
+
+
+def test_results_files_for_one_and_for_several_objectives(tmp_path):
+    import yaml
+
+    from hydrarl.sweep.results import write_results
+
+    s = settings(tmp_path / "one", n_trials=5)
+    runner = SweepRunner(s, synthetic)
+    study = runner.run()
+    write_results(study, s, ["+search=X/y", "seed=9"], runner.storage, runner.utilization)
+    summary = yaml.safe_load((tmp_path / "one" / "optimization_results.yaml").read_text())
+    assert summary["best_value"] == study.best_value and summary["best_params"] == study.best_params
+    line = (tmp_path / "one" / "best_overrides.txt").read_text().split()
+    assert line[0] == "+search=X/y" and f"x={study.best_params['x']!r}" in line and line.count("seed=0") == 1
+    assert "seed=9" not in line  # the trial's own seed replaces the base one
+    assert (tmp_path / "one" / "plots" / "history.png").exists()
+
+    m = settings(tmp_path / "two", n_trials=6, direction=["maximize", "minimize"], objectives=["score", "num_timesteps"],
+                 sampler={"name": "nsgaii", "seed": 0})
+    runner = SweepRunner(m, functools.partial(synthetic, early_stop=0.6))
+    study = runner.run()
+    write_results(study, m, [], runner.storage)
+    summary = yaml.safe_load((tmp_path / "two" / "optimization_results.yaml").read_text())
+    assert {t["number"] for t in summary["pareto_front"]} == {t.number for t in study.best_trials}
+    assert (tmp_path / "two" / "plots" / "pareto_front.png").exists()

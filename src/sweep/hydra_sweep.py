@@ -84,7 +84,7 @@ def run_search(config: DictConfig, options: dict[str, Any], arguments: list[str]
     status = "failed"
     try:
         study = runner.run(study)
-        files = write_results(study, settings, base, runner.storage)
+        files = write_results(study, settings, base, runner.storage, runner.utilization)
         status = "completed"
         if parent is not None:
             best = [t for t in study.trials if t.values is not None]

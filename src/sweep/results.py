@@ -73,7 +73,8 @@ def _plots(study: optuna.Study, directory: Path) -> list[Path]:
     return written
 
 
-def write_results(study: optuna.Study, settings: SweepSettings, base: list[str], storage: str) -> list[Path]:
+def write_results(study: optuna.Study, settings: SweepSettings, base: list[str], storage: str,
+                  utilization: float | None = None) -> list[Path]:
     """Write the result files into the sweep directory; returns their paths."""
     sweep_dir = settings.sweep_dir
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
@@ -85,6 +86,7 @@ def write_results(study: optuna.Study, settings: SweepSettings, base: list[str],
         "trials": dict(Counter(t.state.name for t in study.trials)),
         "epoch_cap": study.user_attrs.get(EPOCH_CAP_ATTR),
         "env_steps_total": int(sum(t.user_attrs.get("num_timesteps", 0) for t in study.trials)),
+        "worker_utilization": None if utilization is None else round(utilization, 4),  # of the last invocation
     }
     files = []
     if complete and len(study.directions) == 1:

@@ -117,7 +117,8 @@ class SweepRunner:
             raise UserError(f"hydra.sweeper: {len(settings.directions)} direction(s) but objectives {settings.objectives}.")
         self.storage = storage_url(settings.storage, settings.sweep_dir)
         self.hook = self._import_hook(settings.custom_search_space)
-        self.busy_seconds = 0.0
+        self.busy_seconds = 0.0   # summed wall time of this invocation's jobs
+        self.wall_seconds = 0.0   # wall time of this invocation's loop
 
     @staticmethod
     def _import_hook(path: str | None):
@@ -192,8 +193,9 @@ class SweepRunner:
         values = {**self.fixed, **(trial.params if params is None else params)}
         if self.hook is not None:
             values.update(self.hook(trial) or {})
+        n_epochs = min(int(values.pop("trainer.n_epochs", self.s.n_epochs)), self.epoch_cap(study))  # searched or not, capped
         overrides = [f"{k}={override_value(v)}" for k, v in values.items()]
-        overrides.append(f"trainer.n_epochs={self.epoch_cap(study)}")
+        overrides.append(f"trainer.n_epochs={n_epochs}")
         base = self.s.sweep_dir / f"trial_{trial.number:04d}{tag}"
         jobs = []
         for i, seed in enumerate(seeds):
@@ -283,10 +285,17 @@ class SweepRunner:
                         outcomes = [JobOutcome(None, -1, 0.0, _jobs[0].run_dir, error=repr(exc))]
                     self._tell(study, trial, outcomes)
                     self._update_cap(study)
-        log.info("search stopped: %s; %d trials in the study", reason, len(study.trials))
+        self.wall_seconds = time.time() - started
+        log.info("search stopped: %s; %d trials in the study; workers busy %.0f%% of the time",
+                 reason, len(study.trials), 100 * self.utilization)
         if self.s.reevaluate_top_k:
             self.reevaluate(study)
         return study
+
+    @property
+    def utilization(self) -> float:
+        """Busy worker-seconds / available worker-seconds (n_jobs x wall time) of this invocation."""
+        return self.busy_seconds / max(self.s.n_jobs * self.wall_seconds, 1e-9)
 
     def reevaluate(self, study: optuna.Study) -> None:
         """Rerun the best ``reevaluate_top_k`` completed trials with fresh seeds; the scores go to the
