@@ -246,3 +246,12 @@ def test_results_files_for_one_and_for_several_objectives(tmp_path):
     summary = yaml.safe_load((tmp_path / "two" / "optimization_results.yaml").read_text())
     assert {t["number"] for t in summary["pareto_front"]} == {t.number for t in study.best_trials}
     assert (tmp_path / "two" / "plots" / "pareto_front.png").exists()
+
+
+def test_pruner_none_ignores_a_presets_pruner_settings_and_bad_settings_are_user_errors(tmp_path):
+    study = SweepRunner(settings(tmp_path / "a", pruner={"name": "none", "n_startup_trials": 4}, n_trials=2), synthetic).run()
+    assert isinstance(study.pruner, optuna.pruners.NopPruner)
+    with pytest.raises(UserError, match="MedianPruner"):
+        SweepRunner(settings(tmp_path / "b", pruner={"name": "median", "bogus": 1}), synthetic).run()
+    with pytest.raises(UserError, match="RandomSampler"):
+        SweepRunner(settings(tmp_path / "c", sampler={"name": "random", "bogus": 1}), synthetic).run()

@@ -47,19 +47,19 @@ def make_sampler(cfg: dict[str, Any] | None, distributions: dict[str, BaseDistri
     name = name or "tpe"
     samplers = optuna.samplers
     if name == "tpe":
-        return samplers.TPESampler(**{"multivariate": True, **options})
+        return _build(samplers.TPESampler, {"multivariate": True, **options}, "sampler")
     if name == "random":
-        return samplers.RandomSampler(**options)
+        return _build(samplers.RandomSampler, options, "sampler")
     if name == "cmaes":
-        return samplers.CmaEsSampler(**options)
+        return _build(samplers.CmaEsSampler, options, "sampler")
     if name == "gp":
-        return samplers.GPSampler(**options)
+        return _build(samplers.GPSampler, options, "sampler")
     if name == "qmc":
-        return samplers.QMCSampler(**options)
+        return _build(samplers.QMCSampler, options, "sampler")
     if name == "grid":
         return AskTellGridSampler(grid_space(distributions), **options)
     if name == "nsgaii":
-        return samplers.NSGAIISampler(**options)
+        return _build(samplers.NSGAIISampler, options, "sampler")
     raise UserError(f"hydra.sweeper.sampler.name={name} is unknown; one of {', '.join(SAMPLERS)}, or give a _target_.")
 
 
@@ -76,9 +76,19 @@ def make_pruner(cfg: dict[str, Any] | None) -> optuna.pruners.BasePruner:
         "wilcoxon": pruners.WilcoxonPruner,
         "none": pruners.NopPruner,
     }
-    if (name or "median") not in builders:
+    name = name or "median"
+    if name not in builders:
         raise UserError(f"hydra.sweeper.pruner.name={name} is unknown; one of {', '.join(PRUNERS)}, or give a _target_.")
-    return builders[name or "median"](**options)
+    if name == "none":
+        return pruners.NopPruner()  # other pruners' settings (left from a preset) do not apply
+    return _build(builders[name], options, "pruner")
+
+
+def _build(cls: type, options: dict[str, Any], what: str):
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        raise UserError(f"hydra.sweeper.{what}: {cls.__name__} does not take {sorted(options)}: {exc}") from exc
 
 
 def storage_url(storage: str | None, sweep_dir: Path) -> str:
