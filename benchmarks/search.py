@@ -34,18 +34,20 @@ def search(sweep_dir: Path, overrides: list[str]) -> dict:
            f"logger.mlflow.tracking_uri=sqlite:///{sweep_dir.parent}/mlflow.db", *overrides]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SystemExit(proc.stderr[-3000:])
+        raise SystemExit(f"search failed with exit status {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     results["wall_seconds"] = time.time() - start
     return results
 
 
-def utilization(out: Path, trials: int) -> None:
+def utilization(out: Path, trials: int, modes: list[str]) -> None:
     common = ["+search=Pendulum/sac", f"hydra.sweeper.n_trials={trials}", "hydra.sweeper.n_jobs=2", "hydra.sweeper.pruner.name=none",
               "trainer.n_epochs=2", "trainer.n_test_rollouts=2", "trainer.early_stop.threshold=null",
               "trainer.eval_after_n_steps=choice(200,400,800,1600)"]
     print("| mode | trials | worker utilization | wall (s) |\n|---|---|---|---|")
     for name, extra in (("asynchronous (default)", []), ("batch barrier", ["hydra.sweeper.asynchronous=false"])):
+        if name.split()[0] not in modes:
+            continue
         r = search(out / name.split()[0], [*common, *extra, "hydra.sweeper.sampler.seed=0"])
         print(f"| {name} | {sum(r['trials'].values())} | {100 * r['worker_utilization']:.1f} % | {r['wall_seconds']:.0f} |", flush=True)
 
@@ -83,11 +85,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--trials", type=int, default=None)
     parser.add_argument("--target", type=float, default=0.9)
+    parser.add_argument("--modes", nargs="+", default=["asynchronous", "batch"], help="utilization: which modes to run")
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="bench-search-"))
     print(f"(runs in {out})")
     if args.what == "utilization":
-        utilization(out, args.trials or 12)
+        utilization(out, args.trials or 12, args.modes)
     else:
         budget(out, args.seeds, args.trials or 8, args.target)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 
-from hydrarl.sweep.jobs import JobOutcome
+from hydrarl.launchers.jobs import JobOutcome
 from hydrarl.sweep.reporter import TrialReporter
 from hydrarl.sweep.runner import TrialJob
 

@@ -28,8 +28,8 @@ from omegaconf import DictConfig
 from hydrarl.config import CONF_DIR, validate
 from hydrarl.errors import USER_ERROR_EXIT_CODE, UserError
 from hydrarl.launchers.checkpoint import find_last_checkpoint
+from hydrarl.launchers.jobs import RESULT_FILE
 from hydrarl.launchers.result import TrialResult
-from hydrarl.sweep.jobs import RESULT_FILE
 
 log = logging.getLogger("hydrarl")
 

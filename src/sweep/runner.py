@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -27,8 +28,8 @@ import optuna
 from optuna.trial import TrialState
 
 from hydrarl.errors import UserError
+from hydrarl.launchers.jobs import Job, JobOutcome
 from hydrarl.sweep.components import make_pruner, make_sampler, open_storage, storage_url
-from hydrarl.sweep.jobs import Job, JobOutcome
 from hydrarl.sweep.reporter import PRUNER_ATTR
 from hydrarl.sweep.space import override_value, parse_space
 
@@ -117,6 +118,7 @@ class SweepRunner:
             raise UserError(f"hydra.sweeper: {len(settings.directions)} direction(s) but objectives {settings.objectives}.")
         self.storage = storage_url(settings.storage, settings.sweep_dir)
         self.hook = self._import_hook(settings.custom_search_space)
+        self._lock = threading.Lock()
         self.busy_seconds = 0.0   # summed wall time of this invocation's jobs
         self.wall_seconds = 0.0   # wall time of this invocation's loop
 
@@ -209,7 +211,8 @@ class SweepRunner:
         outcomes = []
         for job in jobs:
             outcome = self.run_trial(job)
-            self.busy_seconds += outcome.seconds
+            with self._lock:
+                self.busy_seconds += outcome.seconds
             outcomes.append(outcome)
             if outcome.result is None or outcome.result.get("status") == "pruned":
                 break  # a failed or pruned seed decides the trial
