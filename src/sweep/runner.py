@@ -267,7 +267,7 @@ class SweepRunner:
         running: dict[Future, tuple[optuna.Trial, list[TrialJob]]] = {}
         with ThreadPoolExecutor(max_workers=self.s.n_jobs, thread_name_prefix="trial") as pool:
             while True:
-                barrier_wait = not self.s.asynchronous and running
+                barrier_wait = not self.s.asynchronous and bool(running)  # a batch is still running
                 while not barrier_wait and len(running) < self.s.n_jobs:
                     reason = self.stop_reason(study, len(running), started)
                     if reason:
