@@ -58,3 +58,10 @@ def conditional_space(trial) -> dict:
     if trial.params["x"] > 0.5:
         return {"y": trial.suggest_float("y", -0.2, 0.2)}
     return {}
+
+
+def broken_space(trial) -> dict:
+    """A conditional space with a bug for half the trials."""
+    if trial.params["x"] > 0.5:
+        raise ValueError("bug in the user's search-space hook")
+    return {}

@@ -256,3 +256,11 @@ def test_pruner_none_ignores_a_presets_pruner_settings_and_bad_settings_are_user
         SweepRunner(settings(tmp_path / "b", pruner={"name": "median", "bogus": 1}), synthetic).run()
     with pytest.raises(UserError, match="RandomSampler"):
         SweepRunner(settings(tmp_path / "c", sampler={"name": "random", "bogus": 1}), synthetic).run()
+
+
+def test_a_raising_search_space_hook_fails_that_trial_only(tmp_path):
+    s = settings(tmp_path, n_trials=8, custom_search_space="tests.sweep_objective.broken_space")
+    study = SweepRunner(s, synthetic).run()
+    assert len(study.trials) == 8
+    for t in study.trials:
+        assert (t.state == TrialState.FAIL) == (t.params["x"] > 0.5)

@@ -273,7 +273,13 @@ class SweepRunner:
                     if reason:
                         break
                     trial = study.ask(self.distributions)
-                    jobs = self._jobs(study, trial, self._seeds(self.s.repeats))
+                    try:
+                        jobs = self._jobs(study, trial, self._seeds(self.s.repeats))
+                    except Exception as exc:  # noqa: BLE001 - e.g. a custom_search_space hook that raises
+                        trial.set_user_attr("error", repr(exc))
+                        study.tell(trial, state=TrialState.FAIL)
+                        log.warning("trial %d failed before it started: %r", trial.number, exc)
+                        continue
                     trial.set_user_attr("overrides", jobs[0].overrides)
                     running[pool.submit(self._run, jobs)] = (trial, jobs)
                     log.info("trial %d started: %s", trial.number, " ".join(jobs[0].overrides))
