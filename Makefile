@@ -15,7 +15,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export SDL_VIDEODRIVER ?= dummy
 export MENAGERIE_ROOT ?= $(abspath ../shared/menagerie)
 
-.PHONY: setup train test lint clean
+.PHONY: setup train test matrix lint clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,11 @@ train: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	./run_testing.sh -t function -p $(PYTEST_WORKERS) -s 0
+
+# The regression matrix's function tier alone (every valid env x algorithm pair, one short epoch).
+matrix: $(STAMP)
+	./run_testing.sh -t function -p $(PYTEST_WORKERS) -s 0
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -113,6 +113,7 @@ class Trainer:
         metrics.update(sb3_metrics(self.model, self.sb3_logs))
         metrics.update(throughput)
         metrics["time/epoch"] = self.state.epoch
+        metrics["time/total_timesteps"] = self.state.num_timesteps
         metrics["time/eval_seconds"] = time.perf_counter() - eval_start
         startup = callback.take_first_step_seconds()
         if startup is not None:

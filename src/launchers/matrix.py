@@ -1,0 +1,212 @@
+"""The regression matrix: which jobs each tier runs, and whether they pass.
+
+Function tier: every valid env x algorithm pair of the config tree for one short epoch, then a
+save -> load -> predict round trip. Validity is decided by the same checks a run does (the agent
+factory), once, in this process.
+
+Performance tier: the bars in ``conf/performance/<Env>/<algo>.yaml``; each bar runs
+``total_runs`` seeds and passes when at least ``succ_runs`` of them pass. A run passes when the
+mean of its last ``last_n`` evaluations of ``metric`` is >= ``value`` at or before ``max_steps``
+env steps; the run stops early once that holds (the Trainer's early stop), and the remaining runs
+of a bar are not started once it can no longer pass.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from hydrarl.config import CONF_DIR, PROJECT_ROOT
+from hydrarl.errors import UserError
+from hydrarl.launchers.scheduler import MatrixJob
+
+TRAIN = str(PROJECT_ROOT / "experiment" / "train.py")
+
+# One short epoch: small warm-up and batches (only the keys an algorithm has are set).
+FAST_ALGORITHM = {"learning_starts": 50, "batch_size": 32, "buffer_size": 2000, "n_steps": 32, "n_delta": 2}
+FUNCTION_TRAINER = ["trainer.n_epochs=1", "trainer.eval_after_n_steps=100", "trainer.n_test_rollouts=1",
+                    "trainer.progress_bar=false", "env.max_episode_steps=50", "logger=[]", "seed=0"]
+
+
+BARS_DIR = CONF_DIR / "performance"
+
+
+def options(group: str, root: Path | None = None) -> list[str]:
+    """Option names of a config group (``Env/algo`` for nested ones)."""
+    root = root or CONF_DIR / group
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def fast_overrides(algo_cfg) -> list[str]:
+    return [f"algorithm.{k}={v}" for k, v in FAST_ALGORITHM.items() if k in algo_cfg]
+
+
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("main", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def valid_pairs(selected: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], dict[tuple[str, str], str]]:
+    """(pairs the agent factory accepts, {refused pair: reason})."""
+    from hydrarl.agents.factory import build_agent
+    from hydrarl.envs.factory import make_vec_env
+
+    valid, refused, envs = [], {}, {}
+    for env_name, algorithm in selected:
+        cfg = _compose([f"env={env_name}", f"algorithm={algorithm}"])
+        try:
+            if env_name not in envs:
+                envs[env_name] = make_vec_env(cfg.env, 0)
+            build_agent(cfg.algorithm, envs[env_name], 0, "cpu", name=algorithm, env_name=env_name)
+            valid.append((env_name, algorithm))
+        except UserError as exc:
+            refused[(env_name, algorithm)] = str(exc)
+    for env in envs.values():
+        env.close()
+    return valid, refused
+
+
+def matches(name: str, pattern: str | None) -> bool:
+    """``-f`` filter: a substring of ``<Env>/<algo>`` (case-insensitive)."""
+    return not pattern or pattern.lower() in name.lower()
+
+
+def function_jobs(out: Path, pattern: str | None, say=print) -> list[MatrixJob]:
+    selected = [(e, a) for e in options("env") for a in options("algorithm") if matches(f"{e}/{a}", pattern)]
+    valid, refused = valid_pairs(selected)
+    say(f"function tier: {len(valid)} valid env x algorithm pairs ({len(refused)} refused by the agent factory)")
+    jobs = []
+    for env_name, algorithm in valid:
+        run_dir = out / "runs" / f"{env_name}_{algorithm}"
+        cfg = _compose([f"env={env_name}", f"algorithm={algorithm}"])
+        train = [sys.executable, TRAIN, f"env={env_name}", f"algorithm={algorithm}", *FUNCTION_TRAINER,
+                 *fast_overrides(cfg.algorithm), f"hydra.run.dir={run_dir}"]
+        check = [sys.executable, "-m", "hydrarl.launchers.roundtrip", str(run_dir)]
+        jobs.append(MatrixJob(f"{env_name}/{algorithm}", [train, check], out / "logs" / f"{env_name}_{algorithm}.log"))
+    return jobs
+
+
+# -- performance tier -------------------------------------------------------------------------------
+
+@dataclass
+class Bar:
+    """A performance bar (``conf/performance/<Env>/<algo>.yaml``)."""
+
+    name: str                  # <Env>/<algo>
+    total_runs: int
+    succ_runs: int
+    metric: str
+    value: float
+    max_steps: int
+    last_n: int = 3
+    eval_after_n_steps: int = 1000
+    n_test_rollouts: int = 10
+    overrides: tuple[str, ...] = ()
+    provenance: dict[str, Any] | None = None
+
+    @property
+    def rule(self) -> str:
+        return (f"mean of the last {self.last_n} evaluations of {self.metric} >= {self.value} at or before "
+                f"{self.max_steps} env steps, in at least {self.succ_runs} of {self.total_runs} runs")
+
+    @classmethod
+    def load(cls, path: Path, root: Path = BARS_DIR) -> Bar:
+        data = yaml.safe_load(path.read_text())
+        name = str(path.relative_to(root).with_suffix(""))
+        data.pop("rule", None)
+        data["overrides"] = tuple(data.get("overrides") or ())
+        try:
+            return cls(name=name, **data)
+        except TypeError as exc:
+            raise UserError(f"bar {path}: {exc}") from exc
+
+    def run_overrides(self, seed: int) -> list[str]:
+        env, algorithm = self.name.split("/")
+        epochs = math.ceil(self.max_steps / self.eval_after_n_steps)
+        return [f"env={env}", f"algorithm={algorithm}", f"seed={seed}", f"trainer.n_epochs={epochs}",
+                f"trainer.eval_after_n_steps={self.eval_after_n_steps}", f"trainer.n_test_rollouts={self.n_test_rollouts}",
+                f"trainer.metric={self.metric}", f"trainer.early_stop.threshold={self.value}",
+                f"trainer.early_stop.last_n={self.last_n}", "trainer.progress_bar=false", *self.overrides]
+
+
+def load_bars(pattern: str | None, root: Path = BARS_DIR) -> list[Bar]:
+    return [Bar.load(root / f"{name}.yaml", root) for name in options("performance", root) if matches(name, pattern)]
+
+
+def run_verdict(history: list[dict[str, float]], bar: Bar) -> dict[str, Any]:
+    """Did one run meet the bar? Returns passed, the steps where it did, and the best mean reached."""
+    values, best, met_at = [], -math.inf, None
+    for entry in history:
+        if bar.metric not in entry:
+            continue
+        steps = int(entry.get("time/total_timesteps", 0)) or None
+        values.append(entry[bar.metric])
+        if len(values) >= bar.last_n:
+            mean = float(np.mean(values[-bar.last_n :]))
+            best = max(best, mean)
+            within = steps is None or steps <= bar.max_steps
+            if met_at is None and within and mean >= bar.value:
+                met_at = steps
+    return {"passed": met_at is not None, "steps": met_at, "best_mean": None if best == -math.inf else best}
+
+
+def performance_jobs(out: Path, pattern: str | None, say=print, root: Path = BARS_DIR) -> tuple[list[MatrixJob], list[Bar]]:
+    bars = load_bars(pattern, root)
+    if not bars:
+        raise UserError(f"no performance bar matches -f {pattern!r}; bars: {', '.join(options('performance', root))}")
+    jobs = []
+    for bar in bars:
+        for seed in range(1, bar.total_runs + 1):
+            run_dir = out / "runs" / f"{bar.name.replace('/', '_')}_seed{seed}"
+            cmd = [sys.executable, TRAIN, *bar.run_overrides(seed), f"hydra.run.dir={run_dir}"]
+            jobs.append(MatrixJob(f"{bar.name}#seed{seed}", [cmd], out / "logs" / f"{bar.name.replace('/', '_')}_seed{seed}.log",
+                                  meta={"bar": bar.name, "seed": seed, "run_dir": str(run_dir)}))
+    say(f"performance tier: {len(bars)} bar(s), {len(jobs)} run(s)")
+    return jobs, bars
+
+
+def bar_verdicts(jobs: list[MatrixJob], bars: list[Bar]) -> list[dict[str, Any]]:
+    """One verdict per bar from its runs' trainer states."""
+    verdicts = []
+    for bar in bars:
+        runs = []
+        for job in (j for j in jobs if j.meta.get("bar") == bar.name):
+            state_file = Path(job.meta["run_dir"]) / "checkpoints" / "last" / "trainer_state.json"
+            if job.returncode is None:
+                runs.append({"seed": job.meta["seed"], "passed": False, "skipped": True, "best_mean": None, "steps": None})
+                continue
+            history = json.loads(state_file.read_text())["history"] if state_file.exists() else []
+            runs.append({"seed": job.meta["seed"], "job_ok": job.ok, **run_verdict(history, bar)})
+            runs[-1]["passed"] = runs[-1]["passed"] and job.ok
+        passed = sum(r["passed"] for r in runs)
+        best = max((r["best_mean"] for r in runs if r.get("best_mean") is not None), default=None)
+        verdicts.append({"bar": bar.name, "rule": bar.rule, "passed_runs": passed, "needed_runs": bar.succ_runs,
+                         "passed": passed >= bar.succ_runs, "value_needed": bar.value, "best_value_reached": best, "runs": runs})
+    return verdicts
+
+
+def hopeless(bar: Bar, jobs: list[MatrixJob]) -> bool:
+    """True once so many runs of ``bar`` failed that ``succ_runs`` can no longer be reached."""
+    mine = [j for j in jobs if j.meta.get("bar") == bar.name]
+    finished = [j for j in mine if j.returncode is not None]
+    failed = 0
+    for job in finished:
+        state_file = Path(job.meta["run_dir"]) / "checkpoints" / "last" / "trainer_state.json"
+        history = json.loads(state_file.read_text())["history"] if state_file.exists() else []
+        failed += not (job.ok and run_verdict(history, bar)["passed"])
+    return len(mine) - failed < bar.succ_runs
