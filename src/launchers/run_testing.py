@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         for v in verdicts:
             if not v["passed"]:
                 reached = "nothing" if v["best_value_reached"] is None else f"{v['best_value_reached']:.3g}"
-                say(f"FAIL {v['bar']}: reached {reached}, needed {v['value_needed']:g} ({v['rule']}); {v['passed_runs']} of {v['needed_runs']} needed runs passed")
+                say(f"FAIL {v['bar']}: reached {reached}, needed {v['value_needed']:g} ({v['rule']}); "
+                    f"{v['passed_runs']} run(s) passed, {v['needed_runs']} needed")
     verdict.update(interrupted=interrupted, output=str(out))
     (out / "verdict.json").write_text(json.dumps(verdict, indent=1))
     say(f"{'PASSED' if verdict['passed'] else 'FAILED'}: verdict in {out / 'verdict.json'}")
