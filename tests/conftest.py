@@ -8,40 +8,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
 
 import hydrarl  # noqa: F401  (privacy defaults)
-from hydrarl.config import CONF_DIR, PROJECT_ROOT
+from hydrarl.config import PROJECT_ROOT
+from hydrarl.launchers.matrix import compose_config
+from hydrarl.launchers.matrix import fast_overrides as matrix_fast_overrides
 
 TRAIN = PROJECT_ROOT / "experiment" / "train.py"
-
-# Small enough that one epoch takes a second or two, large enough that every agent updates.
-FAST_ALGORITHM = {
-    "learning_starts": 50,
-    "batch_size": 32,
-    "buffer_size": 2000,
-    "n_steps": 32,
-    "n_delta": 2,
-}
-
-
-def compose_cfg(overrides: list[str]) -> DictConfig:
-    """Compose ``conf/main.yaml`` as ``experiment/train.py`` would, with HydraConfig set."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("main", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+compose_cfg = compose_config  # conf/main.yaml composed as experiment/train.py would, HydraConfig set
 
 
 def fast_overrides(algorithm: str) -> list[str]:
     """Overrides that shrink an algorithm's warm-up and batch sizes (only keys its config has)."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        algo = compose("main", overrides=[f"algorithm={algorithm}", "env=Pendulum"]).algorithm
-    return [f"algorithm.{k}={v}" for k, v in FAST_ALGORITHM.items() if k in algo]
+    return matrix_fast_overrides(compose_config([f"algorithm={algorithm}", "env=Pendulum"]).algorithm)
 
 
 @pytest.fixture

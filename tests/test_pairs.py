@@ -6,6 +6,7 @@ import pytest
 
 from hydrarl.errors import UserError
 from hydrarl.launchers.cli import available
+from hydrarl.launchers.matrix import FUNCTION_TRAINER
 from hydrarl.launchers.train import run
 from tests.conftest import compose_cfg, fast_overrides
 
@@ -26,11 +27,7 @@ MUST_TRAIN = {(e, a) for e in FETCH for a in HER} | {
 
 
 def short_run_overrides(env: str, algorithm: str) -> list[str]:
-    return [
-        f"env={env}", f"algorithm={algorithm}", "seed=0", "logger=[]",
-        "trainer.n_epochs=1", "trainer.eval_after_n_steps=100", "trainer.n_test_rollouts=1",
-        "trainer.progress_bar=false", "env.max_episode_steps=50", *fast_overrides(algorithm),
-    ]
+    return [f"env={env}", f"algorithm={algorithm}", *FUNCTION_TRAINER, *fast_overrides(algorithm)]
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

@@ -36,9 +36,9 @@ log = logging.getLogger("hydrarl")
 GROUPS = ("env", "algorithm", "trainer", "logger", "search")
 
 
-def available(group: str) -> list[str]:
-    """The options of a config group, from the files in ``conf/<group>/`` (``Env/algo`` for nested ones)."""
-    root = CONF_DIR / group
+def available(group: str, root: Path | None = None) -> list[str]:
+    """The options of a config group, from the files in ``conf/<group>/`` (or ``root``; ``Env/algo`` for nested ones)."""
+    root = root or CONF_DIR / group
     return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
 
 

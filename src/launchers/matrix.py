@@ -25,6 +25,7 @@ import yaml
 
 from hydrarl.config import CONF_DIR, PROJECT_ROOT
 from hydrarl.errors import UserError
+from hydrarl.launchers.cli import available
 from hydrarl.launchers.scheduler import MatrixJob
 
 TRAIN = str(PROJECT_ROOT / "experiment" / "train.py")
@@ -38,17 +39,12 @@ FUNCTION_TRAINER = ["trainer.n_epochs=1", "trainer.eval_after_n_steps=100", "tra
 BARS_DIR = CONF_DIR / "performance"
 
 
-def options(group: str, root: Path | None = None) -> list[str]:
-    """Option names of a config group (``Env/algo`` for nested ones)."""
-    root = root or CONF_DIR / group
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
-
-
 def fast_overrides(algo_cfg) -> list[str]:
     return [f"algorithm.{k}={v}" for k, v in FAST_ALGORITHM.items() if k in algo_cfg]
 
 
-def _compose(overrides: list[str]):
+def compose_config(overrides: list[str]):
+    """Compose ``conf/main.yaml`` as ``experiment/train.py`` would (HydraConfig set, hydra node dropped)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
@@ -68,7 +64,7 @@ def valid_pairs(selected: list[tuple[str, str]]) -> tuple[list[tuple[str, str]],
 
     valid, refused, envs = [], {}, {}
     for env_name, algorithm in selected:
-        cfg = _compose([f"env={env_name}", f"algorithm={algorithm}"])
+        cfg = compose_config([f"env={env_name}", f"algorithm={algorithm}"])
         try:
             if env_name not in envs:
                 envs[env_name] = make_vec_env(cfg.env, 0)
@@ -87,13 +83,13 @@ def matches(name: str, pattern: str | None) -> bool:
 
 
 def function_jobs(out: Path, pattern: str | None, say=print) -> list[MatrixJob]:
-    selected = [(e, a) for e in options("env") for a in options("algorithm") if matches(f"{e}/{a}", pattern)]
+    selected = [(e, a) for e in available("env") for a in available("algorithm") if matches(f"{e}/{a}", pattern)]
     valid, refused = valid_pairs(selected)
     say(f"function tier: {len(valid)} valid env x algorithm pairs ({len(refused)} refused by the agent factory)")
     jobs = []
     for env_name, algorithm in valid:
         run_dir = out / "runs" / f"{env_name}_{algorithm}"
-        cfg = _compose([f"env={env_name}", f"algorithm={algorithm}"])
+        cfg = compose_config([f"env={env_name}", f"algorithm={algorithm}"])
         train = [sys.executable, TRAIN, f"env={env_name}", f"algorithm={algorithm}", *FUNCTION_TRAINER,
                  *fast_overrides(cfg.algorithm), f"hydra.run.dir={run_dir}"]
         check = [sys.executable, "-m", "hydrarl.launchers.roundtrip", str(run_dir)]
@@ -145,7 +141,7 @@ class Bar:
 
 
 def load_bars(pattern: str | None, root: Path = BARS_DIR) -> list[Bar]:
-    return [Bar.load(root / f"{name}.yaml", root) for name in options("performance", root) if matches(name, pattern)]
+    return [Bar.load(root / f"{name}.yaml", root) for name in available("performance", root) if matches(name, pattern)]
 
 
 def run_verdict(history: list[dict[str, float]], bar: Bar) -> dict[str, Any]:
@@ -168,7 +164,7 @@ def run_verdict(history: list[dict[str, float]], bar: Bar) -> dict[str, Any]:
 def performance_jobs(out: Path, pattern: str | None, say=print, root: Path = BARS_DIR) -> tuple[list[MatrixJob], list[Bar]]:
     bars = load_bars(pattern, root)
     if not bars:
-        raise UserError(f"no performance bar matches -f {pattern!r}; bars: {', '.join(options('performance', root))}")
+        raise UserError(f"no performance bar matches -f {pattern!r}; bars: {', '.join(available('performance', root))}")
     jobs = []
     for bar in bars:
         for seed in range(1, bar.total_runs + 1):
