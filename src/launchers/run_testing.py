@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         say("\n" + summary(rows, ["bar", "result", "runs passed/needed", "best value reached", "value needed"]))
         for v in verdicts:
             if not v["passed"]:
-                reached = "nothing" if v["best_value_reached"] is None else f"{v['best_value_reached']:.3g}"
+                per_run = [f"{r['best_mean']:.3g}" for r in v["runs"] if r.get("best_mean") is not None]
+                skipped = sum(bool(r.get("skipped")) for r in v["runs"])
+                reached = (", ".join(per_run) or "nothing") + (f" ({skipped} run(s) skipped)" if skipped else "")
                 say(f"FAIL {v['bar']}: reached {reached}, needed {v['value_needed']:g} ({v['rule']}); "
                     f"{v['passed_runs']} run(s) passed, {v['needed_runs']} needed")
     verdict.update(interrupted=interrupted, output=str(out))
