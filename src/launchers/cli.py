@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 import sys
+import traceback
 from datetime import datetime
 from pathlib import Path
 
@@ -25,9 +26,8 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from hydrarl.config import CONF_DIR, validate
+from hydrarl.config import CONF_DIR, override_key, validate
 from hydrarl.errors import USER_ERROR_EXIT_CODE, UserError
-from hydrarl.launchers.checkpoint import find_last_checkpoint
 from hydrarl.launchers.jobs import RESULT_FILE
 from hydrarl.launchers.result import TrialResult
 
@@ -97,7 +97,7 @@ def check_overrides(overrides: list[str], multirun: bool) -> DictConfig | None:
                 value = override.value()
                 _check_group(key, [str(v) for v in value] if isinstance(value, list) and override.key_or_group == "logger" else [str(value)])
             probe.append(override.input_line)
-    group_probe = [o for o in probe if _key(o) in GROUPS]
+    group_probe = [o for o in probe if override_key(o) in GROUPS]
     try:
         cfg = _compose(probe)
     except HydraException as exc:
@@ -116,11 +116,6 @@ def check_overrides(overrides: list[str], multirun: bool) -> DictConfig | None:
     return cfg
 
 
-def _key(override: str) -> str:
-    """The key or group an override line sets (``+trainer.x=1`` -> ``trainer.x``)."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def _latest_overrides(run_dir: Path) -> list[str]:
     """The overrides the run was last started with: its newest ``.hydra/resumed_*/`` or ``.hydra/``."""
     hydra_dir = run_dir / ".hydra"
@@ -128,23 +123,25 @@ def _latest_overrides(run_dir: Path) -> list[str]:
     if not candidates[-1].exists():
         raise UserError(f"trainer.resume={run_dir}: {candidates[-1]} is missing, so the run's config is unknown.")
     lines = yaml.safe_load(candidates[-1].read_text()) or []
-    return [o for o in lines if not o.startswith("hydra.") and _key(o) != "trainer.resume"]
+    return [o for o in lines if not o.startswith("hydra.") and override_key(o) != "trainer.resume"]
 
 
 def _resume_overrides(overrides: list[str]) -> list[str]:
     """For ``trainer.resume=<dir>``: the run's last overrides + these, in that run's directory."""
-    resume = [o for o in overrides if _key(o) == "trainer.resume"]
+    resume = [o for o in overrides if override_key(o) == "trainer.resume"]
     if not resume:
         return overrides
+    from hydrarl.launchers.checkpoint import find_last_checkpoint  # torch: only when resuming
+
     run_dir = Path(resume[-1].split("=", 1)[1]).expanduser().resolve()
     find_last_checkpoint(run_dir)
     previous = _latest_overrides(run_dir)
-    now = {_key(o): o for o in overrides}
+    now = {override_key(o): o for o in overrides}
     for o in previous:
-        if _key(o) in ("env", "algorithm") and _key(o) in now and now[_key(o)] != o:
-            raise UserError(f"trainer.resume: the run used {o}; a resumed run cannot change {_key(o)} ({now[_key(o)]}).")
-    kept = [o for o in previous if _key(o) not in now]
-    others = [o for o in overrides if _key(o) != "trainer.resume"]
+        if override_key(o) in ("env", "algorithm") and override_key(o) in now and now[override_key(o)] != o:
+            raise UserError(f"trainer.resume: the run used {o}; a resumed run cannot change {override_key(o)} ({now[override_key(o)]}).")
+    kept = [o for o in previous if override_key(o) not in now]
+    others = [o for o in overrides if override_key(o) != "trainer.resume"]
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
     return [*kept, *others, f"trainer.resume={run_dir}", f"hydra.run.dir={run_dir}", f"hydra.output_subdir=.hydra/resumed_{stamp}"]
 
@@ -200,8 +197,6 @@ def task(cfg: DictConfig) -> TrialResult | None:
     except Exception:
         if not multirun:
             raise
-        import traceback
-
         log.exception("job %s failed", hc.job.num)
         return TrialResult(None, 0, False, "failed", None, run_dir=str(run_dir), error=traceback.format_exc())
     log.info("done: %s | score %s | %d epochs | %d steps | %s", result.status, result.score, result.epochs_run, result.num_timesteps, run_dir)

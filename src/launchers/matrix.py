@@ -25,6 +25,7 @@ import yaml
 
 from hydrarl.config import CONF_DIR, PROJECT_ROOT
 from hydrarl.errors import UserError
+from hydrarl.launchers.checkpoint import STATE
 from hydrarl.launchers.cli import available
 from hydrarl.launchers.scheduler import MatrixJob
 
@@ -176,17 +177,22 @@ def performance_jobs(out: Path, pattern: str | None, say=print, root: Path = BAR
     return jobs, bars
 
 
+def _history(job: MatrixJob) -> list[dict[str, float]]:
+    """The per-epoch metrics a performance run left in its last checkpoint (empty if none)."""
+    state_file = Path(job.meta["run_dir"]) / "checkpoints" / "last" / STATE
+    return json.loads(state_file.read_text())["history"] if state_file.exists() else []
+
+
 def bar_verdicts(jobs: list[MatrixJob], bars: list[Bar]) -> list[dict[str, Any]]:
     """One verdict per bar from its runs' trainer states."""
     verdicts = []
     for bar in bars:
         runs = []
         for job in (j for j in jobs if j.meta.get("bar") == bar.name):
-            state_file = Path(job.meta["run_dir"]) / "checkpoints" / "last" / "trainer_state.json"
             if job.returncode is None:
                 runs.append({"seed": job.meta["seed"], "passed": False, "skipped": True, "best_mean": None, "steps": None})
                 continue
-            history = json.loads(state_file.read_text())["history"] if state_file.exists() else []
+            history = _history(job)
             runs.append({"seed": job.meta["seed"], "job_ok": job.ok, **run_verdict(history, bar)})
             runs[-1]["passed"] = runs[-1]["passed"] and job.ok
         passed = sum(r["passed"] for r in runs)
@@ -202,7 +208,5 @@ def hopeless(bar: Bar, jobs: list[MatrixJob]) -> bool:
     finished = [j for j in mine if j.returncode is not None]
     failed = 0
     for job in finished:
-        state_file = Path(job.meta["run_dir"]) / "checkpoints" / "last" / "trainer_state.json"
-        history = json.loads(state_file.read_text())["history"] if state_file.exists() else []
-        failed += not (job.ok and run_verdict(history, bar)["passed"])
+        failed += not (job.ok and run_verdict(_history(job), bar)["passed"])
     return len(mine) - failed < bar.succ_runs

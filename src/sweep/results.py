@@ -21,6 +21,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from hydrarl.config import merge_overrides
 from hydrarl.sweep.runner import EPOCH_CAP_ATTR, SweepSettings
 
 log = logging.getLogger("hydrarl.sweep")
@@ -28,9 +29,7 @@ log = logging.getLogger("hydrarl.sweep")
 
 def trial_overrides(trial: FrozenTrial, base: list[str]) -> list[str]:
     """The train.py command line that reruns ``trial``'s configuration (its first seed, its epochs)."""
-    overrides = trial.user_attrs.get("overrides", [])
-    mine = {o.split("=", 1)[0] for o in overrides}
-    return [*(o for o in base if o.split("=", 1)[0].lstrip("+~") not in mine), *overrides]
+    return merge_overrides(base, trial.user_attrs.get("overrides", []))
 
 
 def _describe(trial: FrozenTrial, base: list[str]) -> dict[str, Any]:

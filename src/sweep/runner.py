@@ -27,6 +27,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from hydrarl.config import merge_overrides
 from hydrarl.errors import UserError
 from hydrarl.launchers.jobs import Job, JobOutcome
 from hydrarl.sweep.components import make_pruner, make_sampler, open_storage, storage_url
@@ -84,9 +85,7 @@ class TrialJob:
 
     def as_job(self, base_overrides: list[str]) -> Job:
         """The train.py job: ``base_overrides`` (minus keys the trial sets) + the trial's overrides."""
-        mine = {o.split("=", 1)[0] for o in self.overrides}
-        base = [o for o in base_overrides if o.split("=", 1)[0].lstrip("+~") not in mine]
-        return Job([*base, *self.overrides], self.run_dir, self.trial_cfg)
+        return Job(merge_overrides(base_overrides, self.overrides), self.run_dir, self.trial_cfg)
 
 
 def iqm(values: list[float]) -> float:
