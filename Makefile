@@ -13,6 +13,10 @@ export COMET_ERROR_TRACKING_ENABLE ?= false
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export RAY_USAGE_STATS_ENABLED ?= 0
 export SDL_VIDEODRIVER ?= dummy
+export MUJOCO_GL ?= egl
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+# Off-screen rendering (render=record, evaluate.py --video): MuJoCo draws through EGL (Mesa).
+RENDER_LIBS := libegl1 libegl-mesa0 libgl1-mesa-dri libgles2
 export MENAGERIE_ROOT ?= $(abspath ../shared/menagerie)
 
 .PHONY: setup train test matrix lint clean
@@ -20,6 +24,8 @@ export MENAGERIE_ROOT ?= $(abspath ../shared/menagerie)
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
+	@ldconfig -p | grep -q 'libEGL.so.1' || { echo "installing EGL for off-screen rendering: $(RENDER_LIBS)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $(RENDER_LIBS); }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt torch==2.13.0
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[$(EXTRAS)]'

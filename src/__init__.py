@@ -2,7 +2,8 @@
 
 Importing the package sets privacy defaults for the tracking libraries before they import
 (each only if the user has not set it): no Comet environment probing or error tracking, no MLflow
-or Ray usage telemetry. Nothing here reaches beyond 127.0.0.1.
+or Ray usage telemetry. Nothing here reaches beyond 127.0.0.1. Without a display it also selects
+off-screen rendering (MuJoCo through EGL, pygame's dummy driver).
 """
 
 import os
@@ -17,5 +18,11 @@ _PRIVACY_DEFAULTS = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "RAY_USAGE_STATS_ENABLED": "0",
 }
+# Off-screen rendering on machines without a display (render=record, evaluate.py --video).
+_HEADLESS_DEFAULTS = {"MUJOCO_GL": "egl", "SDL_VIDEODRIVER": "dummy"}
+
 for _key, _value in _PRIVACY_DEFAULTS.items():
     os.environ.setdefault(_key, _value)
+if not os.environ.get("DISPLAY"):
+    for _key, _value in _HEADLESS_DEFAULTS.items():
+        os.environ.setdefault(_key, _value)

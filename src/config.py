@@ -53,6 +53,7 @@ def merge_overrides(base: list[str], own: list[str]) -> list[str]:
 
 DEVICES = ("auto", "cpu", "cuda")
 VEC_ENVS = ("dummy", "subproc")
+RENDER_MODES = ("none", "record")
 
 
 def _int(value, key: str, minimum: int) -> None:
@@ -84,3 +85,8 @@ def validate(cfg: DictConfig) -> None:
         _int(cfg.env.max_episode_steps, "env.max_episode_steps", 1)
     if not OmegaConf.is_list(cfg.env.wrappers):
         raise UserError("env.wrappers must be a list of {_target_: ...} entries.")
+    if cfg.get("render", "none") not in RENDER_MODES:
+        raise UserError(f"render={cfg.render!r} is not allowed: one of {', '.join(RENDER_MODES)} "
+                        "(record: MP4s of evaluation episodes every trainer.video.every epochs).")
+    _int(t.video.every, "trainer.video.every", 1)
+    _int(t.video.episodes, "trainer.video.episodes", 1)

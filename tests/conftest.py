@@ -28,9 +28,11 @@ def tracking_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/mlflow.db"
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
-    """``python experiment/train.py <args>`` in a subprocess; stdout+stderr captured as text."""
+def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None, wrap: list[str] = (),
+            **kwargs) -> subprocess.CompletedProcess:
+    """``python experiment/train.py <args>`` in a subprocess (prefixed by ``wrap``, e.g. ``unshare -n``);
+    stdout+stderr captured as text."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, str(TRAIN), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env, **kwargs
+        [*wrap, sys.executable, str(TRAIN), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env, **kwargs
     )

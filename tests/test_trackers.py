@@ -35,7 +35,7 @@ def test_tensorboard_writes_scalars_readable_by_tensorboard(tmp_path):
 
 
 def test_unknown_tracker_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="available: mlflow, csv, tensorboard"):
+    with pytest.raises(UserError, match="available: mlflow, comet, csv, tensorboard"):
         make_trackers({"wandb": {}}, tmp_path)
 
 

@@ -48,15 +48,17 @@ def make_vec_env(
     seed: int,
     n_envs: int | None = None,
     training: bool = True,
+    render_mode: str | None = None,
 ) -> VecEnv:
     """``n_envs`` (default ``env_cfg.n_envs``) seeded copies; VecNormalize when configured.
 
     Copy i is reset with seed ``seed + i``. An evaluation env (``training=False``) freezes the
     normalisation statistics and reports raw rewards; sync them from the training env with
-    SB3's ``sync_envs_normalization`` before evaluating.
+    SB3's ``sync_envs_normalization`` before evaluating. ``render_mode`` (e.g. ``rgb_array``) is
+    passed to every copy.
     """
     n = env_cfg.n_envs if n_envs is None else n_envs
-    make_one = partial(make_env, env_cfg)
+    make_one = partial(make_env, env_cfg, render_mode=render_mode)
     if env_cfg.vec_env == "subproc" and n > 1:
         make_one().close()  # a config error surfaces here with its message, not inside a worker
         venv: VecEnv = SubprocVecEnv([make_one] * n)

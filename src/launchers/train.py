@@ -71,8 +71,8 @@ def _sweep_tags(cfg: DictConfig) -> dict[str, str]:
 def _log_artifacts(trackers, run_dir: Path) -> None:
     trackers.log_artifact(run_dir / "config.yaml")
     for label, directory in (("best_model", run_dir / "checkpoints" / "best"), ("final_model", run_dir / "checkpoints" / "last")):
-        trackers.log_artifact(directory / MODEL, label)
-        trackers.log_artifact(directory / NORMALIZATION, label)
+        trackers.log_model(directory / MODEL, label)
+        trackers.log_model(directory / NORMALIZATION, label)
     for log_file in sorted(run_dir.glob("*.log")):
         trackers.log_artifact(log_file, "logs")
 
@@ -123,9 +123,9 @@ def run(cfg: DictConfig, run_dir: Path) -> TrialResult:
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         resolved["seed"] = resolved["trainer"]["seed"] = state.seed
+        trackers = make_trackers(cfg.logger, run_dir)  # a bad logger option fails here, before anything is written
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
-        trackers = make_trackers(cfg.logger, run_dir)
         trackers.start(RunRecord(
             run_dir=run_dir,
             run_name=f"{cfg.env_name}-{cfg.algorithm_name}" + (f"-trial{cfg.trial.number}" if cfg.get("trial") else "") + f"-seed{state.seed}",

@@ -67,6 +67,7 @@ class Trainer:
         run_id: str | None = None,
     ):
         self.t = cfg.trainer
+        self.env_cfg, self.record = cfg.env, cfg.get("render", "none") == "record"
         self.model, self.env, self.eval_env = model, env, eval_env
         self.trackers, self.state, self.run_id = trackers, state, run_id
         self.checkpoints = Path(run_dir) / "checkpoints"
@@ -103,8 +104,11 @@ class Trainer:
         if self.t.n_test_rollouts == 0:
             return {}
         sync_envs_normalization(self.env, self.eval_env)
-        seed = self.state.seed + EVAL_SEED_OFFSET + self.state.epoch
-        return evaluate(self.model, self.eval_env, self.t.n_test_rollouts, seed)
+        return evaluate(self.model, self.eval_env, self.t.n_test_rollouts, self._eval_seed())
+
+    def _eval_seed(self) -> int:
+        """The seed of this epoch's evaluation episodes (and of its video)."""
+        return self.state.seed + EVAL_SEED_OFFSET + self.state.epoch
 
     def _epoch_metrics(self, throughput: dict[str, float], callback: TrainerCallback) -> dict[str, float]:
         """Evaluation, SB3's own training statistics and timing of the epoch just trained."""
@@ -155,6 +159,20 @@ class Trainer:
         if self.t.checkpoint_every and state.epoch % self.t.checkpoint_every == 0:
             save_checkpoint(self.checkpoints / f"epoch_{state.epoch:04d}", self.model, self.env, state, full=False)
 
+    def _video(self) -> None:
+        """With ``render=record``: an MP4 of the epoch's first evaluation episodes every
+        ``trainer.video.every`` epochs and at the run's last epoch, logged to the trackers."""
+        state, video = self.state, self.t.video
+        last = state.epoch >= self.t.n_epochs or state.early_stopped or state.pruned
+        if not self.record or not (last or state.epoch % video.every == 0):
+            return
+        from hydrarl.launchers.video import record_video
+
+        path = self.run_dir / "videos" / f"epoch_{state.epoch:04d}.mp4"
+        record_video(self.model, self.env_cfg, path, video.episodes, self._eval_seed(), self.env)
+        self.trackers.log_video(path, step=state.num_timesteps)
+        log.info("video of %d episode(s) at step %d: %s", video.episodes, state.num_timesteps, path)
+
     def _report(self, metrics: dict[str, float], improved: bool, bar: tqdm | None) -> None:
         state = self.state
         line = f"epoch {state.epoch}/{self.t.n_epochs} | steps {state.num_timesteps} | {_fmt(metrics)} | {metrics['time/steps_per_second']:.0f} steps/s"
@@ -185,6 +203,7 @@ class Trainer:
                     self.trackers.log_metrics(metrics, step=state.num_timesteps)
                     self._checkpoint(improved)
                     self._report(metrics, improved, bar)
+                    self._video()
             finally:
                 if bar is not None:
                     bar.close()

@@ -47,6 +47,14 @@ class Tracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Keep a copy of a file with the run."""
 
+    def log_model(self, path: Path, name: str) -> None:
+        """Keep a model file (``model.zip``, ``vecnormalize.pkl``) under ``name`` (best_model, final_model)."""
+        self.log_artifact(path, name)
+
+    def log_video(self, path: Path, step: int) -> None:
+        """Keep an MP4 of evaluation episodes recorded at ``step`` (env steps)."""
+        self.log_artifact(path, "videos")
+
     def finish(self, status: str) -> None:
         """Close the run in one of FINISH_STATES."""
 
@@ -81,18 +89,31 @@ class Trackers(Tracker):
         if Path(path).exists():
             self._each("log_artifact", Path(path), artifact_path)
 
+    def log_model(self, path: Path, name: str) -> None:
+        if Path(path).exists():
+            self._each("log_model", Path(path), name)
+
+    def log_video(self, path: Path, step: int) -> None:
+        self._each("log_video", Path(path), step)
+
     def finish(self, status: str) -> None:
         self._each("finish", status)
 
 
 def make_trackers(logger_cfg: DictConfig | None, run_dir: Path) -> Trackers:
-    """Build the trackers named in ``cfg.logger`` (keys: mlflow, csv, tensorboard)."""
+    """Build the trackers named in ``cfg.logger`` (keys: mlflow, comet, csv, tensorboard)."""
     trackers: list[Tracker] = []
     for name, options in (logger_cfg or {}).items():
         if name == "mlflow":
             from hydrarl.trackers.mlflow_tracker import MlflowTracker
 
             trackers.append(MlflowTracker(**options))
+        elif name == "comet":
+            try:
+                from hydrarl.trackers.comet_tracker import CometTracker
+            except ImportError as exc:
+                raise MissingDependency("logger comet", "comet_ml") from exc
+            trackers.append(CometTracker(run_dir, **options))
         elif name == "csv":
             from hydrarl.trackers.csv_tracker import CsvTracker
 
@@ -104,5 +125,5 @@ def make_trackers(logger_cfg: DictConfig | None, run_dir: Path) -> Trackers:
                 raise MissingDependency("logger tensorboard", "tensorboard") from exc
             trackers.append(TensorBoardTracker(run_dir / options.log_dir))
         else:
-            raise UserError(f"logger={name} is unknown; available: mlflow, csv, tensorboard.")
+            raise UserError(f"logger={name} is unknown; available: mlflow, comet, csv, tensorboard.")
     return Trackers(trackers)
