@@ -19,14 +19,16 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from mlflow.entities import Run, ViewType
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from hydrarl.config import PROJECT_ROOT
 from hydrarl.errors import UserError
+
+if TYPE_CHECKING:  # mlflow is imported when a store is opened, so bad options are answered at once
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
 
 STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 # Completed, early-stopped and pruned runs end FINISHED; KILLED runs were interrupted (Ctrl-C) and are
@@ -52,6 +54,8 @@ def open_client(tracking_uri: str) -> MlflowClient:
     if path is not None and not path.exists():
         raise UserError(f"no MLflow store at {path} (tracking URI {tracking_uri}): "
                         "give --tracking-uri or set MLFLOW_TRACKING_URI to the store your runs were logged to.")
+    from mlflow.tracking import MlflowClient
+
     try:
         client = MlflowClient(tracking_uri=tracking_uri)
         client.search_experiments(max_results=1)
@@ -84,6 +88,8 @@ def parse_statuses(items: Iterable[str] | None) -> tuple[str, ...]:
 
 def _experiments(client: MlflowClient, names: Sequence[str] | None) -> dict[str, str]:
     """Experiment id -> name for ``names`` (all active experiments when None)."""
+    from mlflow.entities import ViewType
+
     existing = {e.name: e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)}
     if not existing:
         raise UserError("the MLflow store holds no experiments yet: train something first (python experiment/train.py ...).")
@@ -137,6 +143,8 @@ def select_runs(client: MlflowClient, experiments: Sequence[str] | None = None, 
                 and all(run.data.tags.get(k) in values for k, values in expected.items()))
 
     if run_ids:
+        from mlflow.exceptions import MlflowException
+
         runs = []
         for run_id in dict.fromkeys(run_ids):
             try:

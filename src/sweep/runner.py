@@ -27,6 +27,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from hydrarl.analysis.curves import aggregate
 from hydrarl.config import merge_overrides
 from hydrarl.errors import UserError
 from hydrarl.launchers.jobs import Job, JobOutcome
@@ -86,15 +87,6 @@ class TrialJob:
     def as_job(self, base_overrides: list[str]) -> Job:
         """The train.py job: ``base_overrides`` (minus keys the trial sets) + the trial's overrides."""
         return Job(merge_overrides(base_overrides, self.overrides), self.run_dir, self.trial_cfg)
-
-
-def iqm(values: list[float]) -> float:
-    """Interquartile mean: the mean of the middle 50 % (the mean for fewer than 4 values)."""
-    data = np.sort(np.asarray(values, dtype=float))
-    if len(data) < 4:
-        return float(data.mean())
-    cut = len(data) // 4
-    return float(data[cut : len(data) - cut].mean())
 
 
 def objective_value(result: dict[str, Any], name: str) -> float | None:
@@ -249,7 +241,7 @@ class SweepRunner:
                 log.warning("trial %d failed: objective %s = %s", trial.number, name, per_seed)
                 return
             trial.set_user_attr(f"per_seed/{name}", per_seed)
-            values.append(iqm(per_seed) if self.s.aggregate == "iqm" else float(np.mean(per_seed)))
+            values.append(float(aggregate(np.asarray(per_seed), self.s.aggregate)))
         study.tell(trial, values if len(values) > 1 else values[0])
         log.info("trial %d: %s = %s after %d epochs (%s)", trial.number, self.s.objectives, values, first["epochs_run"], first["status"])
 
