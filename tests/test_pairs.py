@@ -23,7 +23,8 @@ MUST_REFUSE = {
 }
 MUST_TRAIN = {(e, a) for e in FETCH for a in HER} | {
     (e, a) for e in ("CartPole", "LunarLander") for a in ("dqn", "qrdqn", "ppo", "a2c", "trpo", "ars", "recurrent_ppo")
-} | {(e, a) for e in ("Pendulum", "MountainCarContinuous", "HalfCheetah", "Ant") for a in ("sac", "td3", "ddpg", "tqc", "crossq", "ppo", "a2c", "trpo", "ars", "recurrent_ppo")}
+} | {(e, a) for e in ("Pendulum", "MountainCarContinuous", "HalfCheetah", "Ant") for a in ("sac", "td3", "ddpg", "tqc", "crossq", "ppo", "a2c", "trpo", "ars", "recurrent_ppo")
+} | {(e, a) for e in ENVS for a in ("random", "constant")}  # controllers act in every env
 
 
 def short_run_overrides(env: str, algorithm: str) -> list[str]:

@@ -1,10 +1,87 @@
-"""Evaluation episodes with the deterministic policy."""
+"""Evaluation episodes with the deterministic policy.
+
+:func:`run_episodes` plays the episodes and keeps each one's return, length and success;
+:func:`summarize` turns them into the ``eval/*`` metrics; :func:`evaluate` (what the Trainer
+calls) does both.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
+
+
+@dataclass
+class Episodes:
+    """Per-episode outcomes, in the order the episodes ended."""
+
+    returns: list[float] = field(default_factory=list)      # unnormalised, as the wrapped env pays them
+    lengths: list[int] = field(default_factory=list)        # env steps
+    successes: list[float] = field(default_factory=list)    # info["is_success"] at the last step; empty if never reported
+
+
+def run_episodes(
+    model: BaseAlgorithm,
+    env: VecEnv,
+    n_episodes: int,
+    seed: int,
+    deterministic: bool = True,
+    on_episode: Callable[[Episodes], None] | None = None,
+    on_frame: Callable[[], None] | None = None,
+) -> Episodes:
+    """Play ``n_episodes`` episodes: ``env.seed(seed)``, one reset, then episodes back to back (each
+    env copy resets itself when its episode ends, continuing its own RNG). With several env copies
+    the first ``n_episodes`` episodes to end are kept. ``on_episode`` is called after each kept
+    episode, ``on_frame`` after the reset and after every step (to grab rendered frames).
+    """
+    n_envs = env.num_envs
+    env.seed(seed)
+    obs = env.reset()
+    if on_frame is not None:
+        on_frame()
+    episodes = Episodes()
+    running_return = np.zeros(n_envs)
+    running_length = np.zeros(n_envs, dtype=int)
+    states = None
+    episode_starts = np.ones(n_envs, dtype=bool)
+    while len(episodes.returns) < n_episodes:
+        actions, states = model.predict(obs, state=states, episode_start=episode_starts, deterministic=deterministic)
+        obs, rewards, dones, infos = env.step(actions)
+        if on_frame is not None:
+            on_frame()
+        running_return += rewards
+        running_length += 1
+        for i in np.flatnonzero(dones):
+            if len(episodes.returns) < n_episodes:
+                episodes.returns.append(float(running_return[i]))
+                episodes.lengths.append(int(running_length[i]))
+                if "is_success" in infos[i]:
+                    episodes.successes.append(float(infos[i]["is_success"]))
+                if on_episode is not None:
+                    on_episode(episodes)
+            running_return[i], running_length[i] = 0.0, 0
+        episode_starts = dones
+    return episodes
+
+
+def summarize(episodes: Episodes) -> dict[str, float]:
+    """``eval/mean_reward``, ``eval/std_reward`` (population std), ``eval/min_reward``,
+    ``eval/max_reward``, ``eval/mean_ep_length`` and, where reported, ``eval/success_rate``."""
+    returns = np.asarray(episodes.returns, dtype=float)
+    metrics = {
+        "eval/mean_reward": float(returns.mean()),
+        "eval/std_reward": float(returns.std()),
+        "eval/min_reward": float(returns.min()),
+        "eval/max_reward": float(returns.max()),
+        "eval/mean_ep_length": float(np.mean(episodes.lengths)),
+    }
+    if episodes.successes:
+        metrics["eval/success_rate"] = float(np.mean(episodes.successes))
+    return metrics
 
 
 def evaluate(model: BaseAlgorithm, env: VecEnv, n_episodes: int, seed: int, deterministic: bool = True) -> dict[str, float]:
@@ -15,34 +92,4 @@ def evaluate(model: BaseAlgorithm, env: VecEnv, n_episodes: int, seed: int, dete
     and, where the env reports ``info["is_success"]``, ``eval/success_rate`` (success at the
     episode's last step, in [0, 1]). The same policy and seed give the same numbers.
     """
-    n_envs = env.num_envs
-    env.seed(seed)
-    obs = env.reset()
-    returns, lengths, successes = [], [], []
-    running_return = np.zeros(n_envs)
-    running_length = np.zeros(n_envs, dtype=int)
-    states = None
-    episode_starts = np.ones(n_envs, dtype=bool)
-    while len(returns) < n_episodes:
-        actions, states = model.predict(obs, state=states, episode_start=episode_starts, deterministic=deterministic)
-        obs, rewards, dones, infos = env.step(actions)
-        running_return += rewards
-        running_length += 1
-        for i in np.flatnonzero(dones):
-            returns.append(running_return[i])
-            lengths.append(running_length[i])
-            if "is_success" in infos[i]:
-                successes.append(float(infos[i]["is_success"]))
-            running_return[i], running_length[i] = 0.0, 0
-        episode_starts = dones
-    returns = np.asarray(returns[:n_episodes], dtype=float)
-    metrics = {
-        "eval/mean_reward": float(returns.mean()),
-        "eval/std_reward": float(returns.std()),
-        "eval/min_reward": float(returns.min()),
-        "eval/max_reward": float(returns.max()),
-        "eval/mean_ep_length": float(np.mean(lengths[:n_episodes])),
-    }
-    if successes:
-        metrics["eval/success_rate"] = float(np.mean(successes[:n_episodes]))
-    return metrics
+    return summarize(run_episodes(model, env, n_episodes, seed, deterministic))

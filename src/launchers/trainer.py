@@ -166,10 +166,15 @@ class Trainer:
         last = state.epoch >= self.t.n_epochs or state.early_stopped or state.pruned
         if not self.record or not (last or state.epoch % video.every == 0):
             return
-        from hydrarl.launchers.video import record_video
+        from hydrarl.launchers.video import make_video_env, record_video
 
         path = self.run_dir / "videos" / f"epoch_{state.epoch:04d}.mp4"
-        record_video(self.model, self.env_cfg, path, video.episodes, self._eval_seed(), self.env)
+        env = make_video_env(self.env_cfg, self._eval_seed())
+        try:
+            sync_envs_normalization(self.env, env)
+            record_video(self.model, env, path, video.episodes, self._eval_seed())
+        finally:
+            env.close()
         self.trackers.log_video(path, step=state.num_timesteps)
         log.info("video of %d episode(s) at step %d: %s", video.episodes, state.num_timesteps, path)
 
