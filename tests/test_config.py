@@ -17,13 +17,13 @@ ENV_KEYS = {"id", "kwargs", "wrappers", "n_envs", "vec_env", "max_episode_steps"
 def test_groups_hold_the_required_options():
     assert set(available("algorithm")) >= {
         "sac", "td3", "ddpg", "dqn", "ppo", "a2c", "tqc", "qrdqn", "trpo", "ars", "recurrent_ppo", "crossq",
-        "sac_her", "td3_her", "ddpg_her", "tqc_her",
+        "sac_her", "td3_her", "ddpg_her", "tqc_her", "random", "constant",
     }
     assert set(available("env")) >= {
         "FetchReach", "FetchPush", "FetchSlide", "FetchPickAndPlace", "FetchReachDense",
         "Pendulum", "CartPole", "MountainCarContinuous", "LunarLander", "HalfCheetah", "Ant",
     }
-    assert set(available("logger")) == {"mlflow", "csv", "tensorboard"}
+    assert set(available("logger")) == {"mlflow", "comet", "csv", "tensorboard"}
 
 
 @pytest.mark.parametrize("algorithm", available("algorithm"))
