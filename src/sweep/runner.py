@@ -140,8 +140,10 @@ class SweepRunner:
             if trial.state == TrialState.RUNNING:  # its sweeper died: run the same parameters again
                 study._storage.set_trial_user_attr(trial._trial_id, ABANDONED_ATTR, True)
                 study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-                study.enqueue_trial(trial.params, skip_if_exists=False)
-                log.warning("trial %d was left running by an earlier sweeper; its parameters are queued again", trial.number)
+                if trial.params:  # none when the sweeper died between asking and sampling: nothing to repeat
+                    study.enqueue_trial(trial.params, skip_if_exists=False)
+                log.warning("trial %d was left running by an earlier sweeper; %s", trial.number,
+                            "its parameters are queued again" if trial.params else "it had no parameters yet")
         return study
 
     def counted(self, study: optuna.Study) -> int:
