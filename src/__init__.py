@@ -2,11 +2,12 @@
 
 Importing the package sets privacy defaults for the tracking libraries before they import
 (each only if the user has not set it): no Comet environment probing or error tracking, no MLflow
-or Ray usage telemetry. Nothing here reaches beyond 127.0.0.1. Without a display it also selects
+or Ray usage telemetry. Nothing here reaches beyond 127.0.0.1. On Linux without a display it also selects
 off-screen rendering (MuJoCo through EGL, pygame's dummy driver).
 """
 
 import os
+import sys
 import time
 
 __version__ = "0.1.0"
@@ -23,6 +24,6 @@ _HEADLESS_DEFAULTS = {"MUJOCO_GL": "egl", "SDL_VIDEODRIVER": "dummy"}
 
 for _key, _value in _PRIVACY_DEFAULTS.items():
     os.environ.setdefault(_key, _value)
-if not os.environ.get("DISPLAY"):
+if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
     for _key, _value in _HEADLESS_DEFAULTS.items():
         os.environ.setdefault(_key, _value)

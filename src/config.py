@@ -54,6 +54,17 @@ def merge_overrides(base: list[str], own: list[str]) -> list[str]:
 DEVICES = ("auto", "cpu", "cuda")
 VEC_ENVS = ("dummy", "subproc")
 RENDER_MODES = ("none", "record")
+WRAPPER_ONLY = ("train", "eval")
+
+
+def wrapper_only(entry, index: int) -> str | None:
+    """``only`` of the wrapper entry ``env.wrappers.<index>``: ``train``, ``eval`` or None (both kinds of
+    env copy); a UserError naming the key and the allowed values otherwise."""
+    only = entry.get("only") if OmegaConf.is_dict(entry) or isinstance(entry, dict) else None
+    if only is not None and only not in WRAPPER_ONLY:
+        raise UserError(f"env.wrappers.{index}.only={only!r} is not allowed: one of {', '.join(WRAPPER_ONLY)} "
+                        "(train: training env copies only; eval: evaluation copies only), or leave it out for both.")
+    return only
 
 
 def _int(value, key: str, minimum: int) -> None:
@@ -85,6 +96,8 @@ def validate(cfg: DictConfig) -> None:
         _int(cfg.env.max_episode_steps, "env.max_episode_steps", 1)
     if not OmegaConf.is_list(cfg.env.wrappers):
         raise UserError("env.wrappers must be a list of {_target_: ...} entries.")
+    for index, entry in enumerate(cfg.env.wrappers):
+        wrapper_only(entry, index)
     if cfg.get("render", "none") not in RENDER_MODES:
         raise UserError(f"render={cfg.render!r} is not allowed: one of {', '.join(RENDER_MODES)} "
                         "(record: MP4s of evaluation episodes every trainer.video.every epochs).")

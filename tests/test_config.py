@@ -17,11 +17,12 @@ ENV_KEYS = {"id", "kwargs", "wrappers", "n_envs", "vec_env", "max_episode_steps"
 def test_groups_hold_the_required_options():
     assert set(available("algorithm")) >= {
         "sac", "td3", "ddpg", "dqn", "ppo", "a2c", "tqc", "qrdqn", "trpo", "ars", "recurrent_ppo", "crossq",
-        "sac_her", "td3_her", "ddpg_her", "tqc_her", "random", "constant",
+        "sac_her", "td3_her", "ddpg_her", "tqc_her", "random", "constant", "per_ddqn", "pid", "human",
     }
     assert set(available("env")) >= {
         "FetchReach", "FetchPush", "FetchSlide", "FetchPickAndPlace", "FetchReachDense",
         "Pendulum", "CartPole", "MountainCarContinuous", "LunarLander", "HalfCheetah", "Ant",
+        "CarRacing", "CarRacingContinuous",
     }
     assert set(available("logger")) == {"mlflow", "comet", "csv", "tensorboard"}
 

@@ -4,6 +4,7 @@ before training with a UserError that names both."""
 import numpy as np
 import pytest
 
+from hydrarl.agents.human import display_problem
 from hydrarl.errors import UserError
 from hydrarl.launchers.cli import available
 from hydrarl.launchers.matrix import FUNCTION_TRAINER
@@ -20,11 +21,20 @@ MUST_REFUSE = {
     ("CartPole", "sac"), ("LunarLander", "td3"), ("Pendulum", "dqn"), ("HalfCheetah", "qrdqn"),
     ("CartPole", "sac_her"), ("Pendulum", "td3_her"), ("FetchReach", "dqn"), ("FetchReach", "crossq"),
     ("FetchPush", "ars"),
-}
+    ("CarRacing", "sac"), ("CarRacing", "td3"), ("CarRacing", "ars"), ("CarRacing", "crossq"), ("CarRacing", "sac_her"),
+    ("CarRacingContinuous", "dqn"), ("CarRacingContinuous", "qrdqn"), ("CarRacingContinuous", "ars"),
+    ("CarRacingContinuous", "crossq"), ("CarRacingContinuous", "td3_her"),
+    ("Pendulum", "per_ddqn"), ("FetchReach", "per_ddqn"), ("CarRacingContinuous", "per_ddqn"),
+} | {(e, "pid") for e in ENVS if e != "CarRacingContinuous"  # pid: RGB frames + Box(3) actions only
+} | {(e, "human") for e in ENVS if e != "CarRacingContinuous" or display_problem()}  # human: there only, with a screen
 MUST_TRAIN = {(e, a) for e in FETCH for a in HER} | {
     (e, a) for e in ("CartPole", "LunarLander") for a in ("dqn", "qrdqn", "ppo", "a2c", "trpo", "ars", "recurrent_ppo")
 } | {(e, a) for e in ("Pendulum", "MountainCarContinuous", "HalfCheetah", "Ant") for a in ("sac", "td3", "ddpg", "tqc", "crossq", "ppo", "a2c", "trpo", "ars", "recurrent_ppo")
+} | {(e, "per_ddqn") for e in ("CartPole", "LunarLander", "CarRacing")
+} | {("CarRacing", a) for a in ("dqn", "qrdqn", "ppo", "a2c", "trpo", "recurrent_ppo")
+} | {("CarRacingContinuous", a) for a in ("sac", "td3", "ddpg", "tqc", "ppo", "a2c", "trpo", "recurrent_ppo")
 } | {(e, a) for e in ENVS for a in ("random", "constant")}  # controllers act in every env
+MUST_TRAIN |= {("CarRacingContinuous", "pid")}
 
 
 def short_run_overrides(env: str, algorithm: str) -> list[str]:

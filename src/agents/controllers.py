@@ -36,8 +36,13 @@ A controller acts on the observations its env gives: normalised where the env co
 ``normalize`` (the Fetch configs do), so a controller that reads observations (PID) wants
 ``env.normalize=null``.
 
+Image observations reach ``_act`` in the model's layout: SB3 wraps an env with channel-last
+images in ``VecTransposeImage``, so ``observation_space`` is channel-first and ``predict``
+transposes channel-last frames (from an evaluation env) to it.
+
 Controllers here: :class:`RandomController` (``conf/algorithm/random.yaml``) and
-:class:`ConstantController` (``conf/algorithm/constant.yaml``).
+:class:`ConstantController` (``conf/algorithm/constant.yaml``); elsewhere
+:class:`hydrarl.agents.pid.PIDController` and :class:`hydrarl.agents.human.HumanController` (CarRacing).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.preprocessing import maybe_transpose
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 from stable_baselines3.common.utils import is_vectorized_observation, safe_mean
 
@@ -59,6 +65,12 @@ from hydrarl.errors import UserError
 SelfController = TypeVar("SelfController", bound="Controller")
 
 ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+class ControllerMismatch(UserError, ValueError):
+    """A controller that cannot serve its env (spaces, or a machine without a screen). A UserError;
+    also a ValueError so that ``build_agent`` rephrases it as "algorithm=<name> cannot be built for
+    env=<env>: ...", naming the pair the controller itself does not know."""
 
 
 class ControllerPolicy(BasePolicy):
@@ -142,6 +154,12 @@ class Controller(BaseAlgorithm):
         deterministic: bool = False,
     ) -> tuple[np.ndarray, Any]:
         """SB3's ``predict``: a batch of observations (or one) -> actions in the action space, next state."""
+        # SB3 wraps image envs in VecTransposeImage (channel-first) for the model, while evaluation envs
+        # hand over the env's own channel-last frames: bring them to the model's layout, as SB3 policies do.
+        if isinstance(observation, dict):
+            observation = {k: maybe_transpose(np.asarray(v), self.observation_space[k]) for k, v in observation.items()}
+        else:
+            observation = maybe_transpose(np.asarray(observation), self.observation_space)
         vectorized = is_vectorized_observation(observation, self.observation_space)
         if not vectorized:
             observation = ({k: np.expand_dims(v, 0) for k, v in observation.items()} if isinstance(observation, dict)

@@ -104,3 +104,8 @@ def build_agent(
         raise UserError(f"algorithm={name} cannot be built for env={env_name}: {exc}") from exc
     except (ValueError, KeyError) as exc:
         raise UserError(f"algorithm={name} cannot be built for env={env_name}: {exc}") from exc
+    except MemoryError as exc:  # numpy refuses a replay buffer larger than the machine
+        raise UserError(
+            f"algorithm={name} cannot be built for env={env_name}: {exc}. Its replay buffer does not fit in memory; "
+            f"set a smaller algorithm.buffer_size (now {kwargs.get('buffer_size', '?')})."
+        ) from exc

@@ -146,6 +146,19 @@ def agent_from_path(path: str | Path, checkpoint: str = "best") -> Agent:
     return Agent(label, cfg.env, str(model_path), make_model, checkpoint=model_path.parent)
 
 
+def _is_controller(algorithm: str) -> bool:
+    """Does ``conf/algorithm/<algorithm>.yaml`` name a Controller class?"""
+    from hydra.utils import get_class
+
+    from hydrarl.agents.controllers import Controller
+
+    target = str(OmegaConf.load(PROJECT_ROOT / "conf" / "algorithm" / f"{algorithm}.yaml").get("_target_", ""))
+    try:
+        return issubclass(get_class(target), Controller)
+    except Exception:  # noqa: BLE001 - an algorithm whose class cannot be imported here is not a controller
+        return False
+
+
 def agent_from_controller(spec: str) -> Agent:
     """``<Env>/<algo>``: a controller (an agent that does not learn) built from the config tree."""
     from hydrarl.agents.controllers import Controller
@@ -164,8 +177,7 @@ def agent_from_controller(spec: str) -> Agent:
         raise UserError(f"--controller {spec}: algorithm={algorithm} is unknown. Available algorithm options: {', '.join(algorithms)}.")
     cfg = compose_config([f"env={env_name}", f"algorithm={algorithm}"])
     if not issubclass(algorithm_class(cfg.algorithm, algorithm), Controller):
-        controllers = [a for a in algorithms if str(OmegaConf.load(PROJECT_ROOT / "conf" / "algorithm" / f"{a}.yaml").get("_target_", ""))
-                       .startswith("hydrarl.agents.controllers.")]
+        controllers = [a for a in algorithms if _is_controller(a)]
         raise UserError(f"--controller {spec}: algorithm={algorithm} learns, it is not a controller; evaluate a trained run "
                         f"directory instead. Controllers: {', '.join(controllers)}.")
 

@@ -31,8 +31,12 @@ from hydrarl.launchers.scheduler import MatrixJob
 
 TRAIN = str(PROJECT_ROOT / "experiment" / "train.py")
 
-# One short epoch: small warm-up and batches (only the keys an algorithm has are set).
-FAST_ALGORITHM = {"learning_starts": 50, "batch_size": 32, "buffer_size": 2000, "n_steps": 32, "n_delta": 2}
+# One short epoch: small warm-up and batches (only the keys an algorithm has are set). buffer_size
+# also bounds image envs' replay buffers (CarRacingContinuous: 2000 x 55 kB). One optimisation pass
+# per rollout for ppo/recurrent_ppo (n_epochs) and a short conjugate gradient for trpo: with a CNN
+# policy (CarRacing) their defaults made a one-epoch check last 12-24 s.
+FAST_ALGORITHM = {"learning_starts": 50, "batch_size": 32, "buffer_size": 2000, "n_steps": 32, "n_delta": 2,
+                  "n_epochs": 1, "cg_max_steps": 3, "n_critic_updates": 1}
 FUNCTION_TRAINER = ["trainer.n_epochs=1", "trainer.eval_after_n_steps=100", "trainer.n_test_rollouts=1",
                     "trainer.progress_bar=false", "env.max_episode_steps=50", "logger=[]", "seed=0"]
 
@@ -66,6 +70,8 @@ def valid_pairs(selected: list[tuple[str, str]]) -> tuple[list[tuple[str, str]],
     valid, refused, envs = [], {}, {}
     for env_name, algorithm in selected:
         cfg = compose_config([f"env={env_name}", f"algorithm={algorithm}"])
+        for key in FAST_ALGORITHM.keys() & cfg.algorithm.keys():  # the job's sizes: a default replay buffer of
+            cfg.algorithm[key] = FAST_ALGORITHM[key]               # images (1e6 x 55 kB) cannot be allocated
         try:
             if env_name not in envs:
                 envs[env_name] = make_vec_env(cfg.env, 0)
