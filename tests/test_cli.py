@@ -66,6 +66,8 @@ BAD_INPUT = [
     (["algorithm=nope"], ["algorithm=nope is unknown", "sac_her", "dqn"]),
     (["trainer.epochs=3"], ["unknown config key 'trainer.epochs'", "n_epochs"]),
     (["nonsense=1"], ["unknown config key 'nonsense'"]),
+    (["env=Pendulum", "algorithm=sac", "algorithm.policy_kwargs={net_arch:[8],n_critics:1}"],
+     ["may only set the keys algorithm.policy_kwargs has (net_arch)", "+algorithm.policy_kwargs.<new key>"]),
     (["trainer.n_epochs=many"], ["trainer.n_epochs", "integer"]),
     (["env=Pendulum", "algorithm=dqn"], ["algorithm=dqn", "env=Pendulum", "Discrete"]),
     (["env=CartPole", "algorithm=td3"], ["algorithm=td3", "env=CartPole", "Box"]),

@@ -67,6 +67,9 @@ def _unknown_key_message(key: str, base: DictConfig) -> str:
         node, known = node[part], known + [part]
     where = ".".join(known) or "the top level"
     keys = ", ".join(str(k) for k in node.keys()) if isinstance(node, DictConfig) else ""
+    if len(known) == len(parts) and isinstance(node, DictConfig):  # a {...} value with keys the node lacks
+        return (f"{key}={{...}} may only set the keys {where} has ({keys}); add a new one with "
+                f"'+{where}.<new key>=...', one override per key.")
     hint = f" Keys under {where}: {keys}." if keys else ""
     return f"unknown config key '{key}'.{hint} To add a new key, prefix it with '+' (e.g. +{key}=...)."
 
