@@ -14,6 +14,8 @@ from hydrarl.config import PROJECT_ROOT
 from hydrarl.launchers.matrix import compose_config
 from hydrarl.launchers.matrix import fast_overrides as matrix_fast_overrides
 
+pytest_plugins = ["tests.carracing_frames"]  # its `venv` fixture: one CarRacing-v3 copy per test module
+
 TRAIN = PROJECT_ROOT / "experiment" / "train.py"
 compose_cfg = compose_config  # conf/main.yaml composed as experiment/train.py would, HydraConfig set
 

@@ -1,19 +1,16 @@
-"""The CarRacing controllers: PID (steering sign, gas, fall-backs and per-episode memory on synthetic
-frames; the grass/road edges and the driving on real CarRacing frames; evaluate.py; refusals) and
-human (refused without a screen; with a stand-in screen it shows the frames and maps the arrows)."""
+"""The CarRacing PID controller: steering sign, gas, fall-backs and per-episode memory on synthetic
+frames; the grass/road edges and the driving on real CarRacing frames; evaluate.py; refusals.
+The human controller: test_human.py."""
 
 import csv
-import signal
 import subprocess
 import sys
 
 import gymnasium as gym
 import numpy as np
 import pytest
-from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from hydrarl.agents import human as human_module
 from hydrarl.agents.controllers import RandomController
 from hydrarl.agents.factory import build_agent
 from hydrarl.agents.human import HumanController
@@ -21,41 +18,13 @@ from hydrarl.agents.pid import PIDController, rgb_to_hsv
 from hydrarl.config import PROJECT_ROOT
 from hydrarl.envs.factory import make_vec_env
 from hydrarl.errors import UserError
-from tests.conftest import compose_cfg, run_cli
+from tests.carracing_frames import CAR, GRASS, GRASS_LIGHT, ROAD, carracing_venv, frame
+from tests.conftest import compose_cfg
 
 EVALUATE = PROJECT_ROOT / "experiment" / "evaluate.py"
-HAS_ENV = (PROJECT_ROOT / "conf" / "env" / "CarRacingContinuous.yaml").is_file()
-needs_env = pytest.mark.skipif(not HAS_ENV, reason="conf/env/CarRacingContinuous.yaml does not exist yet")
-
-GRASS, GRASS_LIGHT, ROAD, CAR = (102, 204, 102), (102, 230, 102), (102, 102, 102), (204, 0, 0)
-CAR_COLUMN = 48  # frame column of the car's nose: window column 24 of columns 24:73
-
-
-def carracing_venv(n: int = 1, **kwargs) -> DummyVecEnv:
-    return DummyVecEnv([lambda: Monitor(gym.make("CarRacing-v3", **kwargs))] * n)
-
-
-@pytest.fixture(scope="module")
-def venv():
-    env = carracing_venv()
-    yield env
-    env.close()
-
 
 def pid(venv, **kwargs) -> PIDController:
     return PIDController("CnnPolicy", venv, seed=0, **kwargs)
-
-
-def frame(road: tuple[int, int] | list[tuple[int, int]] | None) -> np.ndarray:
-    """A synthetic 96x96 RGB frame: striped grass, grey road over the columns [start, stop) of each
-    span (rows 0..83), the car below the band, a black dashboard."""
-    f = np.zeros((96, 96, 3), dtype=np.uint8)
-    f[:84] = GRASS
-    f[:84:8] = GRASS_LIGHT  # the grass stripes of real frames
-    for start, stop in ([] if road is None else [road] if isinstance(road[0], int) else road):
-        f[:84, start:stop] = ROAD
-    f[66:77, 45:51] = CAR
-    return f
 
 
 def act(model, frames, state=None, starts=None):
@@ -304,7 +273,6 @@ def test_build_agent_refuses_pid_naming_both(env_name):
 
 # -- evaluate.py and train.py -------------------------------------------------------------------------
 
-@needs_env
 def test_evaluate_py_runs_the_pid_controller(tmp_path):
     proc = subprocess.run([sys.executable, str(EVALUATE), "--controller", "CarRacingContinuous/pid", "--episodes", "2",
                            "--seed", "0", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
@@ -314,98 +282,3 @@ def test_evaluate_py_runs_the_pid_controller(tmp_path):
     # measured: 652.35 and 757.65 (episode 1 = the seed-0 track, driven as in drive(seed=0))
     assert len(returns) == 2 and min(returns) > 400, returns
     assert "| CarRacingContinuous/pid |" in proc.stdout
-
-
-@needs_env
-def test_train_py_refuses_human_without_a_screen(tmp_path):
-    run_dir = tmp_path / "run"
-    proc = run_cli(["env=CarRacingContinuous", "algorithm=human", "logger=[]", f"hydra.run.dir={run_dir}"], cwd=tmp_path,
-                   env={"SDL_VIDEODRIVER": "dummy"})
-    assert proc.returncode == 2, proc.stderr
-    assert "algorithm=human cannot be built for env=CarRacingContinuous" in proc.stderr
-    assert "algorithm=human needs a screen and a keyboard: " in proc.stderr
-    assert "Traceback" not in proc.stderr and not run_dir.exists()
-
-
-# -- human --------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("environ, reason", [
-    ({"SDL_VIDEODRIVER": "dummy"}, "no DISPLAY"),
-    ({"SDL_VIDEODRIVER": ""}, "no DISPLAY"),
-    ({"SDL_VIDEODRIVER": "dummy", "DISPLAY": ":0"}, r"SDL_VIDEODRIVER=dummy turns the screen off \(unset it"),
-    ({"SDL_VIDEODRIVER": "offscreen", "WAYLAND_DISPLAY": "wayland-0"}, "SDL_VIDEODRIVER=offscreen turns the screen off"),
-])
-def test_human_needs_a_screen(venv, monkeypatch, environ, reason):
-    for key in ("DISPLAY", "WAYLAND_DISPLAY"):
-        monkeypatch.delenv(key, raising=False)
-    for key, value in environ.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setattr(sys, "platform", "linux")
-    with pytest.raises(UserError, match=r"^algorithm=human needs a screen and a keyboard: " + reason):
-        HumanController("CnnPolicy", venv)
-
-
-class Keys:
-    """Stand-in for pygame.key.get_pressed(): the keys named are held."""
-
-    def __init__(self, *held):
-        self.held = set(held)
-
-    def __getitem__(self, key):
-        return key in self.held
-
-
-def test_human_shows_the_frame_and_maps_the_arrows(venv, monkeypatch):
-    """With a stand-in screen (pygame's dummy driver, the display check passed), the controller draws
-    the frame it gets scaled up and turns the held arrows into the action."""
-    import pygame
-
-    monkeypatch.setattr(human_module, "display_problem", lambda: None)
-    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
-    model = HumanController("CnnPolicy", venv, scale=3, fps=0)
-    f = frame((50, 71))
-    held = {
-        (): [0, 0, 0],
-        (pygame.K_LEFT,): [-1, 0, 0],
-        (pygame.K_RIGHT, pygame.K_UP): [1, 1, 0],
-        (pygame.K_LEFT, pygame.K_RIGHT, pygame.K_DOWN): [0, 0, 0.8],
-    }
-    try:
-        for keys, expected in held.items():
-            monkeypatch.setattr(pygame.key, "get_pressed", lambda keys=keys: Keys(*keys))
-            action, _ = model.predict(f[None])
-            np.testing.assert_allclose(action, [expected])
-        window = pygame.display.get_surface()
-        assert window.get_size() == (288, 288)
-        for row, col in [(10, 10), (30, 60), (70, 47)]:  # grass, road, car: pixel (row, col) drawn 3x3
-            assert tuple(window.get_at((col * 3 + 1, row * 3 + 1)))[:3] == tuple(f[row, col])
-        # Escape is Ctrl-C
-        caught = []
-        previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
-        try:
-            pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_ESCAPE))
-            model.predict(f[None])
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        assert caught == [True]
-    finally:
-        model.close()
-        pygame.quit()
-
-
-def test_human_drives_one_car(monkeypatch):
-    monkeypatch.setattr(human_module, "display_problem", lambda: None)
-    env = carracing_venv(2)
-    with pytest.raises(UserError, match=r"drives one car.*env.n_envs=1"):
-        HumanController("CnnPolicy", env)
-    env.close()
-
-
-def test_display_check_sees_a_screen(monkeypatch):
-    monkeypatch.setattr(sys, "platform", "linux")
-    monkeypatch.delenv("SDL_VIDEODRIVER", raising=False)
-    monkeypatch.setenv("DISPLAY", ":0")
-    assert human_module.display_problem() is None
-    monkeypatch.setenv("SDL_VIDEODRIVER", "kmsdrm")   # a real driver without X
-    monkeypatch.delenv("DISPLAY")
-    assert human_module.display_problem() is None
