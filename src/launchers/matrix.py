@@ -62,21 +62,22 @@ def compose_config(overrides: list[str]):
     return cfg
 
 
-def valid_pairs(selected: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], dict[tuple[str, str], str]]:
-    """(pairs the agent factory accepts, {refused pair: reason})."""
+def valid_pairs(selected: list[tuple[str, str]]) -> tuple[dict[tuple[str, str], list[str]], dict[tuple[str, str], str]]:
+    """({pair the agent factory accepts: its fast overrides}, {refused pair: reason}). Each agent is built
+    with the sizes its job will use: a default replay buffer of images (1e6 x 55 kB) cannot be allocated."""
     from hydrarl.agents.factory import build_agent
     from hydrarl.envs.factory import make_vec_env
 
-    valid, refused, envs = [], {}, {}
+    valid, refused, envs = {}, {}, {}
     for env_name, algorithm in selected:
-        cfg = compose_config([f"env={env_name}", f"algorithm={algorithm}"])
-        for key in FAST_ALGORITHM.keys() & cfg.algorithm.keys():  # the job's sizes: a default replay buffer of
-            cfg.algorithm[key] = FAST_ALGORITHM[key]               # images (1e6 x 55 kB) cannot be allocated
+        pair = [f"env={env_name}", f"algorithm={algorithm}"]
+        fast = fast_overrides(compose_config(pair).algorithm)
+        cfg = compose_config([*pair, *fast])
         try:
             if env_name not in envs:
                 envs[env_name] = make_vec_env(cfg.env, 0)
             build_agent(cfg.algorithm, envs[env_name], 0, "cpu", name=algorithm, env_name=env_name)
-            valid.append((env_name, algorithm))
+            valid[(env_name, algorithm)] = fast
         except UserError as exc:
             refused[(env_name, algorithm)] = str(exc)
     for env in envs.values():
@@ -94,11 +95,10 @@ def function_jobs(out: Path, pattern: str | None, say=print) -> list[MatrixJob]:
     valid, refused = valid_pairs(selected)
     say(f"function tier: {len(valid)} valid env x algorithm pairs ({len(refused)} refused by the agent factory)")
     jobs = []
-    for env_name, algorithm in valid:
+    for (env_name, algorithm), fast in valid.items():
         run_dir = out / "runs" / f"{env_name}_{algorithm}"
-        cfg = compose_config([f"env={env_name}", f"algorithm={algorithm}"])
         train = [sys.executable, TRAIN, f"env={env_name}", f"algorithm={algorithm}", *FUNCTION_TRAINER,
-                 *fast_overrides(cfg.algorithm), f"hydra.run.dir={run_dir}"]
+                 *fast, f"hydra.run.dir={run_dir}"]
         check = [sys.executable, "-m", "hydrarl.launchers.roundtrip", str(run_dir)]
         jobs.append(MatrixJob(f"{env_name}/{algorithm}", [train, check], out / "logs" / f"{env_name}_{algorithm}.log"))
     return jobs
