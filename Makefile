@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := box2d,comet,tensorboard,test
+EXTRAS := box2d,comet,pybullet,tensorboard,test
 PYTEST_WORKERS ?= 2
 
 export COMET_AUTO_LOG_ENV_DETAILS ?= false

@@ -1,7 +1,7 @@
 """The regression matrix: which jobs each tier runs, and whether they pass.
 
 Function tier: every valid env x algorithm pair of the config tree for one short epoch, then a
-save -> load -> predict round trip. Validity is decided by the same checks a run does (the agent
+save -> load -> predict round trip (both in one process: ``roundtrip --train``). Validity is decided by the same checks a run does (the agent
 factory), once, in this process.
 
 Performance tier: the bars in ``conf/performance/<Env>/<algo>.yaml``; each bar runs
@@ -97,10 +97,9 @@ def function_jobs(out: Path, pattern: str | None, say=print) -> list[MatrixJob]:
     jobs = []
     for (env_name, algorithm), fast in valid.items():
         run_dir = out / "runs" / f"{env_name}_{algorithm}"
-        train = [sys.executable, TRAIN, f"env={env_name}", f"algorithm={algorithm}", *FUNCTION_TRAINER,
-                 *fast, f"hydra.run.dir={run_dir}"]
-        check = [sys.executable, "-m", "hydrarl.launchers.roundtrip", str(run_dir)]
-        jobs.append(MatrixJob(f"{env_name}/{algorithm}", [train, check], out / "logs" / f"{env_name}_{algorithm}.log"))
+        train_then_check = [sys.executable, "-m", "hydrarl.launchers.roundtrip", "--train", f"env={env_name}",
+                            f"algorithm={algorithm}", *FUNCTION_TRAINER, *fast, f"hydra.run.dir={run_dir}"]
+        jobs.append(MatrixJob(f"{env_name}/{algorithm}", [train_then_check], out / "logs" / f"{env_name}_{algorithm}.log"))
     return jobs
 
 
