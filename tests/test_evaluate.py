@@ -183,6 +183,8 @@ def bad_inputs(ppo_run, tmp_path):
         (["--controller", "Nope/random"], "env=Nope is unknown"),
         (["--controller", "CartPole/nope"], "algorithm=nope is unknown"),
         (["--controller", "CartPole/ppo"], "not a controller"),
+        (["--controller", "CartPole/random env.kwargs.bogus=1"], "do not apply"),
+        (["--controller", "Bumps/bumps_oracle"], "privileged=true"),
         (["--controller", "CartPole/random", "--episodes", "0"], "at least 1 episode"),
         ([], "nothing to evaluate"),
     ]
@@ -214,3 +216,12 @@ def test_video_replays_the_first_episodes_of_the_table(tmp_path, capsys):
     assert reader.get_meta_data()["fps"] == gym.make("CartPole-v1").metadata["render_fps"]
     assert sum(1 for _ in reader) == 1 + lengths[0] + lengths[1]
     assert main(["--controller", "CartPole/constant", "--episodes", "2", "--video", "3", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_controller_overrides_reach_its_env(tmp_path, capsys):
+    """'Env/algo key=value': the oracle gets the privileged bumps observation it needs and succeeds."""
+    assert main(["--controller", "Bumps/bumps_oracle env.kwargs.privileged=true", "--episodes", "3", "--out", str(tmp_path)]) == 0
+    with (tmp_path / "table.csv").open() as f:
+        row = next(csv.DictReader(f))
+    assert row["agent"] == "Bumps/bumps_oracle env.kwargs.privileged=true"
+    assert float(row["success_rate"]) == 1.0 and float(row["mean_return"]) == 1.0

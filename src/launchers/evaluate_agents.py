@@ -7,8 +7,8 @@
                                   [--video N] [--out DIR]
 
 Agents: a run directory (its ``checkpoints/<--checkpoint>/model.zip``, default ``best``), a
-``model.zip`` inside a run directory (any checkpoint), or ``--controller <Env>/<algo>`` (a
-controller built from the config tree, e.g. ``CartPole/random``). A saved model is loaded with the
+``model.zip`` inside a run directory (any checkpoint), or ``--controller '<Env>/<algo> [key=value ...]'``
+(a controller built from the config tree, e.g. ``CartPole/random``, with optional config overrides). A saved model is loaded with the
 class its run's ``config.yaml`` names, with the checkpoint's ``vecnormalize.pkl`` (frozen) when the
 env normalises.
 
@@ -160,13 +160,17 @@ def _is_controller(algorithm: str) -> bool:
 
 
 def agent_from_controller(spec: str) -> Agent:
-    """``<Env>/<algo>``: a controller (an agent that does not learn) built from the config tree."""
+    """``<Env>/<algo> [key=value ...]``: a controller (an agent that does not learn) built from the
+    config tree, with optional config overrides (e.g. ``env.kwargs.privileged=true``)."""
+    from hydra.errors import HydraException
+
     from hydrarl.agents.controllers import Controller
     from hydrarl.agents.factory import algorithm_class, build_agent
     from hydrarl.launchers.cli import available
     from hydrarl.launchers.matrix import compose_config
 
-    env_name, _, algorithm = spec.partition("/")
+    pair, *overrides = spec.split()
+    env_name, _, algorithm = pair.partition("/")
     if not env_name or not algorithm or "/" in algorithm:
         raise UserError(f"--controller {spec}: give <Env>/<algo>, e.g. CartPole/random.")
     envs = available("env")
@@ -175,7 +179,10 @@ def agent_from_controller(spec: str) -> Agent:
     algorithms = available("algorithm")
     if algorithm not in algorithms:
         raise UserError(f"--controller {spec}: algorithm={algorithm} is unknown. Available algorithm options: {', '.join(algorithms)}.")
-    cfg = compose_config([f"env={env_name}", f"algorithm={algorithm}"])
+    try:
+        cfg = compose_config([f"env={env_name}", f"algorithm={algorithm}", *overrides])
+    except HydraException as exc:
+        raise UserError(f"--controller {spec!r}: the overrides {' '.join(overrides)} do not apply: {' '.join(str(exc).split())}") from exc
     if not issubclass(algorithm_class(cfg.algorithm, algorithm), Controller):
         controllers = [a for a in algorithms if _is_controller(a)]
         raise UserError(f"--controller {spec}: algorithm={algorithm} learns, it is not a controller; evaluate a trained run "
@@ -308,8 +315,9 @@ def parser() -> argparse.ArgumentParser:
         description="Evaluate trained runs and controllers over many episodes and print one table.",
     )
     p.add_argument("agents", nargs="*", metavar="RUN_DIR|MODEL_ZIP", help="a run directory, or a model.zip inside one")
-    p.add_argument("--controller", action="append", default=[], metavar="ENV/ALGO",
-                   help="a controller from the config tree, e.g. CartPole/random (repeatable)")
+    p.add_argument("--controller", action="append", default=[], metavar="'ENV/ALGO [KEY=VALUE ...]'",
+                   help="a controller from the config tree, e.g. CartPole/random, with optional overrides in the same "
+                        "quoted argument, e.g. 'Bumps/bumps_oracle env.kwargs.privileged=true' (repeatable)")
     p.add_argument("--episodes", type=int, default=50, help="episodes per agent (default 50)")
     p.add_argument("--seed", type=int, default=0, help="seeds the env and the agent's own randomness (default 0)")
     p.add_argument("--checkpoint", choices=CHECKPOINTS, default="best", help="checkpoint of a run directory (default best)")

@@ -32,11 +32,14 @@ def run_episodes(
     deterministic: bool = True,
     on_episode: Callable[[Episodes], None] | None = None,
     on_frame: Callable[[], None] | None = None,
+    on_step: Callable[[np.ndarray, list[dict]], None] | None = None,
 ) -> Episodes:
     """Play ``n_episodes`` episodes: ``env.seed(seed)``, one reset, then episodes back to back (each
     env copy resets itself when its episode ends, continuing its own RNG). With several env copies
     the first ``n_episodes`` episodes to end are kept. ``on_episode`` is called after each kept
-    episode, ``on_frame`` after the reset and after every step (to grab rendered frames).
+    episode, ``on_frame`` after the reset and after every step (to grab rendered frames), ``on_step``
+    after every step with that step's actions (one row per env copy) and infos (e.g. per-step physics
+    diagnostics the env reports).
     """
     n_envs = env.num_envs
     env.seed(seed)
@@ -53,6 +56,8 @@ def run_episodes(
         obs, rewards, dones, infos = env.step(actions)
         if on_frame is not None:
             on_frame()
+        if on_step is not None:
+            on_step(actions, infos)
         running_return += rewards
         running_length += 1
         for i in np.flatnonzero(dones):

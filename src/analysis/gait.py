@@ -1,0 +1,169 @@
+"""``experiment/plot_gait.py``: one Cassie episode, step by step, as plots (and a video).
+
+    python experiment/plot_gait.py                                  # zero action: the PD loop holds the neutral pose
+    python experiment/plot_gait.py runs/Cassie/ppo_cassie/<run> --speed 0.5 render=record
+
+Plays one episode of a trained run (its ``checkpoints/<--checkpoint>/model.zip`` with its frozen
+normalisation, deterministic policy) or, with no run given, of the constant zero action (in residual
+mode the PD loop then holds the neutral standing pose). Every step's diagnostics come from the env's
+``info`` (see ``hydrarl.envs.cassie.env``): pelvis height and forward speed with the commanded speed,
+foot heights, joint-side motor torques, vertical ground reaction forces, PD targets and raw actions.
+
+Writes ``<out>/gait.png`` (six panels against time in seconds), ``gait.csv`` (one row per policy step,
+one column per value) and, with ``render=record``, ``gait.mp4`` of the same episode. ``--speed``
+fixes the commanded speed (the env otherwise draws it from its ``speeds``). Bad input: one line on
+stderr, exit status 2, nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf, open_dict
+
+from hydrarl.config import PROJECT_ROOT
+from hydrarl.errors import USER_ERROR_EXIT_CODE, UserError
+
+MOTORS = ("hip roll", "hip yaw", "hip pitch", "knee", "foot")
+JOINTS = tuple(f"{side} {m}" for side in ("L", "R") for m in MOTORS)
+SCALARS = ("pelvis_height", "pelvis_speed", "speed_command", "phase")   # info keys with one value per step
+VECTORS = {"foot_height": ("left", "right"), "foot_force": ("left", "right"),
+           "torque": JOINTS, "pd_target": JOINTS, "action": JOINTS}     # info keys with one value per column
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="experiment/plot_gait.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("agent", nargs="?", metavar="RUN_DIR|MODEL_ZIP", help="a trained Cassie run (default: the zero action)")
+    p.add_argument("render", nargs="?", choices=["render=none", "render=record"], default="render=none",
+                   help="render=record also writes gait.mp4 of the episode")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="checkpoint of a run directory (default best)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the episode's reset (phase, speed) and any sensor noise (default 0)")
+    p.add_argument("--speed", type=float, default=None, metavar="M_PER_S", help="commanded forward speed (default: drawn from env speeds)")
+    p.add_argument("--env", default="Cassie", help="env config for the zero action (default Cassie)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default runs/gait/<date>_<time>)")
+    return p
+
+
+def _split_render(args: argparse.Namespace) -> None:
+    """``render=record`` may come first when no run is given (argparse then sees it as the agent)."""
+    if args.agent in ("render=none", "render=record"):
+        args.agent, args.render = None, args.agent
+
+
+def load_agent(args: argparse.Namespace):
+    """The evaluate.py ``Agent`` to play: the run given, or the env's constant zero action."""
+    from hydrarl.launchers.evaluate_agents import agent_from_controller, agent_from_path
+
+    agent = agent_from_path(args.agent, args.checkpoint) if args.agent else agent_from_controller(f"{args.env}/constant")
+    if not str(agent.env_cfg.id).endswith("Cassie-v0"):
+        raise UserError(f"{agent.source}: plot_gait.py plots Cassie episodes; this agent's env is {agent.env_cfg.id}.")
+    if args.speed is not None:
+        agent.env_cfg = OmegaConf.create(OmegaConf.to_container(agent.env_cfg))
+        with open_dict(agent.env_cfg):
+            agent.env_cfg.kwargs.speeds = [float(args.speed)]
+    return agent
+
+
+def play_episode(agent, seed: int, record: bool) -> tuple[dict[str, np.ndarray], list[np.ndarray], float]:
+    """One deterministic episode: ({info key: (steps,) or (steps, k) array}, frames, policy rate in Hz)."""
+    from stable_baselines3.common.utils import set_random_seed
+
+    from hydrarl.launchers.evaluate_agents import make_eval_env
+    from hydrarl.launchers.evaluation import run_episodes
+
+    set_random_seed(seed)
+    env = make_eval_env(agent, seed, render_mode="rgb_array" if record else None)
+    rows: dict[str, list] = {key: [] for key in (*SCALARS, *VECTORS)}
+    frames: list[np.ndarray] = []
+
+    def on_step(actions: np.ndarray, infos: list[dict]) -> None:
+        for key in rows:
+            rows[key].append(np.asarray(infos[0][key], dtype=float))
+
+    try:
+        model = agent.make_model(env, seed)
+        run_episodes(model, env, 1, seed, deterministic=True, on_step=on_step,
+                     on_frame=(lambda: frames.append(env.get_images()[0])) if record else None)
+        rate = float(env.get_attr("metadata")[0]["render_fps"])
+    finally:
+        env.close()
+    return {key: np.stack(values) for key, values in rows.items()}, frames, rate
+
+
+def write_csv(series: dict[str, np.ndarray], rate: float, path: Path) -> Path:
+    header = ["step", "time_s", *SCALARS, *(f"{key}/{col}" for key, cols in VECTORS.items() for col in cols)]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for i in range(len(series["phase"])):
+            values = [series[key][i] for key in SCALARS] + [v for key in VECTORS for v in series[key][i]]
+            writer.writerow([i + 1, f"{(i + 1) / rate:.4f}", *(f"{v:.6g}" for v in values)])
+    return path
+
+
+def plot(series: dict[str, np.ndarray], rate: float, title: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = np.arange(1, len(series["phase"]) + 1) / rate
+    fig, axes = plt.subplots(3, 2, figsize=(13, 10), sharex=True)
+    ax = axes[0, 0]
+    ax.plot(t, series["pelvis_height"], label="pelvis height (m)")
+    ax.plot(t, series["pelvis_speed"], label="forward speed (m/s)")
+    ax.plot(t, series["speed_command"], "--", label="commanded speed (m/s)")
+    ax.set_title("pelvis")
+    panels = [(axes[0, 1], "foot_height", "foot height (m)"), (axes[1, 0], "torque", "motor torque, joint side (Nm)"),
+              (axes[1, 1], "foot_force", "vertical ground reaction force (N)"), (axes[2, 0], "pd_target", "PD target (rad)"),
+              (axes[2, 1], "action", "raw action")]
+    for ax, key, label in panels:
+        for j, col in enumerate(VECTORS[key]):
+            ax.plot(t, series[key][:, j], label=col, color=f"C{j % 5}", linestyle="-" if j < 5 or len(VECTORS[key]) == 2 else ":")
+        ax.set_title(label)
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2, loc="upper right")
+    for ax in axes[2]:
+        ax.set_xlabel("time (s)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    _split_render(args)
+    record = args.render == "render=record"
+    try:
+        if args.seed < 0:
+            raise UserError(f"--seed {args.seed}: give an integer >= 0.")
+        import torch
+
+        torch.set_num_threads(1)
+        agent = load_agent(args)
+        series, frames, rate = play_episode(agent, args.seed, record)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USER_ERROR_EXIT_CODE
+    out = args.out or PROJECT_ROOT / "runs" / "gait" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    out.mkdir(parents=True, exist_ok=True)
+    steps = len(series["phase"])
+    title = (f"{agent.label}: {steps} steps ({steps / rate:.2f} s), mean speed {series['pelvis_speed'].mean():.2f} m/s, "
+             f"command {series['speed_command'][0]:.2f} m/s, seed {args.seed}")
+    print(title)
+    paths = [plot(series, rate, title, out / "gait.png"), write_csv(series, rate, out / "gait.csv")]
+    if record:
+        from hydrarl.launchers.video import write_mp4
+
+        paths.append(write_mp4(frames, out / "gait.mp4", int(round(rate))))
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
