@@ -36,12 +36,35 @@ at working height its tip is level with the table top and would otherwise scrape
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import math
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Iterator, Sequence
 
 import numpy as np
-import pybullet
-from pybullet_utils.bullet_client import BulletClient
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Silence what pybullet's C code prints on stdout (its build time on import, ``argv[0]=`` on connect),
+    which would break into progress bars and logs; Python-level output is unaffected outside the block."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+        yield
+    finally:
+        ctypes.CDLL(None).fflush(None)  # C stdio buffers a pipe's output: flush it into /dev/null first
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+with _quiet_stdout():
+    import pybullet
+    from pybullet_utils.bullet_client import BulletClient
 
 TIME_STEP = 1.0 / 240.0        # s, physics substep
 GRAVITY = -9.8                 # m/s²
@@ -74,7 +97,8 @@ class BumpsScene:
     """
 
     def __init__(self) -> None:
-        self.client: BulletClient | None = BulletClient(connection_mode=pybullet.DIRECT)
+        with _quiet_stdout():
+            self.client: BulletClient | None = BulletClient(connection_mode=pybullet.DIRECT)
         self.bumps: list[int] = []
         self.finger = -1
         self.rails = False
