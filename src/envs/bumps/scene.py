@@ -47,22 +47,25 @@ import numpy as np
 
 
 @contextlib.contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """Silence what pybullet's C code prints on stdout (its build time on import, ``argv[0]=`` on connect),
-    which would break into progress bars and logs; Python-level output is unaffected outside the block."""
+def _quiet_c_output() -> Iterator[None]:
+    """Silence what pybullet's C code prints (its build time on stderr at import, ``argv[0]=`` on stdout at
+    connect), which would break into progress bars and logs. Exceptions still propagate as usual."""
     sys.stdout.flush()
-    saved = os.dup(1)
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
         yield
     finally:
         ctypes.CDLL(None).fflush(None)  # C stdio buffers a pipe's output: flush it into /dev/null first
-        os.dup2(saved, 1)
-        os.close(saved)
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
-with _quiet_stdout():
+with _quiet_c_output():
     import pybullet
     from pybullet_utils.bullet_client import BulletClient
 
@@ -97,7 +100,7 @@ class BumpsScene:
     """
 
     def __init__(self) -> None:
-        with _quiet_stdout():
+        with _quiet_c_output():
             self.client: BulletClient | None = BulletClient(connection_mode=pybullet.DIRECT)
         self.bumps: list[int] = []
         self.finger = -1
