@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
-    print("| env | random-action steps/s (best of {}) | episodes per {} steps |".format(args.repeats, args.steps))
+    print(f"| env | random-action steps/s (best of {args.repeats}) | episodes per {args.steps} steps |")
     print("|---|---:|---:|")
     for name in args.envs:
         results = [steps_per_second(name, args.steps, seed) for seed in range(args.repeats)]

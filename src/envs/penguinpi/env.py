@@ -1,0 +1,230 @@
+"""``PenguinPi-v0``: drive the PenguinPi round the road loop from its camera, over the robot's HTTP API.
+
+The env talks to a robot through ``PenguinPiClient``: a real one at ``robot_url``, or (``robot_url=None``) a
+simulator subprocess it starts on a free loopback port and stops on ``close``. Each step is one blocking
+``set_velocity(L, R, time=step_time)`` (the robot stops after it), then one camera image.
+
+Observation: the bottom ``crop_rows`` rows of the 240 x 320 camera image, (crop_rows, 320, 3) uint8 RGB channel-last
+(SB3 transposes it); with ``include_encoders`` a Dict {"image": that, "encoders": the step's encoder ticks
+(left, right) as float32}. Actions: "continuous" Box(2) in [-1, 1] -> commands round(max_speed * a); "teleop"
+Discrete(9) = the users' keys (fwd, turn) in {-1, 0, 1}^2, index 3 * (fwd + 1) + (turn + 1), -> L = 20 fwd - 5 turn,
+R = 20 fwd + 5 turn.
+
+Reward per step (weights in ``reward``): track * 0.1 * tanh(50 r^4), r = share of road-grey pixels in the crop (the
+users' final reward, in [0, 0.1]); - smoothness * mean over wheels of |ticks - mean ticks of the last 5 steps| /
+max ticks per step (in [-2, 0]); + pose_change * odometry distance moved / longest possible move (in [0, 1]).
+Terminated when r < ``offtrack_share`` (off the road); truncation comes from ``max_episode_steps``.
+
+Safety: ``/robot/stop`` is sent on ``close()`` and whenever ``step`` raises (KeyboardInterrupt included);
+``with PenguinPiEnv(...) as env:`` closes (and so stops) when the policy code inside raises.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+
+import gymnasium as gym
+import numpy as np
+
+from hydrarl.envs.penguinpi.client import PenguinPiClient, RobotError
+from hydrarl.envs.penguinpi.robot import COUNTS_PER_S_PER_UNIT, METRES_PER_COUNT, wrap16
+from hydrarl.envs.penguinpi.track import HEIGHT, WIDTH, start_pose, track_share
+
+TELEOP_FORWARD = 20  # command units per unit of fwd (the users' keyboard mapping)
+TELEOP_TURN = 5  # command units per unit of turn
+SMOOTHNESS_WINDOW = 5  # steps in the recent mean of the smoothness term
+STARTUP_TIMEOUT = 20.0  # s to wait for an owned simulator to answer
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class PenguinPiEnv(gym.Env):
+    """Camera-based driving of a (simulated) PenguinPi; see the module doc for spaces, reward and safety."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(
+        self,
+        robot_url: str | None = None,
+        sim_speedup: float = 0.0,
+        sim_seed: int = 0,
+        step_time: float = 0.2,
+        actions: str = "continuous",
+        max_speed: int = 40,
+        crop_rows: int = 80,
+        include_encoders: bool = False,
+        reward: dict | None = None,
+        offtrack_share: float = 0.05,
+        timeout: float = 5.0,
+        render_mode: str | None = None,
+    ):
+        """``robot_url``: robot to drive, None: start a simulator (``sim_speedup`` sim s per wall s, 0: as fast as
+        possible; ``sim_seed`` its seed). ``step_time``: s per action. ``max_speed``: command of a continuous action
+        1. ``crop_rows``: bottom image rows observed. ``reward``: weights {track, smoothness, pose_change} (missing
+        keys: 1, 0, 0). ``offtrack_share``: road share below which the episode ends. ``timeout``: s per request."""
+        if actions not in ("continuous", "teleop"):
+            raise ValueError(f"actions must be 'continuous' or 'teleop', got {actions!r}")
+        if not 0 < crop_rows <= HEIGHT:
+            raise ValueError(f"crop_rows must lie in (0, {HEIGHT}], got {crop_rows}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.step_time = step_time
+        self.actions = actions
+        self.max_speed = max_speed
+        self.crop_rows = crop_rows
+        self.include_encoders = include_encoders
+        self.weights = {"track": 1.0, "smoothness": 0.0, "pose_change": 0.0, **(reward or {})}
+        self.offtrack_share = offtrack_share
+        self.render_mode = render_mode
+        image_space = gym.spaces.Box(0, 255, (crop_rows, WIDTH, 3), np.uint8)
+        self.max_ticks = COUNTS_PER_S_PER_UNIT * (max_speed if actions == "continuous" else TELEOP_FORWARD + TELEOP_TURN) * step_time
+        if include_encoders:
+            bound = 2.0 * self.max_ticks + 10.0  # counts per step; the sim never passes max_ticks, a real robot may
+            self.observation_space = gym.spaces.Dict(
+                {"image": image_space, "encoders": gym.spaces.Box(-bound, bound, (2,), np.float32)}
+            )
+        else:
+            self.observation_space = image_space
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32) if actions == "continuous" else gym.spaces.Discrete(9)
+        self._process: subprocess.Popen | None = None
+        self._closed = False
+        if robot_url is None:
+            robot_url = self._start_simulator(sim_speedup, sim_seed, timeout)
+        self.client = PenguinPiClient(robot_url, timeout=timeout)
+        self.is_simulator = self._probe_simulator()
+        self._image = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+        self._encoders = (0, 0)
+        self._pose = (0.0, 0.0)  # odometry x, y (m) after the last step
+        self._recent: deque[np.ndarray] = deque(maxlen=SMOOTHNESS_WINDOW)
+
+    def _start_simulator(self, speedup: float, seed: int, timeout: float) -> str:
+        """Start ``sim_server`` on a free loopback port and wait until it answers; its URL."""
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        command = [sys.executable, "-m", "hydrarl.envs.penguinpi.sim_server", "--port", str(port), "--seed", str(seed),
+                   "--speedup", str(speedup)]
+        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        probe = PenguinPiClient(url, timeout=timeout, retries=0)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        try:
+            while True:
+                if self._process.poll() is not None:
+                    raise RobotError(f"the PenguinPi simulator for {url} exited with status {self._process.returncode}")
+                try:
+                    probe.get_encoders()
+                    return url
+                except RobotError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+        except BaseException:
+            self._stop_process()
+            raise
+        finally:
+            probe.close()
+
+    def _probe_simulator(self) -> bool:
+        """Whether the robot is a simulator (serves /sim/state); a real robot answers 404."""
+        try:
+            self.client.sim_state()
+            return True
+        except RobotError as exc:
+            if "HTTP 404" in str(exc):
+                return False
+            self.close()
+            raise
+
+    def _command(self, action) -> tuple[int, int]:
+        """Wheel commands (L, R) of an action."""
+        if self.actions == "teleop":
+            forward, turn = divmod(int(action), 3)
+            forward, turn = forward - 1, turn - 1
+            return TELEOP_FORWARD * forward - TELEOP_TURN * turn, TELEOP_FORWARD * forward + TELEOP_TURN * turn
+        left, right = np.clip(np.asarray(action, dtype=float).reshape(2), -1.0, 1.0)
+        return round(self.max_speed * left), round(self.max_speed * right)
+
+    def _observe(self, ticks: np.ndarray):
+        self._image = self.client.get_image()
+        crop = self._image[-self.crop_rows:]
+        observation = {"image": crop, "encoders": ticks.astype(np.float32)} if self.include_encoders else crop
+        return observation, track_share(crop)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.client.stop()
+        if self.is_simulator:
+            self.client.sim_reset(*start_pose(self.np_random))
+        else:  # a real robot: someone puts it on the track; start counting afresh
+            self.client.reset_encoders()
+            self.client.reset_pose()
+        self._encoders = self.client.get_encoders()
+        self._pose = self.client.get_pose()[:2]
+        self._recent.clear()
+        observation, share = self._observe(np.zeros(2))
+        return observation, {"track_share": share}
+
+    def step(self, action):
+        try:
+            return self._step(action)
+        except BaseException:
+            self._safe_stop()
+            raise
+
+    def _step(self, action):
+        left, right = self._command(action)
+        state = self.client.set_velocity(left, right, time=self.step_time)
+        ticks = np.array([wrap16(state.left - self._encoders[0]), wrap16(state.right - self._encoders[1])], dtype=float)
+        self._encoders = (state.left, state.right)
+        observation, share = self._observe(ticks)
+        reward = self.weights["track"] * 0.1 * math.tanh(50.0 * share**4)
+        if self._recent:
+            deviation = np.abs(ticks - np.mean(self._recent, axis=0)).mean()
+            reward -= self.weights["smoothness"] * deviation / self.max_ticks
+        self._recent.append(ticks)
+        moved = math.hypot(state.x - self._pose[0], state.y - self._pose[1])
+        self._pose = (state.x, state.y)
+        reward += self.weights["pose_change"] * moved / (self.max_ticks * METRES_PER_COUNT)
+        info = {"track_share": share, "command": (left, right), "pose": (state.x, state.y, state.theta)}
+        return observation, float(reward), share < self.offtrack_share, False, info
+
+    def render(self):
+        return self._image.copy() if self.render_mode == "rgb_array" else None
+
+    def _safe_stop(self) -> None:
+        """Send /robot/stop; failures are swallowed (already failing or closing; the robot may be gone)."""
+        try:
+            self.client.stop()
+        except RobotError:
+            pass
+
+    def _stop_process(self) -> None:
+        """Terminate the owned simulator: SIGTERM, then kill if it has not exited within 5 s."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def close(self) -> None:
+        """Stop the robot, close the connection and the owned simulator; safe to call again."""
+        if self._closed:
+            return
+        self._closed = True
+        if hasattr(self, "client"):
+            self._safe_stop()
+            self.client.close()
+        self._stop_process()
