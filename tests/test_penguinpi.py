@@ -18,6 +18,7 @@ from hydrarl.envs.penguinpi.client import PenguinPiClient, RobotError
 from hydrarl.envs.penguinpi.env import PenguinPiEnv
 from hydrarl.envs.penguinpi.robot import LAG_TAU, METRES_PER_COUNT, TRACK_WIDTH, wrap16
 from hydrarl.envs.penguinpi.track import track_share
+from hydrarl.errors import UserError
 
 ON_TRACK = (0.0, 1.0, 0.0)  # on the straight at y = 1 m, heading +x
 
@@ -271,3 +272,10 @@ def test_env_config_builds_through_the_factory():
     assert observation.shape == (80, 320, 3)
     assert env.step(env.action_space.sample())[1] >= 0.0
     env.close()
+
+
+@pytest.mark.parametrize("kwargs, needle", [({"actions": "joystick"}, "continuous | teleop"), ({"crop_rows": 0}, "1..240"),
+                                            ({"render_mode": "human"}, "null | rgb_array")])
+def test_bad_env_kwargs_are_user_errors(url, kwargs, needle):
+    with pytest.raises(UserError, match=needle.replace("|", r"\|").replace(".", r"\.")):
+        PenguinPiEnv(robot_url=url, **kwargs)

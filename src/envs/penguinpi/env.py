@@ -34,6 +34,7 @@ import numpy as np
 from hydrarl.envs.penguinpi.client import PenguinPiClient, RobotError
 from hydrarl.envs.penguinpi.robot import COUNTS_PER_S_PER_UNIT, METRES_PER_COUNT, wrap16
 from hydrarl.envs.penguinpi.track import HEIGHT, WIDTH, start_pose, track_share
+from hydrarl.errors import UserError
 
 TELEOP_FORWARD = 20  # command units per unit of fwd (the users' keyboard mapping)
 TELEOP_TURN = 5  # command units per unit of turn
@@ -72,11 +73,11 @@ class PenguinPiEnv(gym.Env):
         1. ``crop_rows``: bottom image rows observed. ``reward``: weights {track, smoothness, pose_change} (missing
         keys: 1, 0, 0). ``offtrack_share``: road share below which the episode ends. ``timeout``: s per request."""
         if actions not in ("continuous", "teleop"):
-            raise ValueError(f"actions must be 'continuous' or 'teleop', got {actions!r}")
+            raise UserError(f"env.kwargs.actions={actions!r} is not allowed: continuous | teleop.")
         if not 0 < crop_rows <= HEIGHT:
-            raise ValueError(f"crop_rows must lie in (0, {HEIGHT}], got {crop_rows}")
+            raise UserError(f"env.kwargs.crop_rows={crop_rows!r} is not allowed: an integer in 1..{HEIGHT} (image rows kept).")
         if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+            raise UserError(f"render_mode={render_mode!r} is not allowed for PenguinPi: null | rgb_array.")
         self.step_time = step_time
         self.actions = actions
         self.max_speed = max_speed
