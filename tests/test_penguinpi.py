@@ -204,9 +204,20 @@ def test_env_spaces_steps_and_rewards(url):
     assert observation in env.observation_space and info["track_share"] > 0.5
     for _ in range(5):
         observation, reward, terminated, truncated, info = env.step(env.action_space.sample())
-        assert observation in env.observation_space and 0.0 <= reward <= 0.1 and not truncated
+        assert observation in env.observation_space and 0.0 <= reward <= 1.1 and not truncated  # track <= 0.1, pose change <= 1
     assert env.render().shape == (240, 320, 3)
     env.close()
+    track_only = PenguinPiEnv(robot_url=url, reward={"pose_change": 0.0})
+    track_only.reset(seed=3)
+    still = track_only.step(np.zeros(2))[1]
+    moving = track_only.step(np.array([0.5, 0.5]))[1]
+    assert 0.09 < still <= 0.1 and moving <= 0.1  # standing on the road earns the track term's maximum
+    track_only.reset(seed=3)
+    env = PenguinPiEnv(robot_url=url)
+    env.reset(seed=3)
+    assert env.step(np.array([0.5, 0.5]))[1] > env.step(np.zeros(2))[1] + 0.2  # the default rewards driving
+    env.close()
+    track_only.close()
 
 
 def test_env_teleop_and_encoder_observations(url):

@@ -71,7 +71,7 @@ class PenguinPiEnv(gym.Env):
         """``robot_url``: robot to drive, None: start a simulator (``sim_speedup`` sim s per wall s, 0: as fast as
         possible; ``sim_seed`` its seed). ``step_time``: s per action. ``max_speed``: command of a continuous action
         1. ``crop_rows``: bottom image rows observed. ``reward``: weights {track, smoothness, pose_change} (missing
-        keys: 1, 0, 0). ``offtrack_share``: road share below which the episode ends. ``timeout``: s per request."""
+        keys: 1, 0, 1). ``offtrack_share``: road share below which the episode ends. ``timeout``: s per request."""
         if actions not in ("continuous", "teleop"):
             raise UserError(f"env.kwargs.actions={actions!r} is not allowed: continuous | teleop.")
         if not 0 < crop_rows <= HEIGHT:
@@ -83,7 +83,7 @@ class PenguinPiEnv(gym.Env):
         self.max_speed = max_speed
         self.crop_rows = crop_rows
         self.include_encoders = include_encoders
-        self.weights = {"track": 1.0, "smoothness": 0.0, "pose_change": 0.0, **(reward or {})}
+        self.weights = {"track": 1.0, "smoothness": 0.0, "pose_change": 1.0, **(reward or {})}
         self.offtrack_share = offtrack_share
         self.render_mode = render_mode
         image_space = gym.spaces.Box(0, 255, (crop_rows, WIDTH, 3), np.uint8)
