@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from hydrarl.launchers.matrix import Bar, bar_verdicts, hopeless, run_verdict
+from hydrarl.config import validate
+from hydrarl.launchers.cli import available
+from hydrarl.launchers.matrix import BARS_DIR, Bar, bar_verdicts, compose_config, hopeless, run_verdict
 from hydrarl.launchers.run_testing import main, parse_gpus
 from hydrarl.launchers.scheduler import MatrixJob, Scheduler
 
@@ -174,3 +176,21 @@ def test_run_testing_function_tier_passes_for_a_small_filter(tmp_path):
     assert [j["name"] for j in verdict["jobs"]] == ["CartPole/ppo"] and verdict["passed"]
     assert "round trip ok" in (tmp_path / "f" / "logs" / "CartPole_ppo.log").read_text()
     assert os.path.exists(tmp_path / "f" / "runs" / "CartPole_ppo" / "checkpoints" / "last" / "model.zip")
+
+
+@pytest.mark.parametrize("name", available("performance", BARS_DIR))
+def test_every_bar_composes_and_its_measurements_meet_it(name):
+    """A bar's runs compose as the tier will start them, and the measured runs it records pass its own rule
+    as often as it demands (so a bar is never set above what was seen)."""
+    bar = Bar.load(BARS_DIR / f"{name}.yaml")
+    validate(compose_config(bar.run_overrides(seed=1)))
+    measured = bar.provenance["measured"]
+    assert len(measured) >= bar.total_runs >= bar.succ_runs >= 1
+    passed = 0
+    for run in measured:
+        points = run.get("steps_and_eval") or run.get("steps_and_eval_return")
+        if points is None:  # the FetchReach bars list one value per 1,000-step epoch
+            points = [[1000 * (i + 1), v] for i, v in enumerate(run["success_per_1000_steps"])]
+        history = [{"time/total_timesteps": steps, bar.metric: value} for steps, value in points]
+        passed += run_verdict(history, bar)["passed"]
+    assert passed >= bar.succ_runs, f"{name}: {passed} of the recorded runs meet the bar, it asks for {bar.succ_runs}"
