@@ -3,6 +3,10 @@
 :func:`run_episodes` plays the episodes and keeps each one's return, length and success;
 :func:`summarize` turns them into the ``eval/*`` metrics; :func:`evaluate` (what the Trainer
 calls) does both.
+
+Envs may report their own per-episode numbers: a dict ``info["episode_metrics"]`` (name -> float, the
+value so far, e.g. Cassie's mean forward speed) at every step; the value at an episode's last step is
+that episode's, and :func:`summarize` logs the mean over episodes as ``eval/<name>``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ class Episodes:
     returns: list[float] = field(default_factory=list)      # unnormalised, as the wrapped env pays them
     lengths: list[int] = field(default_factory=list)        # env steps
     successes: list[float] = field(default_factory=list)    # info["is_success"] at the last step; empty if never reported
+    extras: dict[str, list[float]] = field(default_factory=dict)  # info["episode_metrics"] at the last step, per name
 
 
 def run_episodes(
@@ -66,6 +71,8 @@ def run_episodes(
                 episodes.lengths.append(int(running_length[i]))
                 if "is_success" in infos[i]:
                     episodes.successes.append(float(infos[i]["is_success"]))
+                for name, value in infos[i].get("episode_metrics", {}).items():
+                    episodes.extras.setdefault(name, []).append(float(value))
                 if on_episode is not None:
                     on_episode(episodes)
             running_return[i], running_length[i] = 0.0, 0
@@ -75,7 +82,8 @@ def run_episodes(
 
 def summarize(episodes: Episodes) -> dict[str, float]:
     """``eval/mean_reward``, ``eval/std_reward`` (population std), ``eval/min_reward``,
-    ``eval/max_reward``, ``eval/mean_ep_length`` and, where reported, ``eval/success_rate``."""
+    ``eval/max_reward``, ``eval/mean_ep_length`` and, where reported, ``eval/success_rate`` and the
+    env's ``eval/<episode metric>`` means."""
     returns = np.asarray(episodes.returns, dtype=float)
     metrics = {
         "eval/mean_reward": float(returns.mean()),
@@ -86,6 +94,8 @@ def summarize(episodes: Episodes) -> dict[str, float]:
     }
     if episodes.successes:
         metrics["eval/success_rate"] = float(np.mean(episodes.successes))
+    for name, values in episodes.extras.items():
+        metrics[f"eval/{name}"] = float(np.mean(values))
     return metrics
 
 

@@ -130,7 +130,9 @@ class CassieEnv(gym.Env):
     ``foot_height`` (2,) (m; the lowest point of each foot's collision capsule above the floor, 0 when touching),
     ``foot_force`` (2,) (N; vertical ground force summed over the foot's floor contacts), ``torque`` (10,) (Nm,
     joint side, the servo's output at the step's end state), ``pd_target`` (10,) (rad), ``action`` (10,) (the raw
-    action; zeros at reset), ``phase``, ``speed_command``, ``reward_terms`` (term -> weighted value; empty at reset).
+    action; zeros at reset), ``phase``, ``speed_command``, ``reward_terms`` (term -> weighted value; empty at reset);
+    after each step ``episode_metrics``: ``forward_speed`` (mean world-x pelvis velocity so far, m/s) and
+    ``forward_distance`` (world-x pelvis displacement since reset, m), which evaluation logs as ``eval/<name>``.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 40}
@@ -205,6 +207,7 @@ class CassieEnv(gym.Env):
         self._state_mirror = mirror.StateMirror(self.model)
         self._renderer: mujoco.Renderer | None = None
         self.phase, self.speed_command = 0.0, 0.0
+        self._episode_steps, self._speed_sum, self._start_x = 0, 0.0, 0.0  # episode_metrics running values
         self._target = self.neutral.copy()
         self._velocity = np.zeros(6)  # scratch for mj_objectVelocity
         self._force = np.zeros(6)  # scratch for mj_contactForce
@@ -222,6 +225,7 @@ class CassieEnv(gym.Env):
         mujoco.mj_forward(self.model, self.data)
         self.phase = float(options.get("phase", self.np_random.random())) % 1.0
         self.speed_command = float(options.get("speed", self.np_random.choice(self.speeds)))
+        self._episode_steps, self._speed_sum, self._start_x = 0, 0.0, float(self.data.qpos[self.layout.free_qpos])
         return self._observe(), self._info(np.zeros(10), {})
 
     def step(self, action):
@@ -243,7 +247,12 @@ class CassieEnv(gym.Env):
         terms = self._reward_terms(action, feet)
         if unstable:
             terms = dict.fromkeys(terms, 0.0)
-        return self._observe(), float(sum(terms.values())), terminated, False, self._info(action, terms, feet)
+        self._episode_steps += 1
+        self._speed_sum += float(data.qvel[layout.free_dof])
+        info = self._info(action, terms, feet)
+        info["episode_metrics"] = {"forward_speed": self._speed_sum / self._episode_steps,
+                                   "forward_distance": float(data.qpos[layout.free_qpos]) - self._start_x}
+        return self._observe(), float(sum(terms.values())), terminated, False, info
 
     def render(self) -> np.ndarray | None:
         """An RGB frame (320, 320, 3) uint8 from the camera that follows the pelvis; None unless
