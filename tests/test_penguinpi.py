@@ -215,7 +215,13 @@ def test_env_spaces_steps_and_rewards(url):
     track_only.reset(seed=3)
     env = PenguinPiEnv(robot_url=url)
     env.reset(seed=3)
-    assert env.step(np.array([0.5, 0.5]))[1] > env.step(np.zeros(2))[1] + 0.2  # the default rewards driving
+    driving = env.step(np.array([0.5, 0.5]))
+    assert driving[1] > env.step(np.zeros(2))[1] + 0.2  # the default rewards driving
+    x0, y0 = env.client.get_pose()[:2]
+    env.step(np.array([0.5, 0.5]))
+    x1, y1, _ = env.client.get_pose()
+    moved = math.hypot(x1 - x0, y1 - y0)
+    assert env.step(np.zeros(2))[4]["episode_metrics"]["distance"] == pytest.approx(driving[4]["episode_metrics"]["distance"] + moved)
     env.close()
     track_only.close()
 

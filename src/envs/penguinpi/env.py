@@ -14,6 +14,8 @@ Reward per step (weights in ``reward``): track * 0.1 * tanh(50 r^4), r = share o
 users' final reward, in [0, 0.1]); - smoothness * mean over wheels of |ticks - mean ticks of the last 5 steps| /
 max ticks per step (in [-2, 0]); + pose_change * odometry distance moved / longest possible move (in [0, 1]).
 Terminated when r < ``offtrack_share`` (off the road); truncation comes from ``max_episode_steps``.
+``info["episode_metrics"]["distance"]``: the odometry path length of the episode so far (m), which evaluation
+logs as ``eval/distance``.
 
 Safety: ``/robot/stop`` is sent on ``close()`` and whenever ``step`` raises (KeyboardInterrupt included);
 ``with PenguinPiEnv(...) as env:`` closes (and so stops) when the policy code inside raises.
@@ -105,6 +107,7 @@ class PenguinPiEnv(gym.Env):
         self._image = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
         self._encoders = (0, 0)
         self._pose = (0.0, 0.0)  # odometry x, y (m) after the last step
+        self._distance = 0.0  # odometry path length of this episode (m)
         self._recent: deque[np.ndarray] = deque(maxlen=SMOOTHNESS_WINDOW)
 
     def _start_simulator(self, speedup: float, seed: int, timeout: float) -> str:
@@ -169,6 +172,7 @@ class PenguinPiEnv(gym.Env):
             self.client.reset_pose()
         self._encoders = self.client.get_encoders()
         self._pose = self.client.get_pose()[:2]
+        self._distance = 0.0
         self._recent.clear()
         observation, share = self._observe(np.zeros(2))
         return observation, {"track_share": share}
@@ -194,7 +198,9 @@ class PenguinPiEnv(gym.Env):
         moved = math.hypot(state.x - self._pose[0], state.y - self._pose[1])
         self._pose = (state.x, state.y)
         reward += self.weights["pose_change"] * moved / (self.max_ticks * METRES_PER_COUNT)
-        info = {"track_share": share, "command": (left, right), "pose": (state.x, state.y, state.theta)}
+        self._distance += moved
+        info = {"track_share": share, "command": (left, right), "pose": (state.x, state.y, state.theta),
+                "episode_metrics": {"distance": self._distance}}
         return observation, float(reward), share < self.offtrack_share, False, info
 
     def render(self):
