@@ -206,6 +206,7 @@ class CassieEnv(gym.Env):
         self._action_mirror = mirror.signed_permutation(self.action_mirror_indices)
         self._state_mirror = mirror.StateMirror(self.model)
         self._renderer: mujoco.Renderer | None = None
+        self._scene_option: mujoco.MjvOption | None = None
         self.phase, self.speed_command = 0.0, 0.0
         self._episode_steps, self._speed_sum, self._start_x = 0, 0.0, 0.0  # episode_metrics running values
         self._target = self.neutral.copy()
@@ -255,13 +256,16 @@ class CassieEnv(gym.Env):
         return self._observe(), float(sum(terms.values())), terminated, False, info
 
     def render(self) -> np.ndarray | None:
-        """An RGB frame (320, 320, 3) uint8 from the camera that follows the pelvis; None unless
-        ``render_mode="rgb_array"``."""
+        """An RGB frame (320, 320, 3) uint8 from the camera that follows the pelvis (the collision capsules
+        when the model has no visual meshes); None unless ``render_mode="rgb_array"``."""
         if self.render_mode != "rgb_array":
             return None
         if self._renderer is None:
             self._renderer = mujoco.Renderer(self.model, RENDER_SIZE, RENDER_SIZE)
-        self._renderer.update_scene(self.data, camera="track")
+            self._scene_option = mujoco.MjvOption()
+            if self.model.nmesh == 0:  # a copy without visual meshes (../shared/menagerie): draw the collision shapes
+                self._scene_option.geomgroup[3] = 1
+        self._renderer.update_scene(self.data, camera="track", scene_option=self._scene_option)
         return self._renderer.render()
 
     def close(self) -> None:
