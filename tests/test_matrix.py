@@ -170,10 +170,10 @@ def test_run_testing_refuses_a_filter_that_matches_nothing(tmp_path, capsys):
 
 
 def test_run_testing_function_tier_passes_for_a_small_filter(tmp_path):
-    code = main(["-t", "function", "-p", "2", "-s", "0", "-f", "CartPole/ppo", "-o", str(tmp_path / "f")])
+    code = main(["-t", "function", "-p", "2", "-s", "0", "-f", "CartPole/a2c", "-o", str(tmp_path / "f")])
     assert code == 0
     verdict = json.loads((tmp_path / "f" / "verdict.json").read_text())
-    assert [j["name"] for j in verdict["jobs"]] == ["CartPole/ppo"] and verdict["passed"]
+    assert [j["name"] for j in verdict["jobs"]] == ["CartPole/a2c"] and verdict["passed"]
     assert "round trip ok" in (tmp_path / "f" / "logs" / "CartPole_ppo.log").read_text()
     assert os.path.exists(tmp_path / "f" / "runs" / "CartPole_ppo" / "checkpoints" / "last" / "model.zip")
 
