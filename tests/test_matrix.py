@@ -175,7 +175,7 @@ def test_run_testing_function_tier_passes_for_a_small_filter(tmp_path):
     verdict = json.loads((tmp_path / "f" / "verdict.json").read_text())
     assert [j["name"] for j in verdict["jobs"]] == ["CartPole/a2c"] and verdict["passed"]
     assert "round trip ok" in (tmp_path / "f" / "logs" / "CartPole_a2c.log").read_text()
-    assert os.path.exists(tmp_path / "f" / "runs" / "CartPole_ppo" / "checkpoints" / "last" / "model.zip")
+    assert os.path.exists(tmp_path / "f" / "runs" / "CartPole_a2c" / "checkpoints" / "last" / "model.zip")
 
 
 @pytest.mark.parametrize("name", available("performance", BARS_DIR))
