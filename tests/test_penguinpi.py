@@ -20,6 +20,8 @@ from hydrarl.envs.penguinpi.robot import LAG_TAU, METRES_PER_COUNT, TRACK_WIDTH,
 from hydrarl.envs.penguinpi.track import track_share
 from hydrarl.errors import UserError
 
+LOOPBACK = requests.Session()
+LOOPBACK.trust_env = False  # raw requests to the simulator, never through a proxy from the environment
 ON_TRACK = (0.0, 1.0, 0.0)  # on the straight at y = 1 m, heading +x
 
 
@@ -66,11 +68,11 @@ def expected_counts(command: int, seconds: float) -> float:
 
 def test_endpoint_formats(url):
     def get(endpoint: str, **params) -> requests.Response:
-        response = requests.get(url + endpoint, params=params, timeout=5)
+        response = LOOPBACK.get(url + endpoint, params=params, timeout=5)
         assert response.status_code == 200, response.text
         return response
 
-    requests.get(url + "/sim/reset", params=dict(zip("x y theta".split(), ON_TRACK, strict=True)), timeout=5)
+    LOOPBACK.get(url + "/sim/reset", params=dict(zip("x y theta".split(), ON_TRACK, strict=True)), timeout=5)
     body = get("/robot/set/velocity", value="30,30", time="0.2").json()
     assert set(body) == {"encoder", "pose"} and set(body["pose"]) == {"x", "y", "theta"}
     assert all(isinstance(body["encoder"][wheel], int) for wheel in ("left", "right"))
@@ -82,7 +84,7 @@ def test_endpoint_formats(url):
     image = get("/camera/get")
     assert image.headers["Content-Type"] == "image/png" and image.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert 7000 < int(get("/battery/get/voltage").text) < 8500 and 200 < int(get("/battery/get/current").text) < 2000
-    assert requests.get(url + "/no/such", timeout=5).status_code == 404
+    assert LOOPBACK.get(url + "/no/such", timeout=5).status_code == 404
 
 
 def test_straight_timed_move_counts_and_pose(client):
@@ -156,7 +158,7 @@ def test_camera_sees_the_road_and_changes_when_moving(client):
     ],
 )
 def test_bad_requests_get_400_with_message(url, query, words):
-    response = requests.get(f"{url}/robot/set/velocity?{query}", timeout=5)
+    response = LOOPBACK.get(f"{url}/robot/set/velocity?{query}", timeout=5)
     assert response.status_code == 400 and words in response.json()["message"]
 
 
@@ -296,3 +298,13 @@ def test_env_config_builds_through_the_factory():
 def test_bad_env_kwargs_are_user_errors(url, kwargs, needle):
     with pytest.raises(UserError, match=needle.replace("|", r"\|").replace(".", r"\.")):
         PenguinPiEnv(robot_url=url, **kwargs)
+
+
+def test_client_ignores_proxies_from_the_environment(url, monkeypatch):
+    """A proxy set for the user's internet traffic must not carry robot requests (a closed loopback port
+    stands for it here: honouring it would make the call fail)."""
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:1")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert len(PenguinPiClient(url, retries=0).get_encoders()) == 2

@@ -44,6 +44,7 @@ class PenguinPiClient:
         self.timeout = timeout
         self.retries = retries
         self._session = requests.Session()
+        self._session.trust_env = False  # no proxy from the environment: the robot is on the local network or loopback
 
     def _get(self, endpoint: str, params: dict | None = None, extra_time: float = 0.0) -> requests.Response:
         """GET ``endpoint``; ``extra_time`` s (a blocking move) is added to the read timeout."""
