@@ -374,29 +374,3 @@ def test_bad_kwargs_are_user_errors(kwargs, names):
     with pytest.raises(UserError, match=names.replace(".", r"\.")):
         CassieEnv(**kwargs)
 
-
-def test_evaluation_logs_the_episodes_forward_speed_and_distance():
-    """info["episode_metrics"] reaches the Trainer's evaluation as eval/forward_speed and eval/forward_distance:
-    the mean over episodes of each episode's mean pelvis x-velocity and x-displacement."""
-    from hydrarl.envs.factory import make_vec_env
-    from hydrarl.launchers.evaluation import evaluate, run_episodes
-
-    cfg = compose_cfg(["env=Cassie", "algorithm=constant", "env.normalize=null", "env.max_episode_steps=30"]).env
-    speeds = []
-    env = make_vec_env(cfg, seed=5, n_envs=1, training=False)
-
-    class Zero:
-        def predict(self, obs, state=None, episode_start=None, deterministic=True):
-            return np.zeros((1, 10)), state
-
-    def on_step(actions, infos):
-        speeds.append(float(infos[0]["pelvis_speed"]))
-
-    episodes = run_episodes(Zero(), env, 2, seed=5, on_step=on_step)
-    assert episodes.lengths == [30, 30]
-    per_episode = [np.mean(speeds[:30]), np.mean(speeds[30:])]
-    np.testing.assert_allclose(episodes.extras["forward_speed"], per_episode, rtol=1e-9)
-    assert episodes.extras["forward_distance"][0] == pytest.approx(np.sum(speeds[:30]) * 0.025, abs=0.01)
-    metrics = evaluate(Zero(), env, 2, seed=5)
-    assert metrics["eval/forward_speed"] == pytest.approx(np.mean(per_episode), rel=1e-9)
-    env.close()
