@@ -7,7 +7,9 @@ the smooth stance indicator s ∈ [0, 1] (:func:`stance_indicator`) and c = 2s �
     foot_force = c · (1 − exp(−F/σ_F))      stance rewards ground force F (N), swing penalises it
     foot_speed = −c · (1 − exp(−v/σ_v))     stance penalises foot speed v (m/s), swing rewards it
 
-summed over both feet, plus forward-speed tracking exp(−(vx − v_cmd)²/σ_speed), uprightness
+summed over both feet, plus forward-speed tracking exp(−(vx − v_cmd)²/σ_speed), forward progress
+min(vx, v_cmd) (m/s: linear, so it pays for the first step away from standing still, where the tracking
+term's slope is small for large commands and the users' vx² has none; off by default), uprightness
 exp(−k·(1 − ⟨q, [1, 0, 0, 0]⟩²)), an alive bonus of 1 per step, and the penalties −‖a‖² (the residual
 action) and −‖τ/τ_max‖² (joint torques over their limits). Each term is multiplied by its weight; the step
 reward is the sum. Standing still with both feet loaded scores ≈ 0 on the foot terms (the stance foot's gain
@@ -30,6 +32,7 @@ GAIT_WEIGHTS = {  # per-step weights of the gait reward's terms
     "foot_force": 0.5,
     "foot_speed": 0.5,
     "speed": 1.0,
+    "progress": 0.0,
     "upright": 0.5,
     "alive": 0.2,
     "action": 0.01,
@@ -108,6 +111,11 @@ def speed_tracking(vx: float, command: float, sigma: float) -> float:
     return math.exp(-((vx - command) ** 2) / sigma)
 
 
+def progress(vx: float, command: float) -> float:
+    """min(vx, command) in m/s: forward speed, paid in full up to the commanded speed and no further."""
+    return min(vx, command)
+
+
 def upright(quat: np.ndarray, k: float) -> float:
     """exp(−k·(1 − w²)) ∈ (0, 1] for a unit quaternion (w, x, y, z): 1 at the identity (upright, facing +x);
     1 − w² = sin²(θ/2) for a rotation by θ, so tilting and turning away both cost."""
@@ -135,6 +143,7 @@ def gait_reward(
         "foot_force": force_term,
         "foot_speed": speed_term,
         "speed": speed_tracking(vx, command, cfg.speed_sigma),
+        "progress": progress(vx, command),
         "upright": upright(quat, cfg.upright_k),
         "alive": 1.0,
         "action": squared_norm_penalty(action),
