@@ -309,6 +309,19 @@ def test_terminates_exactly_when_the_pelvis_leaves_the_height_range(env):
     assert not env.step(np.zeros(10))[2]
 
 
+def test_height_range_sets_where_a_fall_ends_the_episode():
+    """The zero action sags for ~4.9 s before it falls: a raised lower bound ends the episode at the first step
+    below it, long before the users' 0.4 m would."""
+    strict = CassieEnv(height_range=[0.9, 3.0])
+    strict.reset(seed=0)
+    steps, terminated = 0, False
+    while not terminated and steps < 400:
+        _, _, terminated, _, info = strict.step(np.zeros(10))
+        steps += 1
+        assert terminated == (info["pelvis_height"] <= 0.9)
+    assert terminated and steps < 190
+
+
 def test_a_non_finite_action_ends_the_episode_without_a_nan(env):
     env.reset(seed=0)
     obs, reward, terminated, _, info = env.step(np.full(10, np.nan))
@@ -365,6 +378,8 @@ def test_info_keys_and_render():
         ({"state_est_noise": {"pressure": 1}}, "pressure"),
         ({"speeds": []}, "speeds"),
         ({"gait_period": 0}, "gait_period"),
+        ({"height_range": [1.0, 0.5]}, "height_range"),
+        ({"height_range": 0.4}, "height_range"),
         ({"reward": {"name": "imitation"}}, "reward.name"),
         ({"reward": {"weights": {"bogus": 1}}}, "bogus"),
         ({"reward": {"force_sigma": -1}}, "reward.force_sigma"),

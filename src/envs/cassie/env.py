@@ -45,8 +45,9 @@ Left–right mirror maps for symmetric learning (``mirror.py``): ``mirror_obs``,
 the index lists ``obs_mirror_indices``, ``action_mirror_indices``; the mirrored clock is half a period on.
 
 Episodes start at the ``home`` keyframe with a random clock phase in [0, 1) and a speed drawn from ``speeds``;
-they end (``terminated``) when the pelvis height leaves (0.4, 3.0) m or MuJoCo reports the simulation unstable
-(it then resets its state to ``qpos0``, so nothing non-finite reaches the agent; that step's reward is 0).
+they end (``terminated``) when the pelvis height leaves ``height_range`` ((0.4, 3.0) m, the users' bounds) or MuJoCo
+reports the simulation unstable (it then resets its state to ``qpos0``, so nothing non-finite reaches the agent;
+that step's reward is 0).
 Truncation is gymnasium's TimeLimit (``max_episode_steps``, 400 = 10 s at 40 Hz in the config).
 """
 
@@ -72,7 +73,7 @@ _BLOCK_SIZES = {"height": 1, "quat": 4, "motor_pos": 10, "passive_pos": 4, "lin_
 _BLOCK_ENDS = list(itertools.accumulate(_BLOCK_SIZES.values()))
 OBS_BLOCKS = {name: slice(end - size, end) for (name, size), end in zip(_BLOCK_SIZES.items(), _BLOCK_ENDS, strict=True)}
 OBS_SIZE = _BLOCK_ENDS[-1]  # 42
-HEIGHT_RANGE = (0.4, 3.0)  # m: the pelvis height outside it ends the episode
+HEIGHT_RANGE = (0.4, 3.0)  # m: the pelvis height outside it ends the episode (the users' bounds; the home pose is at ~1.0)
 DEFAULT_SPEEDS = [round(0.1 * i, 1) for i in range(11)]  # m/s
 DEFAULT_NOISE = {"height": 0.01, "linear_velocity": 0.05, "joint_velocity": 0.05, "sensor_scale": 1.0}
 DEFAULT_ACTION_SCALE = [0.4, 0.4, 0.5, 0.5, 0.5]  # rad per unit residual action: hip roll, hip yaw, hip pitch, knee, foot
@@ -124,7 +125,7 @@ class CassieEnv(gym.Env):
     ``neutral_offset`` (rad, five values of the left leg added to the home pose; mirrored onto the right),
     ``state_est`` (bool), ``state_est_noise`` (dict, keys as ``DEFAULT_NOISE``), ``speeds`` (m/s, the commands
     drawn at reset), ``gait_period`` (s, one clock cycle = two steps), ``reward`` (``reward.RewardConfig``),
-    ``render_mode`` (None | ``rgb_array``).
+    ``height_range`` ([low, high] pelvis heights in m; outside them the episode ends), ``render_mode`` (None | ``rgb_array``).
 
     ``info`` at reset and every step: ``pelvis_height`` (m), ``pelvis_speed`` (world-x velocity, m/s),
     ``foot_height`` (2,) (m; the lowest point of each foot's collision capsule above the floor, 0 when touching),
@@ -148,6 +149,7 @@ class CassieEnv(gym.Env):
         speeds: list[float] | None = None,
         gait_period: float = 0.8,
         reward: Mapping[str, Any] | None = None,
+        height_range: tuple[float, float] | list[float] = HEIGHT_RANGE,
         render_mode: str | None = None,
     ):
         self.model = load_model()
@@ -183,6 +185,10 @@ class CassieEnv(gym.Env):
                f"a number of seconds > 2 env steps ({2 * self.dt:g} s)")
         self.phase_step = self.dt / gait_period  # clock phase advance per env step
         self.reward_cfg = RewardConfig.from_kwargs(reward)
+        _check(isinstance(height_range, list | tuple) and len(height_range) == 2 and all(map(_number, height_range))
+               and 0 <= height_range[0] < height_range[1], "height_range", height_range,
+               "[low, high] in m with 0 <= low < high (the home pose's pelvis is at ~1.0 m)")
+        self.height_range = (float(height_range[0]), float(height_range[1]))
         _check(render_mode in (None, *self.metadata["render_modes"]), "render_mode", render_mode, "null | rgb_array")
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": 1.0 / self.dt}
@@ -243,7 +249,7 @@ class CassieEnv(gym.Env):
         self.phase = (self.phase + self.phase_step) % 1.0
         unstable = instability_count(data) != warnings_before
         height = float(data.qpos[layout.free_qpos + 2])
-        terminated = unstable or not HEIGHT_RANGE[0] < height < HEIGHT_RANGE[1]
+        terminated = unstable or not self.height_range[0] < height < self.height_range[1]
         feet = self._feet()
         terms = self._reward_terms(action, feet)
         if unstable:
