@@ -101,6 +101,15 @@ def test_a_job_fails_on_exit_status_or_a_traceback_in_its_log(tmp_path, no_gpu):
     assert "ValueError" in traceback_only.error and "never" not in chained.log.read_text().split("$")[-1]
 
 
+def test_a_passed_jobs_scratch_is_deleted_and_a_failed_jobs_kept(tmp_path, no_gpu):
+    jobs = [sleeper(tmp_path, name, seconds=0, exit_code=code) for name, code in (("good", 0), ("bad", 1))]
+    for job in jobs:
+        job.scratch = tmp_path / f"{job.name}_run"
+        (job.scratch / "checkpoints").mkdir(parents=True)
+    Scheduler(max_procs=2, spacing=0, poll=0.02, say=lambda m: None).run(jobs)
+    assert not jobs[0].scratch.exists() and (jobs[1].scratch / "checkpoints").is_dir()
+
+
 def bar(**kw):
     base = dict(name="E/a", total_runs=3, succ_runs=2, metric="eval/success_rate", value=0.9, max_steps=3000, last_n=2)
     return Bar(**{**base, **kw})
@@ -170,7 +179,7 @@ def test_run_testing_refuses_a_filter_that_matches_nothing(tmp_path, capsys):
 
 
 def test_run_testing_function_tier_passes_for_a_small_filter(tmp_path):
-    code = main(["-t", "function", "-p", "2", "-s", "0", "-f", "CartPole/a2c", "-o", str(tmp_path / "f")])
+    code = main(["-t", "function", "-p", "2", "-s", "0", "-f", "CartPole/a2c", "-o", str(tmp_path / "f"), "-k"])
     assert code == 0
     verdict = json.loads((tmp_path / "f" / "verdict.json").read_text())
     assert [j["name"] for j in verdict["jobs"]] == ["CartPole/a2c"] and verdict["passed"]

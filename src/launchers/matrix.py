@@ -90,7 +90,8 @@ def matches(name: str, pattern: str | None) -> bool:
     return not pattern or pattern.lower() in name.lower()
 
 
-def function_jobs(out: Path, pattern: str | None, say=print) -> list[MatrixJob]:
+def function_jobs(out: Path, pattern: str | None, say=print, keep_runs: bool = False) -> list[MatrixJob]:
+    """One job per valid pair; its run dir is deleted once it passes unless ``keep_runs``."""
     selected = [(e, a) for e in available("env") for a in available("algorithm") if matches(f"{e}/{a}", pattern)]
     valid, refused = valid_pairs(selected)
     say(f"function tier: {len(valid)} valid env x algorithm pairs ({len(refused)} refused by the agent factory)")
@@ -99,7 +100,8 @@ def function_jobs(out: Path, pattern: str | None, say=print) -> list[MatrixJob]:
         run_dir = out / "runs" / f"{env_name}_{algorithm}"
         train_then_check = [sys.executable, "-m", "hydrarl.launchers.roundtrip", "--train", f"env={env_name}",
                             f"algorithm={algorithm}", *FUNCTION_TRAINER, *fast, f"hydra.run.dir={run_dir}"]
-        jobs.append(MatrixJob(f"{env_name}/{algorithm}", [train_then_check], out / "logs" / f"{env_name}_{algorithm}.log"))
+        jobs.append(MatrixJob(f"{env_name}/{algorithm}", [train_then_check], out / "logs" / f"{env_name}_{algorithm}.log",
+                              scratch=None if keep_runs else run_dir))
     return jobs
 
 

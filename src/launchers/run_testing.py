@@ -4,8 +4,8 @@
     ./run_testing.sh -t performance -f FetchReach -p 2
     ./run_testing.sh -g '(0,1)' -p 6 -m 2500 -s 15 -t performance
 
-Writes ``runs/testing/<tier>_<date>_<time>/``: ``test_cmds.txt`` (every command), ``logs/``, ``runs/``,
-``verdict.json``; prints one line per finished job and a summary table. Exit status 0 only if every
+Writes ``runs/testing/<tier>_<date>_<time>/``: ``test_cmds.txt`` (every command), ``logs/``, ``runs/`` (in the
+function tier only the failed pairs' run dirs stay, unless ``-k``), ``verdict.json``; prints one line per finished job and a summary table. Exit status 0 only if every
 job (function) or bar (performance) passed; 130 after Ctrl-C, which stops every job it started.
 """
 
@@ -42,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-t", choices=["function", "performance"], default="performance", help="tier (default performance)")
     p.add_argument("-f", default=None, help="only <Env>/<algo> names containing this text")
     p.add_argument("-o", type=Path, default=None, help="output directory (default runs/testing/<tier>_<time>)")
+    p.add_argument("-k", action="store_true", help="function tier: keep the run dirs of passed pairs too (5 GB for all)")
     p.add_argument("-b", type=Path, default=BARS_DIR, help="directory of performance bars (default conf/performance)")
     return p
 
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         gpus = parse_gpus(args.g)
         if args.t == "function":
-            jobs, bars = function_jobs(out, args.f, say), []
+            jobs, bars = function_jobs(out, args.f, say, keep_runs=args.k), []
             if not jobs:
                 raise UserError(f"no valid env x algorithm pair matches -f {args.f!r}")
         else:

@@ -22,12 +22,15 @@ ERROR_MARKERS = ("Traceback (most recent call last)",)
 
 @dataclass
 class MatrixJob:
-    """One entry of the matrix: ``commands`` run in order; output to ``log``."""
+    """One entry of the matrix: ``commands`` run in order; output to ``log``. ``scratch``: a directory the
+    scheduler deletes once the job has passed (a function-tier run dir: ~15 MB of checkpoints and replay
+    buffers per pair, 5 GB per tier); a failed job's is kept for the post-mortem."""
 
     name: str
     commands: list[list[str]]
     log: Path
     meta: dict = field(default_factory=dict)
+    scratch: Path | None = None
     returncode: int | None = None
     started: float | None = None
     ended: float | None = None
@@ -162,4 +165,6 @@ class Scheduler:
             del self.running[name]
             job.returncode, job.ended = code, time.time()
             job.error = log_error(job.log) if code == 0 else f"exit status {code}"
+            if job.ok and job.scratch is not None:
+                shutil.rmtree(job.scratch, ignore_errors=True)
             self.say(f"{'ok  ' if job.ok else 'FAIL'} {job.name} ({job.ended - job.started:.0f} s){'' if job.ok else ': ' + str(job.error)}")
