@@ -266,6 +266,7 @@ def test_speed_upright_and_penalties():
     values = {v: R.speed_tracking(v, 0.6, 0.25) for v in (0.2, 0.5, 0.6, 0.7, 1.0)}
     assert values[0.6] == 1.0 and max(values, key=values.get) == 0.6 and values[0.5] == pytest.approx(math.exp(-0.04))
     assert [R.progress(v, 0.6) for v in (-0.3, 0.0, 0.4, 0.6, 1.5)] == [-0.3, 0.0, 0.4, 0.6, 0.6]
+    assert [R.overspeed(v, 0.6) for v in (-0.3, 0.6, 1.5)] == pytest.approx([0.0, 0.0, -0.9])
     assert R.upright(np.array([1.0, 0, 0, 0]), 10) == 1.0
     half = math.radians(15)
     assert R.upright(np.array([math.cos(half), math.sin(half), 0, 0]), 10) == pytest.approx(math.exp(-10 * math.sin(half) ** 2))

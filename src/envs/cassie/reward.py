@@ -9,7 +9,9 @@ the smooth stance indicator s ∈ [0, 1] (:func:`stance_indicator`) and c = 2s �
 
 summed over both feet, plus forward-speed tracking exp(−(vx − v_cmd)²/σ_speed), forward progress
 min(vx, v_cmd) (m/s: linear, so it pays for the first step away from standing still, where the tracking
-term's slope is small for large commands and the users' vx² has none; off by default), uprightness
+term's slope is small for large commands and the users' vx² has none; off by default), an overspeed penalty
+−max(0, vx − v_cmd) (m/s; with the weight of ``progress`` the two make a tent peaked at the command, so
+running away faster than commanded costs as much as lagging; off by default), uprightness
 exp(−k·(1 − ⟨q, [1, 0, 0, 0]⟩²)), an alive bonus of 1 per step, and the penalties −‖a‖² (the residual
 action) and −‖τ/τ_max‖² (joint torques over their limits). Each term is multiplied by its weight; the step
 reward is the sum. Standing still with both feet loaded scores ≈ 0 on the foot terms (the stance foot's gain
@@ -33,6 +35,7 @@ GAIT_WEIGHTS = {  # per-step weights of the gait reward's terms
     "foot_speed": 0.5,
     "speed": 1.0,
     "progress": 0.0,
+    "overspeed": 0.0,
     "upright": 0.5,
     "alive": 0.2,
     "action": 0.01,
@@ -116,6 +119,11 @@ def progress(vx: float, command: float) -> float:
     return min(vx, command)
 
 
+def overspeed(vx: float, command: float) -> float:
+    """−max(0, vx − command) ≤ 0 in m/s: the speed beyond the command, as a penalty."""
+    return -max(vx - command, 0.0)
+
+
 def upright(quat: np.ndarray, k: float) -> float:
     """exp(−k·(1 − w²)) ∈ (0, 1] for a unit quaternion (w, x, y, z): 1 at the identity (upright, facing +x);
     1 − w² = sin²(θ/2) for a rotation by θ, so tilting and turning away both cost."""
@@ -144,6 +152,7 @@ def gait_reward(
         "foot_speed": speed_term,
         "speed": speed_tracking(vx, command, cfg.speed_sigma),
         "progress": progress(vx, command),
+        "overspeed": overspeed(vx, command),
         "upright": upright(quat, cfg.upright_k),
         "alive": 1.0,
         "action": squared_norm_penalty(action),
