@@ -25,6 +25,13 @@ def fast_overrides(algorithm: str) -> list[str]:
     return matrix_fast_overrides(compose_config([f"algorithm={algorithm}", "env=Pendulum"]).algorithm)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def sb3_default_logdir(tmp_path_factory) -> None:
+    """Tests that call an SB3 ``learn`` themselves get SB3's default logger, which makes an empty
+    ``SB3-<time>`` directory per call in the system temp dir (hundreds a session); put them in pytest's."""
+    os.environ.setdefault("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3")))
+
+
 @pytest.fixture
 def tracking_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/mlflow.db"
