@@ -107,11 +107,13 @@ def test_missing_optional_dependency_names_the_extra(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_grid_multirun_survives_a_failing_job(tmp_path, tracking_uri):
+def test_grid_multirun_survives_a_failing_job_and_exits_1_naming_it(tmp_path, tracking_uri):
     sweep_dir = tmp_path / "sweep"
     proc = run_cli(["--multirun", "env=Pendulum,CartPole", "algorithm=sac", "seed=1", f"logger.mlflow.tracking_uri={tracking_uri}",
                     f"hydra.sweep.dir={sweep_dir}", *SHORT, *fast_overrides("sac")], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr
+    assert "error: 1 job(s) of this multirun failed" in proc.stderr
+    assert "1_CartPole_sac: " in proc.stderr and "cannot act in env=CartPole" in proc.stderr
     jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert jobs == ["0_Pendulum_sac", "1_CartPole_sac"]
     assert (sweep_dir / "0_Pendulum_sac" / "checkpoints" / "last" / "model.zip").exists()
@@ -119,6 +121,9 @@ def test_grid_multirun_survives_a_failing_job(tmp_path, tracking_uri):
     client = MlflowClient(tracking_uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [(r.data.tags["env"], r.info.status) for r in runs] == [("Pendulum", "FINISHED")]
+    again = run_cli(["--multirun", "env=Pendulum", "algorithm=td3", "seed=2", "logger=[]", f"hydra.sweep.dir={sweep_dir}",
+                     *SHORT, *fast_overrides("td3")], cwd=tmp_path)
+    assert again.returncode == 0 and "failed" not in again.stderr  # the earlier grid's failures are not this one's
 
 
 def test_privacy_defaults_are_set_on_import():
