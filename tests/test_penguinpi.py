@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
@@ -33,13 +34,14 @@ def _free_port() -> int:
 
 @contextmanager
 def simulator(speedup: float):
-    """A sim_server process on a free loopback port; yields its URL; SIGTERM ends it with status 0."""
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "hydrarl.envs.penguinpi.sim_server", "--port", str(port),
+    """A sim_server process on the loopback port the OS gives ``--port 0``; yields the URL it announces;
+    SIGTERM ends it with status 0."""
+    process = subprocess.Popen([sys.executable, "-m", "hydrarl.envs.penguinpi.sim_server", "--port", "0",
                                 "--speedup", str(speedup)], stdout=subprocess.PIPE, text=True)
     try:
-        assert process.stdout.readline().strip() == f"PenguinPi simulator on http://127.0.0.1:{port}"
-        yield f"http://127.0.0.1:{port}"
+        announced = re.fullmatch(r"PenguinPi simulator on (http://127\.0\.0\.1:(\d+))", process.stdout.readline().strip())
+        assert announced and int(announced.group(2)) > 0
+        yield announced.group(1)
     finally:
         process.terminate()
         try:
@@ -264,10 +266,12 @@ def test_env_stops_the_robot_on_close_and_errors(url, client):
     assert client.sim_state()["stops"] == stops + 2
 
 
-def test_two_owned_simulators_side_by_side():
-    first, second = PenguinPiEnv(), PenguinPiEnv()
+def test_owned_simulators_started_at_once_each_get_their_own():
+    with ThreadPoolExecutor(3) as pool:
+        first, second, third = pool.map(lambda _: PenguinPiEnv(), range(3))
+    third.close()
     try:
-        assert first.client.url != second.client.url
+        assert len({first.client.url, second.client.url, third.client.url}) == 3
         first.reset(seed=1)
         second.reset(seed=1)
         pose = second.client.sim_state()["true_pose"]

@@ -1,7 +1,7 @@
 """``PenguinPi-v0``: drive the PenguinPi round the road loop from its camera, over the robot's HTTP API.
 
 The env talks to a robot through ``PenguinPiClient``: a real one at ``robot_url``, or (``robot_url=None``) a
-simulator subprocess it starts on a free loopback port and stops on ``close``. Each step is one blocking
+simulator subprocess it starts on a loopback port the OS picks and stops on ``close``. Each step is one blocking
 ``set_velocity(L, R, time=step_time)`` (the robot stops after it), then one camera image.
 
 Observation: the bottom ``crop_rows`` rows of the 240 x 320 camera image, (crop_rows, 320, 3) uint8 RGB channel-last
@@ -24,7 +24,9 @@ Safety: ``/robot/stop`` is sent on ``close()`` and whenever ``step`` raises (Key
 from __future__ import annotations
 
 import math
-import socket
+import os
+import re
+import select
 import subprocess
 import sys
 import time
@@ -44,10 +46,21 @@ SMOOTHNESS_WINDOW = 5  # steps in the recent mean of the smoothness term
 STARTUP_TIMEOUT = 20.0  # s to wait for an owned simulator to answer
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def _announced_url(process: subprocess.Popen, deadline: float) -> str:
+    """The URL ``sim_server --port 0`` prints once it listens (the OS picked a free port when it bound, so two
+    simulators started at once can never be handed the same one)."""
+    line = b""
+    while not line.endswith(b"\n"):
+        if process.poll() is not None:
+            raise RobotError(f"the PenguinPi simulator exited with status {process.returncode} before it listened")
+        if time.monotonic() > deadline:
+            raise RobotError(f"the PenguinPi simulator did not listen within {STARTUP_TIMEOUT:g} s")
+        if select.select([process.stdout], [], [], 0.05)[0]:
+            line += os.read(process.stdout.fileno(), 256)
+    found = re.search(r"http://\S+", line.decode(errors="replace"))
+    if found is None:
+        raise RobotError(f"the PenguinPi simulator announced no URL: {line!r}")
+    return found.group(0)
 
 
 class PenguinPiEnv(gym.Env):
@@ -111,14 +124,19 @@ class PenguinPiEnv(gym.Env):
         self._recent: deque[np.ndarray] = deque(maxlen=SMOOTHNESS_WINDOW)
 
     def _start_simulator(self, speedup: float, seed: int, timeout: float) -> str:
-        """Start ``sim_server`` on a free loopback port and wait until it answers; its URL."""
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        command = [sys.executable, "-m", "hydrarl.envs.penguinpi.sim_server", "--port", str(port), "--seed", str(seed),
+        """Start ``sim_server`` on a loopback port the OS picks and wait until it answers; its URL."""
+        command = [sys.executable, "-m", "hydrarl.envs.penguinpi.sim_server", "--port", "0", "--seed", str(seed),
                    "--speedup", str(speedup)]
-        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        probe = PenguinPiClient(url, timeout=timeout, retries=0)
+        self._process = subprocess.Popen(command, stdout=subprocess.PIPE)
         deadline = time.monotonic() + STARTUP_TIMEOUT
+        try:
+            url = _announced_url(self._process, deadline)
+        except BaseException:
+            self._stop_process()
+            raise
+        finally:
+            self._process.stdout.close()  # it prints nothing after the URL
+        probe = PenguinPiClient(url, timeout=timeout, retries=0)
         try:
             while True:
                 if self._process.poll() is not None:
