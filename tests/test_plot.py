@@ -16,7 +16,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from hydrarl.analysis import curves as C
-from hydrarl.analysis.plot import curves_for, group_runs, main, plot_curves, steps_label
+from hydrarl.analysis.plot import curves_for, group_colors, group_runs, main, plot_curves, steps_label
 from hydrarl.analysis.runs import metric_history, select_runs
 from hydrarl.config import PROJECT_ROOT
 from hydrarl.errors import UserError
@@ -158,6 +158,9 @@ def test_figure_one_line_and_band_per_group(store):
     assert len(ax.lines) == 2 and len(ax.collections) == 2
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["alpha (3 runs)", "beta (3 runs)"]
     np.testing.assert_allclose(ax.lines[0].get_ydata(), [0, 2, 28 / 6])
+    palette = group_colors(["gamma", "alpha", "beta"])  # a group with no curve in this figure keeps its colour
+    beta_only = plot_curves(curves[1:], "m", colors=palette).axes[0]
+    assert beta_only.lines[0].get_color() == palette["beta"] != ax.lines[0].get_color()
     assert ax.get_xlabel() == "env steps" and ax.get_ylabel() == "m" and "IQM" in ax.get_title()
     assert [steps_label(x) for x in (500, 10_000, 2_500, 1_200_000)] == ["500", "10k", "2.5k", "1.2M"]
     labels = sorted(group_runs(select_runs(client, algorithms=["alpha"])))

@@ -119,15 +119,24 @@ def _pyplot():
     return plt
 
 
-def plot_curves(curves: list[Curve], metric: str, title: str = "", agg: str = "mean", n_boot: int = 2000):
-    """A matplotlib Figure: one line and one filled band per curve, legend ``<label> (<n> runs)``."""
+def group_colors(labels) -> dict[str, tuple]:
+    """A tab10 colour per group label, in the given order: passed to every figure, a group keeps its colour
+    in all of them even where another group has no curve."""
+    colors = _pyplot().get_cmap("tab10").colors
+    return {label: colors[i % len(colors)] for i, label in enumerate(labels)}
+
+
+def plot_curves(curves: list[Curve], metric: str, title: str = "", agg: str = "mean", n_boot: int = 2000,
+                colors: dict[str, tuple] | None = None):
+    """A matplotlib Figure: one line and one filled band per curve, legend ``<label> (<n> runs)``; ``colors``
+    maps labels to colours (default: :func:`group_colors` of these curves)."""
     from matplotlib.ticker import FuncFormatter
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=150, layout="constrained")
-    colors = plt.get_cmap("tab10").colors
-    for i, c in enumerate(curves):
-        color = colors[i % len(colors)]
+    colors = colors or group_colors(c.label for c in curves)
+    for c in curves:
+        color = colors[c.label]
         runs = f"{c.n_runs} run" + ("s" if c.n_runs != 1 else "")
         ax.plot(c.steps, c.value, color=color, lw=2, marker="o" if len(c.steps) <= 40 else None, ms=3.5, label=f"{c.label} ({runs})")
         ax.fill_between(c.steps, c.low, c.high, color=color, alpha=0.2, lw=0)
@@ -179,10 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or PROJECT_ROOT / "runs" / "plots" / time.strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
     plt = _pyplot()
-
+    colors = group_colors(groups)
     for metric, curves in figures:
         png, table = out / f"{metric_file_stem(metric)}.png", out / f"{metric_file_stem(metric)}.csv"
-        fig = plot_curves(curves, metric, ", ".join(scope), args.agg, args.n_boot)
+        fig = plot_curves(curves, metric, ", ".join(scope), args.agg, args.n_boot, colors)
         fig.savefig(png)
         plt.close(fig)
         write_csv(curves, table)
@@ -191,4 +200,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["choose_metrics", "curves_for", "group_runs", "main", "metric_file_stem", "plot_curves", "steps_label", "write_csv"]
+__all__ = ["choose_metrics", "curves_for", "group_colors", "group_runs", "main", "metric_file_stem", "plot_curves", "steps_label", "write_csv"]
