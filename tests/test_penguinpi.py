@@ -286,6 +286,12 @@ def test_owned_simulators_started_at_once_each_get_their_own():
     assert [process.returncode for process in processes] == [0, 0]
 
 
+def test_an_owned_simulator_that_dies_before_listening_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # the simulator command exits 1 at once
+    with pytest.raises(RobotError, match="simulator exited with status 1 before it listened"):
+        PenguinPiEnv()
+
+
 def test_env_config_builds_through_the_factory():
     from hydrarl.envs.factory import make_env
     from tests.conftest import compose_cfg

@@ -5,8 +5,9 @@
     ./run_testing.sh -g '(0,1)' -p 6 -m 2500 -s 15 -t performance
 
 Writes ``runs/testing/<tier>_<date>_<time>/``: ``test_cmds.txt`` (every command), ``logs/``, ``runs/`` (in the
-function tier only the failed pairs' run dirs stay, unless ``-k``), ``verdict.json``; prints one line per finished job and a summary table. Exit status 0 only if every
-job (function) or bar (performance) passed; 130 after Ctrl-C, which stops every job it started.
+function tier only the failed pairs' run dirs stay, unless ``-k``), ``verdict.json``; prints one line per
+finished job and a summary table. Exit status 0 only if every job (function) or bar (performance) passed;
+130 after Ctrl-C, which stops every job it started.
 """
 
 from __future__ import annotations

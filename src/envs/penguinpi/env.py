@@ -127,15 +127,15 @@ class PenguinPiEnv(gym.Env):
         """Start ``sim_server`` on a loopback port the OS picks and wait until it answers; its URL."""
         command = [sys.executable, "-m", "hydrarl.envs.penguinpi.sim_server", "--port", "0", "--seed", str(seed),
                    "--speedup", str(speedup)]
-        self._process = subprocess.Popen(command, stdout=subprocess.PIPE)
+        self._process = process = subprocess.Popen(command, stdout=subprocess.PIPE)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         try:
-            url = _announced_url(self._process, deadline)
+            url = _announced_url(process, deadline)
         except BaseException:
             self._stop_process()
             raise
         finally:
-            self._process.stdout.close()  # it prints nothing after the URL
+            process.stdout.close()  # it prints nothing after the URL
         probe = PenguinPiClient(url, timeout=timeout, retries=0)
         try:
             while True:
