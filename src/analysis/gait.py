@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf, open_dict
 
 from hydrarl.config import PROJECT_ROOT
 from hydrarl.errors import USER_ERROR_EXIT_CODE, UserError
@@ -62,15 +61,12 @@ def load_agent(args: argparse.Namespace):
     agent = agent_from_path(args.agent, args.checkpoint) if args.agent else agent_from_controller(f"{args.env}/constant")
     if not str(agent.env_cfg.id).endswith("Cassie-v0"):
         raise UserError(f"{agent.source}: plot_gait.py plots Cassie episodes; this agent's env is {agent.env_cfg.id}.")
-    if args.speed is not None:
-        agent.env_cfg = OmegaConf.create(OmegaConf.to_container(agent.env_cfg))
-        with open_dict(agent.env_cfg):
-            agent.env_cfg.kwargs.speeds = [float(args.speed)]
     return agent
 
 
-def play_episode(agent, seed: int, record: bool) -> tuple[dict[str, np.ndarray], list[np.ndarray], float]:
-    """One deterministic episode: ({info key: (steps,) or (steps, k) array}, frames, policy rate in Hz)."""
+def play_episode(agent, seed: int, record: bool, speed: float | None = None) -> tuple[dict[str, np.ndarray], list[np.ndarray], float]:
+    """One deterministic episode: ({info key: (steps,) or (steps, k) array}, frames, policy rate in Hz). ``speed``
+    (m/s) is passed as the reset option that fixes the command; the env and its observation space stay as trained."""
     from stable_baselines3.common.utils import set_random_seed
 
     from hydrarl.launchers.evaluate_agents import make_eval_env
@@ -87,6 +83,8 @@ def play_episode(agent, seed: int, record: bool) -> tuple[dict[str, np.ndarray],
 
     try:
         model = agent.make_model(env, seed)
+        if speed is not None:
+            env.set_options({"speed": float(speed)})  # for the next reset only: the episode's first
         run_episodes(model, env, 1, seed, deterministic=True, on_step=on_step,
                      on_frame=(lambda: frames.append(env.get_images()[0])) if record else None)
         rate = float(env.get_attr("metadata")[0]["render_fps"])
@@ -149,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(1)
         agent = load_agent(args)
-        series, frames, rate = play_episode(agent, args.seed, record)
+        series, frames, rate = play_episode(agent, args.seed, record, args.speed)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USER_ERROR_EXIT_CODE
