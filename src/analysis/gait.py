@@ -64,7 +64,8 @@ def load_agent(args: argparse.Namespace):
     return agent
 
 
-def play_episode(agent, seed: int, record: bool, speed: float | None = None) -> tuple[dict[str, np.ndarray], list[np.ndarray], float]:
+def play_episode(agent, seed: int, record: bool,
+                 speed: float | None = None) -> tuple[dict[str, np.ndarray], list[np.ndarray], float]:
     """One deterministic episode: ({info key: (steps,) or (steps, k) array}, frames, policy rate in Hz). ``speed``
     (m/s) is passed as the reset option that fixes the command; the env and its observation space stay as trained."""
     from stable_baselines3.common.utils import set_random_seed

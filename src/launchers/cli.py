@@ -175,11 +175,10 @@ def _fail_fresh_run(run_dir: Path, resuming: bool) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _failed_job(cfg: DictConfig, hc, run_dir: Path, error: str, summary: str) -> TrialResult:
-    """A multirun job's failure: ``summary`` (one line) recorded for the grid's exit status (``grid_report``);
-    the TrialResult with the whole ``error`` returned, not raised."""
+def _failed_job(cfg: DictConfig, hc, run_dir: Path, error: str) -> TrialResult:
+    """A multirun job's failure: recorded for the grid's exit status (``grid_report``), returned, not raised."""
     if not cfg.get("trial"):
-        record_failure(hc.sweep.dir, run_dir.name, summary)
+        record_failure(hc.sweep.dir, run_dir.name, error)
     return TrialResult(None, 0, False, "failed", None, run_dir=str(run_dir), error=error)
 
 
@@ -196,7 +195,7 @@ def task(cfg: DictConfig) -> TrialResult | None:
     except UserError as exc:
         if multirun:
             log.error("%s", exc)
-            return _failed_job(cfg, hc, run_dir, str(exc), str(exc))
+            return _failed_job(cfg, hc, run_dir, str(exc))
         print(f"error: {exc}", file=sys.stderr)
         if not cfg.get("trial"):  # a sweep trial keeps its directory: its job.log says why it failed
             _fail_fresh_run(run_dir, bool(cfg.trainer.resume))
@@ -210,8 +209,7 @@ def task(cfg: DictConfig) -> TrialResult | None:
         if not multirun:
             raise
         log.exception("job %s failed", hc.job.num)
-        error = traceback.format_exc()
-        return _failed_job(cfg, hc, run_dir, error, error.strip().splitlines()[-1])
+        return _failed_job(cfg, hc, run_dir, traceback.format_exc())
     log.info("done: %s | score %s | %d epochs | %d steps | %s", result.status, result.score, result.epochs_run, result.num_timesteps, run_dir)
     if cfg.get("trial"):
         (run_dir / RESULT_FILE).write_text(json.dumps(result.to_dict()))

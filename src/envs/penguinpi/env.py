@@ -43,7 +43,7 @@ from hydrarl.errors import UserError
 TELEOP_FORWARD = 20  # command units per unit of fwd (the users' keyboard mapping)
 TELEOP_TURN = 5  # command units per unit of turn
 SMOOTHNESS_WINDOW = 5  # steps in the recent mean of the smoothness term
-STARTUP_TIMEOUT = 20.0  # s to wait for an owned simulator to answer
+STARTUP_TIMEOUT = 20.0  # s to wait for an owned simulator to listen
 
 
 def _announced_url(process: subprocess.Popen, deadline: float) -> str:
@@ -114,7 +114,7 @@ class PenguinPiEnv(gym.Env):
         self._process: subprocess.Popen | None = None
         self._closed = False
         if robot_url is None:
-            robot_url = self._start_simulator(sim_speedup, sim_seed, timeout)
+            robot_url = self._start_simulator(sim_speedup, sim_seed)
         self.client = PenguinPiClient(robot_url, timeout=timeout)
         self.is_simulator = self._probe_simulator()
         self._image = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
@@ -123,36 +123,19 @@ class PenguinPiEnv(gym.Env):
         self._distance = 0.0  # odometry path length of this episode (m)
         self._recent: deque[np.ndarray] = deque(maxlen=SMOOTHNESS_WINDOW)
 
-    def _start_simulator(self, speedup: float, seed: int, timeout: float) -> str:
-        """Start ``sim_server`` on a loopback port the OS picks and wait until it answers; its URL."""
+    def _start_simulator(self, speedup: float, seed: int) -> str:
+        """Start ``sim_server`` on a loopback port the OS picks; its URL, once it listens (the server prints it
+        after binding, so the first request is served; ``_probe_simulator`` makes it)."""
         command = [sys.executable, "-m", "hydrarl.envs.penguinpi.sim_server", "--port", "0", "--seed", str(seed),
                    "--speedup", str(speedup)]
         self._process = process = subprocess.Popen(command, stdout=subprocess.PIPE)
-        deadline = time.monotonic() + STARTUP_TIMEOUT
         try:
-            url = _announced_url(process, deadline)
+            return _announced_url(process, time.monotonic() + STARTUP_TIMEOUT)
         except BaseException:
             self._stop_process()
             raise
         finally:
             process.stdout.close()  # it prints nothing after the URL
-        probe = PenguinPiClient(url, timeout=timeout, retries=0)
-        try:
-            while True:
-                if self._process.poll() is not None:
-                    raise RobotError(f"the PenguinPi simulator for {url} exited with status {self._process.returncode}")
-                try:
-                    probe.get_encoders()
-                    return url
-                except RobotError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
-        except BaseException:
-            self._stop_process()
-            raise
-        finally:
-            probe.close()
 
     def _probe_simulator(self) -> bool:
         """Whether the robot is a simulator (serves /sim/state); a real robot answers 404."""
