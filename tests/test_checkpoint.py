@@ -1,5 +1,6 @@
 """Checkpoints: a partly filled replay buffer is stored as what it holds and comes back whole;
-a write interrupted half-way leaves the previous checkpoint usable."""
+a write interrupted half-way leaves the previous checkpoint usable; saved normalisation statistics load into
+an env with other observation bounds, not into one of another shape."""
 
 import numpy as np
 import pytest
@@ -7,9 +8,19 @@ from stable_baselines3 import SAC
 
 from hydrarl.agents.factory import build_agent
 from hydrarl.envs.factory import make_vec_env
+from hydrarl.errors import UserError
 from hydrarl.launchers.callbacks import schedules_over_run
-from hydrarl.launchers.checkpoint import BUFFER, TrainerState, find_last_checkpoint, load_checkpoint, save_checkpoint
+from hydrarl.launchers.checkpoint import (
+    BUFFER,
+    NORMALIZATION,
+    TrainerState,
+    find_last_checkpoint,
+    load_checkpoint,
+    load_normalization,
+    save_checkpoint,
+)
 from tests.conftest import compose_cfg
+from tests.test_cassie_env import MENAGERIE
 
 
 def _filled_model(env_name, algorithm, steps=150):
@@ -64,3 +75,22 @@ def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path):
     assert find_last_checkpoint(tmp_path).name == "last.old"
     restored, state = load_checkpoint(find_last_checkpoint(tmp_path), SAC, env, "cpu")
     assert state.epoch == 1 and restored.num_timesteps == 50
+
+
+def test_normalisation_statistics_load_into_other_bounds_and_refuse_another_shape(tmp_path, monkeypatch):
+    monkeypatch.setenv("MENAGERIE_ROOT", MENAGERIE)
+    trained = make_vec_env(compose_cfg(["env=Cassie"]).env, 0)
+    trained.reset()
+    for _ in range(30):
+        trained.step(np.stack([trained.action_space.sample()]))
+    trained.save(str(tmp_path / NORMALIZATION))
+    # restore_policy into a run with other speed commands: the observation bounds differ, the statistics fit
+    other = make_vec_env(compose_cfg(["env=Cassie", "env.kwargs.speeds=[0.2,0.4]"]).env, 1)
+    assert other.observation_space != trained.observation_space
+    loaded = load_normalization(tmp_path, other)
+    assert loaded is other and loaded.observation_space.high[-1] == np.float32(0.4)
+    assert loaded.obs_rms.count == trained.obs_rms.count > 30  # the reset and 30 steps (plus an epsilon)
+    assert np.array_equal(loaded.obs_rms.mean, trained.obs_rms.mean) and loaded.ret_rms.var == trained.ret_rms.var
+    pendulum = make_vec_env(compose_cfg(["env=Pendulum", "env.normalize={norm_obs: true}"]).env, 0)
+    with pytest.raises(UserError, match=r"shaped \(42,\) do not fit this env's \(3,\)"):
+        load_normalization(tmp_path, pendulum)

@@ -133,13 +133,24 @@ def find_last_checkpoint(run_dir: Path) -> Path:
 
 
 def load_normalization(directory: Path, env: VecEnv) -> VecEnv:
-    """Replace the fresh VecNormalize statistics of ``env`` by the ones saved in ``directory``."""
+    """Copy the observation and return statistics saved in ``directory`` into ``env``'s fresh VecNormalize.
+
+    Only the running means and variances come from the file; spaces and settings stay those of ``env``, built
+    from this run's config. So a policy restored into an env whose observation bounds differ (Cassie with
+    another ``speeds`` list) keeps its input scaling; a different observation shape is a UserError."""
     path = Path(directory) / NORMALIZATION
     if isinstance(env, VecNormalize) and path.exists():
-        loaded = VecNormalize.load(str(path), env.venv)
-        loaded.training, loaded.norm_reward = env.training, env.norm_reward
-        return loaded
+        saved = load_from_pkl(path)
+        if _shapes(saved.obs_rms) != _shapes(env.obs_rms):
+            raise UserError(f"{path}: normalisation statistics of observations shaped {_shapes(saved.obs_rms)} "
+                            f"do not fit this env's {_shapes(env.obs_rms)}.")
+        env.obs_rms, env.ret_rms = copy.deepcopy(saved.obs_rms), copy.deepcopy(saved.ret_rms)
     return env
+
+
+def _shapes(obs_rms) -> dict | tuple:
+    """The shape of a RunningMeanStd, or key -> shape for the dict of them that Dict observations have."""
+    return {key: rms.mean.shape for key, rms in obs_rms.items()} if isinstance(obs_rms, dict) else obs_rms.mean.shape
 
 
 def load_checkpoint(directory: Path, model_cls: type[BaseAlgorithm], env: VecEnv, device: str) -> tuple[BaseAlgorithm, TrainerState]:
