@@ -133,7 +133,8 @@ def find_last_checkpoint(run_dir: Path) -> Path:
 
 
 def load_normalization(directory: Path, env: VecEnv) -> VecEnv:
-    """Copy the observation and return statistics saved in ``directory`` into ``env``'s fresh VecNormalize.
+    """Copy the observation and return statistics saved in ``directory`` into ``env``'s fresh VecNormalize, in
+    place; returns ``env`` itself.
 
     Only the running means and variances come from the file; spaces and settings stay those of ``env``, built
     from this run's config. So a policy restored into an env whose observation bounds differ (Cassie with
@@ -144,7 +145,7 @@ def load_normalization(directory: Path, env: VecEnv) -> VecEnv:
         if _shapes(saved.obs_rms) != _shapes(env.obs_rms):
             raise UserError(f"{path}: normalisation statistics of observations shaped {_shapes(saved.obs_rms)} "
                             f"do not fit this env's {_shapes(env.obs_rms)}.")
-        env.obs_rms, env.ret_rms = copy.deepcopy(saved.obs_rms), copy.deepcopy(saved.ret_rms)
+        env.obs_rms, env.ret_rms = saved.obs_rms, saved.ret_rms  # a fresh unpickled object: nothing shared
     return env
 
 

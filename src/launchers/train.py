@@ -45,8 +45,9 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _restore_policy(model, path: str, env):
-    """Load the weights of a saved model into the freshly built one (a new run starting from them)."""
+def _restore_policy(model, path: str, env) -> None:
+    """Load the weights of a saved model into the freshly built one (a new run starting from them), and the
+    normalisation statistics saved beside it into ``env``, in place."""
     source = Path(path)
     if not source.is_file():
         raise UserError(f"restore_policy={path}: no such model file (give the path of a model.zip).")
@@ -54,7 +55,7 @@ def _restore_policy(model, path: str, env):
         model.set_parameters(str(source), exact_match=True, device=model.device)
     except (ValueError, RuntimeError, KeyError) as exc:
         raise UserError(f"restore_policy={path} does not fit algorithm/env of this run: {exc}") from exc
-    return load_normalization(source.parent, env)
+    load_normalization(source.parent, env)
 
 
 def _sweep_tags(cfg: DictConfig) -> dict[str, str]:
@@ -102,8 +103,7 @@ def _prepare(cfg: DictConfig, run_dir: Path):
         else:
             state = TrainerState(seed=seed)
             if cfg.restore_policy:
-                env = _restore_policy(model, cfg.restore_policy, env)
-                model.set_env(env)
+                _restore_policy(model, cfg.restore_policy, env)
     except BaseException:
         env.close()
         eval_env.close()
