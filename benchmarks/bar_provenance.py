@@ -17,8 +17,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from hydrarl.launchers.checkpoint import STATE
 from hydrarl.launchers.matrix import Bar, run_verdict
+from hydrarl.training.checkpoint import STATE
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,13 +15,13 @@ import sys
 import time
 
 import hydrarl  # noqa: F401  (privacy and rendering defaults)
+from hydrarl.config.compose import compose
 from hydrarl.envs.factory import make_env
-from hydrarl.launchers.matrix import compose_config
 
 
 def steps_per_second(env_name: str, steps: int, seed: int = 0) -> tuple[float, int]:
     """(env steps per second, episodes ended) over ``steps`` random-action steps of one env copy."""
-    env = make_env(compose_config([f"env={env_name}", "algorithm=random"]).env)
+    env = make_env(compose([f"env={env_name}", "algorithm=random"]).env)
     env.action_space.seed(seed)
     env.reset(seed=seed)
     episodes = 0

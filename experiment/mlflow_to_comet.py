@@ -6,7 +6,7 @@
 import sys
 
 import hydrarl  # noqa: F401  (sets privacy defaults before the tracking libraries import)
-from hydrarl.trackers.mlflow_to_comet import main
+from hydrarl.analysis.mlflow_to_comet import main
 
 if __name__ == "__main__":
     sys.exit(main())

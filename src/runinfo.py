@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 import hydrarl
-from hydrarl.config import PROJECT_ROOT
+from hydrarl.paths import PROJECT_ROOT
 
 
 def _git(*args: str) -> str | None:

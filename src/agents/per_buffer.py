@@ -25,7 +25,7 @@ observation (SB3 stores it in the next row); its priority is set to 0 (and recen
 it), so it is never drawn.
 
 Checkpoints: the sum-tree is not pickled. Its leaves are the array attribute ``priorities``
-(``(buffer_size, n_envs)``, a view of the tree), which ``hydrarl.launchers.checkpoint`` trims to the
+(``(buffer_size, n_envs)``, a view of the tree), which ``hydrarl.training.checkpoint`` trims to the
 filled rows like the other per-slot arrays; after loading, the tree is rebuilt from those leaves on
 first use. Internal nodes are a pure function of the leaves (see ``sum_tree``), so the rebuilt tree
 equals the saved one exactly.

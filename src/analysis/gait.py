@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hydrarl.config import PROJECT_ROOT
 from hydrarl.errors import USER_ERROR_EXIT_CODE, UserError
+from hydrarl.paths import PROJECT_ROOT
 
 MOTORS = ("hip roll", "hip yaw", "hip pitch", "knee", "foot")
 JOINTS = tuple(f"{side} {m}" for side in ("L", "R") for m in MOTORS)
@@ -56,7 +56,7 @@ def _split_render(args: argparse.Namespace) -> None:
 
 def load_agent(args: argparse.Namespace):
     """The evaluate.py ``Agent`` to play: the run given, or the env's constant zero action."""
-    from hydrarl.launchers.evaluate_agents import agent_from_controller, agent_from_path
+    from hydrarl.analysis.evaluate_agents import agent_from_controller, agent_from_path
 
     agent = agent_from_path(args.agent, args.checkpoint) if args.agent else agent_from_controller(f"{args.env}/constant")
     if not str(agent.env_cfg.id).endswith("Cassie-v0"):
@@ -70,8 +70,8 @@ def play_episode(agent, seed: int, record: bool,
     (m/s) is passed as the reset option that fixes the command; the env and its observation space stay as trained."""
     from stable_baselines3.common.utils import set_random_seed
 
-    from hydrarl.launchers.evaluate_agents import make_eval_env
-    from hydrarl.launchers.evaluation import run_episodes
+    from hydrarl.analysis.evaluate_agents import make_eval_env
+    from hydrarl.training.evaluation import run_episodes
 
     set_random_seed(seed)
     env = make_eval_env(agent, seed, render_mode="rgb_array" if record else None)
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     print(title)
     paths = [plot(series, rate, title, out / "gait.png"), write_csv(series, rate, out / "gait.csv")]
     if record:
-        from hydrarl.launchers.video import write_mp4
+        from hydrarl.training.video import write_mp4
 
         paths.append(write_mp4(frames, out / "gait.mp4", int(round(rate))))
     for path in paths:

@@ -23,8 +23,8 @@ from pathlib import Path
 import hydrarl  # noqa: F401  (privacy defaults)
 from hydrarl.analysis.curves import AGGREGATES, Curve, aggregate_runs
 from hydrarl.analysis.runs import add_selection_arguments, metric_history, select_from_args
-from hydrarl.config import PROJECT_ROOT
 from hydrarl.errors import USER_ERROR_EXIT_CODE, UserError
+from hydrarl.paths import PROJECT_ROOT
 
 DEFAULT_METRICS = ("eval/success_rate", "eval/mean_reward")  # the first one the runs have
 PROGRESS_EVERY = 25  # runs between progress lines while fetching histories

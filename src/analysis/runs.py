@@ -5,7 +5,7 @@ Shared by ``experiment/plot.py`` and other scripts that read finished runs (an e
 tracker, a table of results): ``add_selection_arguments`` gives them the same command-line options,
 ``select_from_args`` the same selection and the same error messages.
 
-Our runs carry the tags ``env``, ``algorithm`` and ``seed`` (see ``hydrarl.launchers.train``), live in
+Our runs carry the tags ``env``, ``algorithm`` and ``seed`` (see ``hydrarl.training.train``), live in
 one experiment per env, and log metrics with ``step`` = env steps. Selection is exact string equality
 on tag values. A bad selection raises :class:`hydrarl.errors.UserError` saying what was asked and
 what the store holds.
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -23,8 +22,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hydrarl.config import PROJECT_ROOT
 from hydrarl.errors import UserError
+from hydrarl.paths import default_tracking_uri
 
 if TYPE_CHECKING:  # mlflow is imported when a store is opened, so bad options are answered at once
     from mlflow.entities import Run
@@ -35,11 +34,6 @@ STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 # resumable: both hold curves worth drawing. RUNNING ones are incomplete, FAILED ones crashed.
 DEFAULT_STATUSES = ("FINISHED", "KILLED")
 _PAGE = 1000
-
-
-def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI``, else the project's store ``sqlite:///<project root>/mlflow.db``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT}/mlflow.db"
 
 
 def open_client(tracking_uri: str) -> MlflowClient:

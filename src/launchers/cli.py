@@ -18,107 +18,20 @@ from pathlib import Path
 
 import hydra
 import yaml
-from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from hydrarl.config import CONF_DIR, override_key, validate
+from hydrarl.config import override_key
+from hydrarl.config.compose import check_command_line
 from hydrarl.errors import USER_ERROR_EXIT_CODE, UserError
 from hydrarl.launchers.grid_report import record_failure
-from hydrarl.launchers.jobs import RESULT_FILE
-from hydrarl.launchers.result import TrialResult
+from hydrarl.paths import CONF_DIR
+from hydrarl.training.jobs import RESULT_FILE
+from hydrarl.training.result import TrialResult
 
 log = logging.getLogger("hydrarl")
-
-GROUPS = ("env", "algorithm", "trainer", "logger", "search")
-
-
-def available(group: str, root: Path | None = None) -> list[str]:
-    """The options of a config group, from the files in ``conf/<group>/`` (or ``root``; ``Env/algo`` for nested ones)."""
-    root = root or CONF_DIR / group
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
-
-
-def _compose(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("main", overrides=overrides)
-
-
-def _check_group(key: str, values: list[str]) -> None:
-    group = key.lstrip("+~").split("@")[0]
-    if group not in GROUPS:
-        return
-    options = available(group)
-    for value in values:
-        if value not in options:
-            raise UserError(f"{group}={value} is unknown. Available {group} options: {', '.join(options)}.")
-
-
-def _unknown_key_message(key: str, base: DictConfig) -> str:
-    """Name the deepest existing node of a dotted key and the keys it has."""
-    parts = key.lstrip("+~").split(".")
-    node, known = base, []
-    for part in parts:
-        if not isinstance(node, DictConfig) or part not in node:
-            break
-        node, known = node[part], known + [part]
-    where = ".".join(known) or "the top level"
-    keys = ", ".join(str(k) for k in node.keys()) if isinstance(node, DictConfig) else ""
-    if len(known) == len(parts) and isinstance(node, DictConfig):  # a {...} value with keys the node lacks
-        return (f"{key}={{...}} may only set the keys {where} has ({keys}); add a new one with "
-                f"'+{where}.<new key>=...', one override per key.")
-    hint = f" Keys under {where}: {keys}." if keys else ""
-    return f"unknown config key '{key}'.{hint} To add a new key, prefix it with '+' (e.g. +{key}=...)."
-
-
-def check_overrides(overrides: list[str], multirun: bool) -> DictConfig | None:
-    """Raise UserError for any override that cannot compose; return the composed config (first sweep value)."""
-    parser = OverridesParser.create()
-    try:
-        parsed = parser.parse_overrides(overrides)
-    except HydraException as exc:
-        raise UserError(f"cannot parse the command line: {exc}") from exc
-    probe: list[str] = []
-    for override in parsed:
-        key = override.get_key_element()
-        if override.is_sweep_override():
-            if not multirun:
-                raise UserError(f"'{override.input_line}' is a sweep; add --multirun to run one job per value.")
-            try:  # choices and ranges list their values; intervals cannot
-                values = [str(v) for v in override.sweep_string_iterator()] if not override.is_hydra_override() else []
-            except Exception:  # noqa: BLE001
-                values = []
-            if override.key_or_group in GROUPS:
-                _check_group(key, values)
-            if values and not override.is_hydra_override():
-                probe.append(f"{key}={values[0]}")
-        else:
-            if override.key_or_group in GROUPS and not override.is_delete():
-                value = override.value()
-                _check_group(key, [str(v) for v in value] if isinstance(value, list) and override.key_or_group == "logger" else [str(value)])
-            probe.append(override.input_line)
-    group_probe = [o for o in probe if override_key(o) in GROUPS]
-    try:
-        cfg = _compose(probe)
-    except HydraException as exc:
-        text = str(exc)
-        for o in probe:
-            key = o.split("=")[0]
-            if f"'{key.lstrip('+~')}'" in text or f"'{key}'" in text:
-                raise UserError(_unknown_key_message(key, _compose(group_probe))) from exc
-        raise UserError(text.strip().splitlines()[0] if text else repr(exc)) from exc
-    try:
-        validate(cfg)
-    except UserError:
-        raise
-    except Exception as exc:  # an interpolation or type that cannot resolve
-        raise UserError(f"the config does not resolve: {exc}") from exc
-    return cfg
-
 
 def _latest_overrides(run_dir: Path) -> list[str]:
     """The overrides the run was last started with: its newest ``.hydra/resumed_*/`` or ``.hydra/``."""
@@ -135,7 +48,7 @@ def _resume_overrides(overrides: list[str]) -> list[str]:
     resume = [o for o in overrides if override_key(o) == "trainer.resume"]
     if not resume:
         return overrides
-    from hydrarl.launchers.checkpoint import find_last_checkpoint  # torch: only when resuming
+    from hydrarl.training.checkpoint import find_last_checkpoint  # torch: only when resuming
 
     run_dir = Path(resume[-1].split("=", 1)[1]).expanduser().resolve()
     find_last_checkpoint(run_dir)
@@ -159,7 +72,7 @@ def preflight(argv: list[str]) -> list[str]:
     overrides = list(args.overrides)
     if not multirun:
         overrides = _resume_overrides(overrides)
-    cfg = check_overrides([o for o in overrides if not o.startswith("hydra.")], multirun)
+    cfg = check_command_line([o for o in overrides if not o.startswith("hydra.")], multirun)
     if multirun and cfg is not None and "mlflow" in (cfg.get("logger") or {}):
         from hydrarl.trackers.mlflow_tracker import prepare_store
 
@@ -184,14 +97,19 @@ def _failed_job(cfg: DictConfig, hc, run_dir: Path, error: str) -> TrialResult:
 
 def task(cfg: DictConfig) -> TrialResult | None:
     """Hydra's task function: one run. In a multirun a failure is returned, never raised."""
-    from hydrarl.launchers.train import run
-    from hydrarl.launchers.trainer import Interrupted
+    from hydrarl.training.train import run
+    from hydrarl.training.trainer import Interrupted
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     try:
-        result = run(cfg, run_dir)
+        reporter = None
+        if cfg.get("trial"):  # a search's trial: each epoch's score goes to the study's pruner
+            from hydrarl.sweep.reporter import TrialReporter
+
+            reporter = TrialReporter.from_config(cfg.trial)
+        result = run(cfg, run_dir, reporter)
     except UserError as exc:
         if multirun:
             log.error("%s", exc)

@@ -23,13 +23,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from hydrarl.config import CONF_DIR, PROJECT_ROOT
+from hydrarl.config.compose import available, compose
 from hydrarl.errors import UserError
-from hydrarl.launchers.checkpoint import STATE
-from hydrarl.launchers.cli import available
 from hydrarl.launchers.scheduler import MatrixJob
-
-TRAIN = str(PROJECT_ROOT / "experiment" / "train.py")
+from hydrarl.paths import CONF_DIR, TRAIN_SCRIPT
+from hydrarl.training.checkpoint import STATE
 
 # One short epoch: small warm-up and batches (only the keys an algorithm has are set). buffer_size
 # also bounds image envs' replay buffers (CarRacingContinuous: 2000 x 55 kB). One optimisation pass
@@ -48,20 +46,6 @@ def fast_overrides(algo_cfg) -> list[str]:
     return [f"algorithm.{k}={v}" for k, v in FAST_ALGORITHM.items() if k in algo_cfg]
 
 
-def compose_config(overrides: list[str]):
-    """Compose ``conf/main.yaml`` as ``experiment/train.py`` would (HydraConfig set, hydra node dropped)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("main", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
-
-
 def valid_pairs(selected: list[tuple[str, str]]) -> tuple[dict[tuple[str, str], list[str]], dict[tuple[str, str], str]]:
     """({pair the agent factory accepts: its fast overrides}, {refused pair: reason}). Each agent is built
     with the sizes its job will use: a default replay buffer of images (1e6 x 55 kB) cannot be allocated."""
@@ -71,8 +55,8 @@ def valid_pairs(selected: list[tuple[str, str]]) -> tuple[dict[tuple[str, str], 
     valid, refused, envs = {}, {}, {}
     for env_name, algorithm in selected:
         pair = [f"env={env_name}", f"algorithm={algorithm}"]
-        fast = fast_overrides(compose_config(pair).algorithm)
-        cfg = compose_config([*pair, *fast])
+        fast = fast_overrides(compose(pair).algorithm)
+        cfg = compose([*pair, *fast])
         try:
             if env_name not in envs:
                 envs[env_name] = make_vec_env(cfg.env, 0)
@@ -177,7 +161,7 @@ def performance_jobs(out: Path, pattern: str | None, say=print, root: Path = BAR
     for bar in bars:
         for seed in range(1, bar.total_runs + 1):
             run_dir = out / "runs" / f"{bar.name.replace('/', '_')}_seed{seed}"
-            cmd = [sys.executable, TRAIN, *bar.run_overrides(seed), f"hydra.run.dir={run_dir}"]
+            cmd = [sys.executable, str(TRAIN_SCRIPT), *bar.run_overrides(seed), f"hydra.run.dir={run_dir}"]
             jobs.append(MatrixJob(f"{bar.name}#seed{seed}", [cmd], out / "logs" / f"{bar.name.replace('/', '_')}_seed{seed}.log",
                                   meta={"bar": bar.name, "seed": seed, "run_dir": str(run_dir)}))
     say(f"performance tier: {len(bars)} bar(s), {len(jobs)} run(s)")

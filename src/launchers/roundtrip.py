@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 import hydrarl  # noqa: F401  (privacy defaults)
 from hydrarl.envs.factory import make_vec_env
-from hydrarl.launchers.checkpoint import MODEL, load_normalization
+from hydrarl.training.checkpoint import MODEL, load_normalization
 
 
 def roundtrip(run_dir: Path) -> None:
@@ -49,13 +49,13 @@ def roundtrip(run_dir: Path) -> None:
 def train_then_roundtrip(train_args: list[str]) -> int:
     """``experiment/train.py <train_args>`` in this process, then :func:`roundtrip` of its run directory
     (the ``hydra.run.dir=`` override, which ``train_args`` must hold). Returns the exit status."""
-    from hydrarl.config import PROJECT_ROOT
     from hydrarl.launchers.cli import main as train_main
+    from hydrarl.paths import TRAIN_SCRIPT
 
     run_dirs = [a.split("=", 1)[1] for a in train_args if a.startswith("hydra.run.dir=")]
     if not run_dirs:
         raise SystemExit("--train needs a hydra.run.dir=<dir> override")
-    sys.argv = [str(PROJECT_ROOT / "experiment" / "train.py"), *train_args]
+    sys.argv = [str(TRAIN_SCRIPT), *train_args]
     try:
         train_main()
     except SystemExit as exc:

@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 import hydrarl  # noqa: F401  (privacy defaults)
-from hydrarl.config import PROJECT_ROOT
 from hydrarl.errors import USER_ERROR_EXIT_CODE, UserError
 from hydrarl.launchers.matrix import BARS_DIR, bar_verdicts, function_jobs, hopeless, performance_jobs
 from hydrarl.launchers.scheduler import Scheduler
+from hydrarl.paths import PROJECT_ROOT
 
 
 def parse_gpus(text: str) -> list[int]:

@@ -17,10 +17,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from hydrarl.errors import USER_ERROR_EXIT_CODE, UserError
-from hydrarl.launchers.jobs import run_job
 from hydrarl.runinfo import flatten, run_tags
 from hydrarl.sweep.results import write_results
 from hydrarl.sweep.runner import STOP_FILE, SweepRunner, SweepSettings
+from hydrarl.training.jobs import run_job
 
 log = logging.getLogger("hydrarl.sweep")
 

@@ -30,10 +30,10 @@ from optuna.trial import TrialState
 from hydrarl.analysis.curves import aggregate
 from hydrarl.config import merge_overrides
 from hydrarl.errors import UserError
-from hydrarl.launchers.jobs import Job, JobOutcome
 from hydrarl.sweep.components import make_pruner, make_sampler, open_storage, storage_url
 from hydrarl.sweep.reporter import PRUNER_ATTR
 from hydrarl.sweep.space import override_value, parse_space
+from hydrarl.training.jobs import Job, JobOutcome
 
 log = logging.getLogger("hydrarl.sweep")
 

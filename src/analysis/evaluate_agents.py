@@ -1,0 +1,365 @@
+"""Compare agents over many episodes: the logic behind ``experiment/evaluate.py``.
+
+::
+
+    python experiment/evaluate.py RUN_DIR|MODEL_ZIP ... [--controller Env/algo ...]
+                                  [--episodes 50] [--seed 0] [--checkpoint best|last] [--stochastic]
+                                  [--video N] [--out DIR]
+
+Agents: a run directory (its ``checkpoints/<--checkpoint>/model.zip``, default ``best``), a
+``model.zip`` inside a run directory (any checkpoint), or ``--controller '<Env>/<algo> [key=value ...]'``
+(a controller built from the config tree, e.g. ``CartPole/random``, with optional config overrides). A saved model is loaded with the
+class its run's ``config.yaml`` names, with the checkpoint's ``vecnormalize.pkl`` (frozen) when the
+env normalises.
+
+Each agent plays ``--episodes`` episodes in one copy of its own env (from its config):
+``env.seed(seed)``, one reset, then episodes back to back, the deterministic policy unless
+``--stochastic``; the agent's own random state is seeded with the same seed (global RNGs, and a
+random controller's sampler). So episode 1 starts from ``env.reset(seed=seed)``, later episodes
+from the env's RNG after that, and the same command prints the same table.
+
+Output: a markdown table on stdout (and ``table.md``), ``table.csv`` with full-precision numbers
+and each agent's source, ``episodes.csv`` with every episode, under ``--out`` (default
+``runs/evaluate/<date>_<time>/``); with ``--video N``, ``videos/<k>_<agent>.mp4`` of each agent's
+first N episodes (played again with the same seeds in a rendering env copy). Bad input is a UserError: one line on stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import VecEnv
+from tqdm import tqdm
+
+from hydrarl.errors import USER_ERROR_EXIT_CODE, UserError
+from hydrarl.paths import PROJECT_ROOT
+from hydrarl.training.checkpoint import MODEL, load_normalization
+from hydrarl.training.evaluation import Episodes, run_episodes
+
+CHECKPOINTS = ("best", "last")
+
+
+@dataclass
+class Agent:
+    """One row of the table: what to load or build, and the env it acts in."""
+
+    label: str                      # e.g. "FetchReach/sac_her seed 1" or "CartPole/random"
+    env_cfg: DictConfig             # the env config of its run (or of the controller's composition)
+    source: str                     # the model.zip it is loaded from, or "controller <Env>/<algo>"
+    make_model: Callable[[VecEnv, int], BaseAlgorithm]  # (env, seed) -> the agent acting in env
+    checkpoint: Path | None = None  # directory whose vecnormalize.pkl the env uses
+
+    @property
+    def env_id(self) -> str:
+        return str(self.env_cfg.id).split(":")[-1]
+
+
+@dataclass
+class AgentResult:
+    agent: Agent
+    episodes: Episodes
+    seconds: float
+    video: Path | None = None       # MP4 of the first episodes, with --video
+
+    def row(self) -> dict[str, object]:
+        """The table row: numbers as floats (success rate None where the env reports no success)."""
+        returns = np.asarray(self.episodes.returns, dtype=float)
+        return {
+            "agent": self.agent.label,
+            "env": self.agent.env_id,
+            "episodes": len(returns),
+            "mean_return": float(returns.mean()),
+            "std_return": float(returns.std()),
+            "min_return": float(returns.min()),
+            "max_return": float(returns.max()),
+            "mean_length": float(np.mean(self.episodes.lengths)),
+            "success_rate": float(np.mean(self.episodes.successes)) if self.episodes.successes else None,
+            "source": self.agent.source,
+        }
+
+
+# -- which agents ----------------------------------------------------------------------------------
+
+def _run_dir_of_model(model: Path) -> Path | None:
+    """The run directory above ``<run>/checkpoints/<name>/model.zip`` (or any parent holding config.yaml)."""
+    for parent in list(model.parents)[:4]:
+        if (parent / "config.yaml").is_file():
+            return parent
+    return None
+
+
+def _load_run_config(run_dir: Path) -> DictConfig:
+    try:
+        cfg = OmegaConf.load(run_dir / "config.yaml")
+    except Exception as exc:  # noqa: BLE001  (any unreadable file is the user's input)
+        raise UserError(f"{run_dir / 'config.yaml'} cannot be read: {exc}") from exc
+    missing = [k for k in ("env", "algorithm", "env_name", "algorithm_name") if k not in cfg]
+    if missing:
+        raise UserError(f"{run_dir / 'config.yaml'} is not the config of a hydrarl run (no {', '.join(missing)}).")
+    return cfg
+
+
+def agent_from_path(path: str | Path, checkpoint: str = "best") -> Agent:
+    """A run directory (its ``checkpoints/<checkpoint>/model.zip``) or a ``model.zip`` inside one."""
+    from hydrarl.agents.factory import algorithm_class
+
+    given = Path(path)
+    if given.is_dir() and (given / "config.yaml").is_file():
+        run_dir = given
+        model_path = run_dir / "checkpoints" / checkpoint / MODEL
+        if not model_path.is_file():
+            have = sorted(p.parent.name for p in (run_dir / "checkpoints").glob(f"*/{MODEL}"))
+            raise UserError(f"{given}: no checkpoints/{checkpoint}/{MODEL} in this run"
+                            + (f"; it has {', '.join(have)} (--checkpoint best|last, or give the model.zip)." if have else "."))
+    elif given.is_file() and given.suffix == ".zip":
+        model_path = given
+        run_dir = _run_dir_of_model(given)
+        if run_dir is None:
+            raise UserError(f"{given}: no run directory above this model (no config.yaml in its parents); "
+                            "evaluate needs the run's config to build its env.")
+    else:
+        raise UserError(f"{given} is not a run directory (a directory with config.yaml) or a model.zip inside one.")
+    cfg = _load_run_config(run_dir)
+    cls = algorithm_class(cfg.algorithm, str(cfg.algorithm_name))
+    name = model_path.parent.name
+    run_seed = cfg.get("seed")
+    label = f"{cfg.env_name}/{cfg.algorithm_name}" + (f" seed {run_seed}" if run_seed is not None else "") + ("" if name == "best" else f" ({name})")
+
+    def make_model(env: VecEnv, seed: int) -> BaseAlgorithm:
+        try:
+            return cls.load(model_path, env=env, device="cpu")
+        except Exception as exc:  # noqa: BLE001  (a model that does not fit its run is the user's input)
+            raise UserError(f"{model_path} cannot be loaded as {cls.__name__} for env {cfg.env_name}: {exc}") from exc
+
+    return Agent(label, cfg.env, str(model_path), make_model, checkpoint=model_path.parent)
+
+
+def _is_controller(algorithm: str) -> bool:
+    """Does ``conf/algorithm/<algorithm>.yaml`` name a Controller class?"""
+    from hydra.utils import get_class
+
+    from hydrarl.agents.controllers import Controller
+
+    target = str(OmegaConf.load(PROJECT_ROOT / "conf" / "algorithm" / f"{algorithm}.yaml").get("_target_", ""))
+    try:
+        return issubclass(get_class(target), Controller)
+    except Exception:  # noqa: BLE001 - an algorithm whose class cannot be imported here is not a controller
+        return False
+
+
+def agent_from_controller(spec: str) -> Agent:
+    """``<Env>/<algo> [key=value ...]``: a controller (an agent that does not learn) built from the
+    config tree, with optional config overrides (e.g. ``env.kwargs.privileged=true``)."""
+    from hydrarl.agents.controllers import Controller
+    from hydrarl.agents.factory import algorithm_class, build_agent
+    from hydrarl.config.compose import available, compose
+
+    pair, *overrides = spec.split()
+    env_name, _, algorithm = pair.partition("/")
+    if not env_name or not algorithm or "/" in algorithm:
+        raise UserError(f"--controller {spec}: give <Env>/<algo>, e.g. CartPole/random.")
+    envs = available("env")
+    if env_name not in envs:
+        raise UserError(f"--controller {spec}: env={env_name} is unknown. Available env options: {', '.join(envs)}.")
+    algorithms = available("algorithm")
+    if algorithm not in algorithms:
+        raise UserError(f"--controller {spec}: algorithm={algorithm} is unknown. Available algorithm options: {', '.join(algorithms)}.")
+    try:
+        cfg = compose([f"env={env_name}", f"algorithm={algorithm}", *overrides])
+    except UserError as exc:
+        raise UserError(f"--controller {spec!r}: the overrides {' '.join(overrides)} do not apply: {exc}") from exc
+    if not issubclass(algorithm_class(cfg.algorithm, algorithm), Controller):
+        controllers = [a for a in algorithms if _is_controller(a)]
+        raise UserError(f"--controller {spec}: algorithm={algorithm} learns, it is not a controller; evaluate a trained run "
+                        f"directory instead. Controllers: {', '.join(controllers)}.")
+
+    def make_model(env: VecEnv, seed: int) -> BaseAlgorithm:
+        return build_agent(cfg.algorithm, env, seed, "cpu", name=algorithm, env_name=env_name)
+
+    return Agent(spec, cfg.env, f"controller {spec}", make_model)
+
+
+# -- the evaluation loop ------------------------------------------------------------------------------
+
+def make_eval_env(agent: Agent, seed: int, render_mode: str | None = None) -> VecEnv:
+    """One copy of the agent's env, seeded; its checkpoint's normalisation statistics, frozen."""
+    from hydrarl.envs.factory import make_vec_env
+
+    env = make_vec_env(agent.env_cfg, seed, n_envs=1, training=False, render_mode=render_mode)
+    if agent.checkpoint is not None:
+        env = load_normalization(agent.checkpoint, env)
+    return env
+
+
+def evaluate_agent(agent: Agent, n_episodes: int, seed: int, deterministic: bool = True,
+                   on_episode: Callable[[Episodes], None] | None = None, video: Path | None = None,
+                   video_episodes: int = 0) -> AgentResult:
+    """Play ``n_episodes`` episodes of ``agent`` in its env from ``seed`` (see the module doc); with
+    ``video``, replay the first ``video_episodes`` of them (same seeds) in a rendering copy into that MP4."""
+    from hydrarl.training.video import record_video
+
+    started = time.perf_counter()
+    set_random_seed(seed)
+    env = make_eval_env(agent, seed)
+    try:
+        model = agent.make_model(env, seed)
+        model.set_random_seed(seed)
+        episodes = run_episodes(model, env, n_episodes, seed, deterministic, on_episode)
+    finally:
+        env.close()
+    seconds = time.perf_counter() - started
+    if video is not None and video_episodes > 0:
+        set_random_seed(seed)
+        model.set_random_seed(seed)
+        render_env = make_eval_env(agent, seed, render_mode="rgb_array")
+        try:
+            record_video(model, render_env, video, video_episodes, seed, deterministic)
+        finally:
+            render_env.close()
+    return AgentResult(agent, episodes, seconds, video if video_episodes > 0 else None)
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_")
+
+
+def evaluate_agents(agents: list[Agent], n_episodes: int, seed: int, deterministic: bool = True,
+                    say: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
+                    video_dir: Path | None = None, video_episodes: int = 0) -> list[AgentResult]:
+    """Evaluate each agent in turn; a line per agent (and a tqdm bar over episodes on a terminal).
+    With ``video_episodes`` > 0, each agent's first episodes go to ``video_dir/<agent>.mp4``."""
+    results = []
+    for i, agent in enumerate(agents, 1):
+        video = video_dir / f"{i:02d}_{_slug(agent.label)}.mp4" if video_dir is not None and video_episodes > 0 else None
+        with tqdm(total=n_episodes, unit="episode", desc=agent.label, leave=False, disable=None, file=sys.stderr) as bar:
+            result = evaluate_agent(agent, n_episodes, seed, deterministic, on_episode=lambda _e, bar=bar: bar.update(1),
+                                    video=video, video_episodes=video_episodes)
+        row = result.row()
+        success = "" if row["success_rate"] is None else f", success {row['success_rate']:.2f}"
+        say(f"[{i}/{len(agents)}] {agent.label} on {agent.env_id}: {n_episodes} episodes, "
+            f"return {row['mean_return']:.2f} ± {row['std_return']:.2f}{success} ({result.seconds:.1f} s)")
+        results.append(result)
+    return results
+
+
+# -- the table ----------------------------------------------------------------------------------------
+
+COLUMNS = [  # (row key, markdown header, format)
+    ("agent", "agent", "{}"),
+    ("env", "env", "{}"),
+    ("episodes", "episodes", "{}"),
+    ("mean_return", "mean return", "{:.2f}"),
+    ("std_return", "std", "{:.2f}"),
+    ("min_return", "min", "{:.2f}"),
+    ("max_return", "max", "{:.2f}"),
+    ("mean_length", "mean length", "{:.2f}"),
+    ("success_rate", "success rate", "{:.2f}"),
+]
+CSV_COLUMNS = [key for key, _, _ in COLUMNS] + ["source"]
+
+
+def to_markdown(rows: list[dict[str, object]]) -> str:
+    """A markdown table (numbers right-aligned; success rate blank where the env reports none)."""
+    cells = [[("" if row[key] is None else fmt.format(row[key])) for key, _, fmt in COLUMNS] for row in rows]
+    headers = [header for _, header, _ in COLUMNS]
+    widths = [max(len(headers[c]), *(len(r[c]) for r in cells)) for c in range(len(headers))]
+    numeric = [fmt != "{}" or key == "episodes" for key, _, fmt in COLUMNS]
+
+    def line(values: list[str]) -> str:
+        return "| " + " | ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric, strict=True)) + "|"
+    return "\n".join([line(headers), rule, *(line(r) for r in cells)]) + "\n"
+
+
+def write_tables(results: list[AgentResult], out: Path) -> tuple[Path, Path, Path]:
+    """``table.md``, ``table.csv`` (full precision) and ``episodes.csv`` (one line per episode) in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [r.row() for r in results]
+    md, table_csv, episodes_csv = out / "table.md", out / "table.csv", out / "episodes.csv"
+    md.write_text(to_markdown(rows))
+    with open(table_csv, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    with open(episodes_csv, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["agent", "episode", "return", "length", "success"])
+        for result in results:
+            e = result.episodes
+            for i, (ret, length) in enumerate(zip(e.returns, e.lengths, strict=True)):
+                writer.writerow([result.agent.label, i + 1, ret, length, e.successes[i] if e.successes else ""])
+    return md, table_csv, episodes_csv
+
+
+# -- command line -------------------------------------------------------------------------------------
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="experiment/evaluate.py",
+        description="Evaluate trained runs and controllers over many episodes and print one table.",
+    )
+    p.add_argument("agents", nargs="*", metavar="RUN_DIR|MODEL_ZIP", help="a run directory, or a model.zip inside one")
+    p.add_argument("--controller", action="append", default=[], metavar="'ENV/ALGO [KEY=VALUE ...]'",
+                   help="a controller from the config tree, e.g. CartPole/random, with optional overrides in the same "
+                        "quoted argument, e.g. 'Bumps/bumps_oracle env.kwargs.privileged=true' (repeatable)")
+    p.add_argument("--episodes", type=int, default=50, help="episodes per agent (default 50)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the env and the agent's own randomness (default 0)")
+    p.add_argument("--checkpoint", choices=CHECKPOINTS, default="best", help="checkpoint of a run directory (default best)")
+    p.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic policy")
+    p.add_argument("--video", type=int, default=0, metavar="N",
+                   help="also record each agent's first N episodes (same seeds) as <out>/videos/<agent>.mp4 (default 0: none)")
+    p.add_argument("--out", type=Path, default=None, help="output directory (default runs/evaluate/<date>_<time>/)")
+    return p
+
+
+def _default_out() -> Path:
+    base = PROJECT_ROOT / "runs" / "evaluate" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    out, n = base, 1
+    while out.exists():
+        out, n = base.with_name(f"{base.name}_{n}"), n + 1
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.episodes < 1:
+            raise UserError(f"--episodes {args.episodes}: give at least 1 episode.")
+        if not args.agents and not args.controller:
+            raise UserError("nothing to evaluate: give run directories or model.zip files, and/or --controller <Env>/<algo>.")
+        if args.video < 0 or args.video > args.episodes:
+            raise UserError(f"--video {args.video}: give 0 (no video) up to --episodes ({args.episodes}).")
+        if args.seed < 0:
+            raise UserError(f"--seed {args.seed}: give an integer >= 0.")
+        torch.set_num_threads(1)
+        agents = [agent_from_path(p, args.checkpoint) for p in args.agents] + [agent_from_controller(c) for c in args.controller]
+        out = args.out or _default_out()
+        results = evaluate_agents(agents, args.episodes, args.seed, deterministic=not args.stochastic,
+                                  video_dir=out / "videos", video_episodes=args.video)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USER_ERROR_EXIT_CODE
+    paths = write_tables(results, out)
+    policy = "stochastic" if args.stochastic else "deterministic"
+    print(f"\n{args.episodes} episodes per agent, seed {args.seed}, {policy} policy\n")
+    print(to_markdown([r.row() for r in results]))
+    for path in [*paths, *(r.video for r in results if r.video is not None)]:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

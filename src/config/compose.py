@@ -1,0 +1,128 @@
+"""Composing ``conf/main.yaml``: the one way every entry point, the regression matrix and the tests
+build a run's config, with the command-line checks that turn Hydra's errors into UserErrors.
+
+``compose(overrides)`` gives the config ``experiment/train.py`` would run (HydraConfig set, the
+``hydra`` node dropped), its group choices checked against the files in ``conf/`` and its values
+validated. ``check_command_line`` does the same for a whole command line, sweeps included.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, open_dict
+
+from hydrarl.config import resolvers  # noqa: F401  (registers the resolvers conf/ uses)
+from hydrarl.config.overrides import override_key
+from hydrarl.config.validate import validate
+from hydrarl.errors import UserError
+from hydrarl.paths import CONF_DIR
+
+GROUPS = ("env", "algorithm", "trainer", "logger", "search")
+
+
+def available(group: str, root: Path | None = None) -> list[str]:
+    """The options of a config group, from the files in ``conf/<group>/`` (or ``root``; ``Env/algo`` for nested ones)."""
+    root = root or CONF_DIR / group
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def _hydra_compose(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose("main", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # ${hydra:...} interpolations resolve as in a run
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def check_group(key: str, values: list[str]) -> None:
+    """A UserError naming the options when a group override (``env=...``) names a file ``conf/`` lacks."""
+    group = key.lstrip("+~").split("@")[0]
+    if group not in GROUPS:
+        return
+    options = available(group)
+    for value in values:
+        if value not in options:
+            raise UserError(f"{group}={value} is unknown. Available {group} options: {', '.join(options)}.")
+
+
+def _unknown_key_message(key: str, base: DictConfig) -> str:
+    """Name the deepest existing node of a dotted key and the keys it has."""
+    parts = key.lstrip("+~").split(".")
+    node, known = base, []
+    for part in parts:
+        if not isinstance(node, DictConfig) or part not in node:
+            break
+        node, known = node[part], known + [part]
+    where = ".".join(known) or "the top level"
+    keys = ", ".join(str(k) for k in node.keys()) if isinstance(node, DictConfig) else ""
+    if len(known) == len(parts) and isinstance(node, DictConfig):  # a {...} value with keys the node lacks
+        return (f"{key}={{...}} may only set the keys {where} has ({keys}); add a new one with "
+                f"'+{where}.<new key>=...', one override per key.")
+    hint = f" Keys under {where}: {keys}." if keys else ""
+    return f"unknown config key '{key}'.{hint} To add a new key, prefix it with '+' (e.g. +{key}=...)."
+
+
+def compose(overrides: list[str], check: bool = True) -> DictConfig:
+    """The config of ``experiment/train.py <overrides>`` (no sweeps). With ``check``, group choices,
+    keys and values are checked: anything wrong is a UserError saying what is allowed."""
+    if not check:
+        return _hydra_compose(overrides)
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(overrides)
+    except HydraException as exc:
+        raise UserError(f"cannot parse the command line: {exc}") from exc
+    for override in parsed:
+        if override.key_or_group in GROUPS and not override.is_delete():
+            value = override.value()
+            many = isinstance(value, list) and override.key_or_group == "logger"
+            check_group(override.get_key_element(), [str(v) for v in value] if many else [str(value)])
+    try:
+        cfg = _hydra_compose(overrides)
+    except HydraException as exc:
+        text = str(exc)
+        for o in overrides:
+            key = o.split("=")[0]
+            if f"'{key.lstrip('+~')}'" in text or f"'{key}'" in text:
+                groups_only = [g for g in overrides if override_key(g) in GROUPS]
+                raise UserError(_unknown_key_message(key, _hydra_compose(groups_only))) from exc
+        raise UserError(text.strip().splitlines()[0] if text else repr(exc)) from exc
+    try:
+        validate(cfg)
+    except UserError:
+        raise
+    except Exception as exc:  # an interpolation or type that cannot resolve
+        raise UserError(f"the config does not resolve: {exc}") from exc
+    return cfg
+
+
+def check_command_line(overrides: list[str], multirun: bool) -> DictConfig:
+    """Check a command line's overrides, sweeps included (each group value of a sweep is checked, the
+    first value of each sweep composed); return that first config. Raises UserError."""
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(overrides)
+    except HydraException as exc:
+        raise UserError(f"cannot parse the command line: {exc}") from exc
+    probe: list[str] = []
+    for override in parsed:
+        if not override.is_sweep_override():
+            probe.append(override.input_line)
+            continue
+        if not multirun:
+            raise UserError(f"'{override.input_line}' is a sweep; add --multirun to run one job per value.")
+        try:  # choices and ranges list their values; intervals cannot
+            values = [str(v) for v in override.sweep_string_iterator()] if not override.is_hydra_override() else []
+        except Exception:  # noqa: BLE001
+            values = []
+        check_group(override.get_key_element(), values)
+        if values and not override.is_hydra_override():
+            probe.append(f"{override.get_key_element()}={values[0]}")
+    return compose(probe)

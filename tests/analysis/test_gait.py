@@ -1,0 +1,113 @@
+"""Cassie episode diagnostics reaching the tools: evaluation's eval/forward_speed and eval/forward_distance, and
+experiment/plot_gait.py on the real Cassie env: the CSV is the episode the env played, the video has a
+frame per step, a trained run's actions reach the plot, and bad input is one line with exit status 2."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+
+from hydrarl.analysis.gait import main
+from hydrarl.envs.cassie.env import CassieEnv
+from hydrarl.paths import PROJECT_ROOT
+from tests.helpers.cli import run_cli
+from tests.helpers.compose import compose_cfg
+
+MENAGERIE = os.environ.get("MENAGERIE_ROOT") or str(PROJECT_ROOT.parent / "shared" / "menagerie")
+
+
+@pytest.fixture(autouse=True)
+def menagerie(monkeypatch):
+    monkeypatch.setenv("MENAGERIE_ROOT", MENAGERIE)
+
+
+def read_rows(path):
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_zero_action_episode_is_written_as_played(tmp_path, capsys, recwarn):
+    assert main(["--seed", "3", "--speed", "0.7", "--out", str(tmp_path)]) == 0
+    assert not [w for w in recwarn if "maximum and minimum values are equal" in str(w.message)]  # the env is as trained
+    rows = read_rows(tmp_path / "gait.csv")
+    # The same episode played directly: zero residual action from reset(seed=3) with the speed fixed.
+    env = CassieEnv()
+    env.reset(seed=3, options={"speed": 0.7})
+    heights, done = [], False
+    while not done:
+        _, _, terminated, truncated, info = env.step(np.zeros(10))
+        heights.append(info["pelvis_height"])
+        done = terminated or truncated or len(heights) == 400
+    env.close()
+    assert len(rows) == len(heights) and 80 < len(rows) < 400  # stands a few seconds, then falls (terminated)
+    np.testing.assert_allclose([float(r["pelvis_height"]) for r in rows], heights, rtol=1e-5)
+    assert {float(r["speed_command"]) for r in rows} == {0.7}
+    assert float(rows[39]["time_s"]) == pytest.approx(1.0)  # 40 steps per second
+    assert all(float(r[f"action/{j}"]) == 0.0 for r in rows for j in ("L knee", "R foot"))
+    assert (tmp_path / "gait.png").stat().st_size > 20_000
+    assert f"{len(rows)} steps" in capsys.readouterr().out
+
+
+def test_render_record_writes_a_frame_per_step(tmp_path):
+    assert main(["render=record", "--out", str(tmp_path)]) == 0
+    steps = len(read_rows(tmp_path / "gait.csv"))
+    reader = imageio.get_reader(tmp_path / "gait.mp4")
+    assert reader.count_frames() == steps + 1  # the reset frame, then one per step
+    assert reader.get_meta_data()["fps"] == pytest.approx(40)
+
+
+def test_a_trained_run_is_played_with_its_actions(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli(["env=Cassie", "algorithm=ppo_cassie", "algorithm.n_steps=64", "trainer.n_epochs=1",
+                    "trainer.eval_after_n_steps=64", "trainer.n_test_rollouts=1", "trainer.progress_bar=false",
+                    "logger=[]", "seed=0", f"hydra.run.dir={run_dir}"], cwd=tmp_path, env={"MENAGERIE_ROOT": MENAGERIE})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert main([str(run_dir), "--out", str(tmp_path / "gait")]) == 0
+    rows = read_rows(tmp_path / "gait" / "gait.csv")
+    actions = np.array([[float(r[k]) for k in r if k.startswith("action/")] for r in rows])
+    assert actions.shape[1] == 10 and np.abs(actions).max() > 1e-3  # the policy's deterministic actions, not zeros
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    pendulum = tmp_path / "pendulum"
+    proc = run_cli(["env=Pendulum", "algorithm=random", "trainer.n_epochs=1", "trainer.eval_after_n_steps=10",
+                    "trainer.n_test_rollouts=1", "trainer.progress_bar=false", "logger=[]", f"hydra.run.dir={pendulum}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for argv, needle in [([str(pendulum)], "plots Cassie episodes"), ([str(tmp_path / "nowhere")], "not a run directory"),
+                         (["--env", "Nope"], "env=Nope is unknown"), (["--seed", "-1"], "--seed -1")]:
+        out = tmp_path / "out"
+        assert main([*argv, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], (argv, err)
+        assert not out.exists()
+
+
+def test_evaluation_logs_the_episodes_forward_speed_and_distance():
+    """info["episode_metrics"] reaches the Trainer's evaluation as eval/forward_speed and eval/forward_distance:
+    the mean over episodes of each episode's mean pelvis x-velocity and x-displacement."""
+    from hydrarl.envs.factory import make_vec_env
+    from hydrarl.training.evaluation import evaluate, run_episodes
+
+    cfg = compose_cfg(["env=Cassie", "algorithm=constant", "env.normalize=null", "env.max_episode_steps=30"]).env
+    speeds = []
+    env = make_vec_env(cfg, seed=5, n_envs=1, training=False)
+
+    class Zero:
+        def predict(self, obs, state=None, episode_start=None, deterministic=True):
+            return np.zeros((1, 10)), state
+
+    def on_step(actions, infos):
+        speeds.append(float(infos[0]["pelvis_speed"]))
+
+    episodes = run_episodes(Zero(), env, 2, seed=5, on_step=on_step)
+    assert episodes.lengths == [30, 30]
+    per_episode = [np.mean(speeds[:30]), np.mean(speeds[30:])]
+    np.testing.assert_allclose(episodes.extras["forward_speed"], per_episode, rtol=1e-9)
+    assert episodes.extras["forward_distance"][0] == pytest.approx(np.sum(speeds[:30]) * 0.025, abs=0.01)
+    metrics = evaluate(Zero(), env, 2, seed=5)
+    assert metrics["eval/forward_speed"] == pytest.approx(np.mean(per_episode), rel=1e-9)
+    env.close()

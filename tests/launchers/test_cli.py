@@ -1,0 +1,132 @@
+"""The command line as users type it: MLflow contents of a run, bad input (exit 2, one message, nothing
+recorded), a crashing run marked FAILED, and a grid multirun that survives a failing job."""
+
+import csv
+import os
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from hydrarl.paths import PROJECT_ROOT
+from tests.helpers.cli import run_cli
+from tests.helpers.compose import fast_overrides
+
+SHORT = ["trainer.n_epochs=2", "trainer.eval_after_n_steps=200", "trainer.n_test_rollouts=2", "trainer.progress_bar=false"]
+
+
+def test_mlflow_run_contents(tmp_path, tracking_uri):
+    run_dir = tmp_path / "run"
+    proc = run_cli(["env=Pendulum", "algorithm=sac", "seed=11", "logger=[mlflow,csv]", f"logger.mlflow.tracking_uri={tracking_uri}",
+                    f"hydra.run.dir={run_dir}", *SHORT, *fast_overrides("sac")], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("Pendulum")
+    (r,) = client.search_runs([experiment.experiment_id])
+    assert r.info.status == "FINISHED"
+    assert r.info.run_name == "Pendulum-sac-seed11"
+    params = r.data.params
+    assert params["env.id"] == "Pendulum-v1" and params["algorithm.learning_rate"] == "0.0003"
+    assert params["trainer.n_epochs"] == "2" and params["seed"] == "11" and params["algorithm_name"] == "sac"
+    tags = r.data.tags
+    assert len(tags["mlflow.source.git.commit"]) in (7, 40) or tags["mlflow.source.git.commit"] == "unknown"
+    assert tags["git.dirty"] in ("true", "false", "unknown")
+    assert "experiment/train.py" in tags["command"] and "seed=11" in tags["command"]
+    assert tags["hydrarl.version"] and tags["env"] == "Pendulum" and tags["algorithm"] == "sac"
+    steps = [m.step for m in client.get_metric_history(r.info.run_id, "eval/mean_reward")]
+    assert steps == [200, 400]
+    assert "train/actor_loss" in r.data.metrics and "time/steps_per_second" in r.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
+    assert {"config.yaml", "best_model", "final_model", "logs"} <= artifacts
+    assert {a.path for a in client.list_artifacts(r.info.run_id, "final_model")} == {"final_model/model.zip"}
+    assert {a.path for a in client.list_artifacts(r.info.run_id, "logs")} == {"logs/train.log"}
+    # Artifacts live beside the store, not wherever the command was started.
+    assert r.info.artifact_uri.startswith((tmp_path / "mlruns").as_uri())
+    with open(run_dir / "progress.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(row["step"]) for row in rows] == [200, 400]
+
+
+def test_crash_mid_training_marks_the_run_failed(tmp_path, tracking_uri):
+    proc = run_cli(["env=Pendulum", "algorithm=sac", "seed=1", f"logger.mlflow.tracking_uri={tracking_uri}", f"hydra.run.dir={tmp_path / 'run'}",
+                    "+env.wrappers=[{_target_: tests.helpers.CrashAfter, steps: 250}]", *SHORT, "trainer.n_test_rollouts=1",
+                    *fast_overrides("sac")],
+                   cwd=tmp_path, env={"PYTHONPATH": str(PROJECT_ROOT)})
+    assert proc.returncode == 1
+    assert "deliberate crash" in proc.stderr
+    client = MlflowClient(tracking_uri)
+    (r,) = client.search_runs([client.get_experiment_by_name("Pendulum").experiment_id])
+    assert r.info.status == "FAILED"
+    assert "error.txt" in {a.path for a in client.list_artifacts(r.info.run_id)}
+    # Each env copy crashes at its step 250: the training env in epoch 2 (the 200-step evaluation
+    # env never gets there), so epoch 1's checkpoint is kept.
+    assert (tmp_path / "run" / "checkpoints" / "last" / "model.zip").exists()
+
+
+BAD_INPUT = [
+    (["env=Nope"], ["env=Nope is unknown", "FetchReach", "Pendulum"]),
+    (["algorithm=nope"], ["algorithm=nope is unknown", "sac_her", "dqn"]),
+    (["trainer.epochs=3"], ["unknown config key 'trainer.epochs'", "n_epochs"]),
+    (["nonsense=1"], ["unknown config key 'nonsense'"]),
+    (["env=Pendulum", "algorithm=sac", "algorithm.policy_kwargs={net_arch:[8],n_critics:1}"],
+     ["may only set the keys algorithm.policy_kwargs has (net_arch)", "+algorithm.policy_kwargs.<new key>"]),
+    (["trainer.n_epochs=many"], ["trainer.n_epochs", "integer"]),
+    (["env=Pendulum", "algorithm=dqn"], ["algorithm=dqn", "env=Pendulum", "Discrete"]),
+    (["env=CartPole", "algorithm=td3"], ["algorithm=td3", "env=CartPole", "Box"]),
+    (["env=CartPole", "algorithm=ppo_her"], ["algorithm=ppo_her is unknown"]),
+    (["env=Pendulum", "algorithm=sac_her"], ["Hindsight Experience Replay", "env=Pendulum"]),
+    (["env=FetchReach", "algorithm=ars"], ["algorithm=ars", "MultiInputPolicy"]),
+    (["env=Pendulum", "algorithm=sac", "+algorithm.colour=red"], ["no argument colour", "learning_rate"]),
+    (["env=Pendulum", "algorithm=sac", "restore_policy=/nowhere/model.zip"], ["restore_policy=/nowhere/model.zip"]),
+    (["env=Pendulum,CartPole"], ["--multirun"]),
+    (["trainer.resume=/nowhere"], ["no checkpoint to resume from"]),
+    (["env=Pendulum", "algorithm=sac", "logger.mlflow.tracking_uri=file:///tmp/old-mlruns"], ["cannot be opened", "sqlite:///"]),
+]
+
+
+@pytest.mark.parametrize("args, needles", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_input_exits_2_with_one_message_and_records_nothing(tmp_path, tracking_uri, args, needles):
+    run_dir = tmp_path / "run"
+    proc = run_cli([f"logger.mlflow.tracking_uri={tracking_uri}", *args, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+    assert not run_dir.exists()
+    if (tmp_path / "mlflow.db").exists():
+        client = MlflowClient(tracking_uri)
+        assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+def test_missing_optional_dependency_names_the_extra(tmp_path):
+    blocker = tmp_path / "blocked" / "Box2D"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ModuleNotFoundError('No module named Box2D', name='Box2D')\n")
+    proc = run_cli(["env=LunarLander", "algorithm=dqn", f"hydra.run.dir={tmp_path / 'run'}", "logger=[]"], cwd=tmp_path,
+                   env={"PYTHONPATH": str(tmp_path / "blocked")})
+    assert proc.returncode == 2
+    assert "Box2D" in proc.stderr and ".[box2d]" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_grid_multirun_survives_a_failing_job_and_exits_1_naming_it(tmp_path, tracking_uri):
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli(["--multirun", "env=Pendulum,CartPole", "algorithm=sac", "seed=1", f"logger.mlflow.tracking_uri={tracking_uri}",
+                    f"hydra.sweep.dir={sweep_dir}", *SHORT, *fast_overrides("sac")], cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "error: 1 job(s) of this multirun failed" in proc.stderr
+    assert "1_CartPole_sac: " in proc.stderr and "cannot act in env=CartPole" in proc.stderr
+    jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["0_Pendulum_sac", "1_CartPole_sac"]
+    assert (sweep_dir / "0_Pendulum_sac" / "checkpoints" / "last" / "model.zip").exists()
+    assert "cannot act in env=CartPole" in (sweep_dir / "1_CartPole_sac" / "train.log").read_text()
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [(r.data.tags["env"], r.info.status) for r in runs] == [("Pendulum", "FINISHED")]
+    again = run_cli(["--multirun", "env=Pendulum", "algorithm=td3", "seed=2", "logger=[]", f"hydra.sweep.dir={sweep_dir}",
+                     *SHORT, *fast_overrides("td3")], cwd=tmp_path)
+    assert again.returncode == 0 and "failed" not in again.stderr  # the earlier grid's failures are not this one's
+
+
+def test_privacy_defaults_are_set_on_import():
+    for key in ("COMET_AUTO_LOG_ENV_DETAILS", "COMET_ERROR_TRACKING_ENABLE", "MLFLOW_DISABLE_TELEMETRY", "RAY_USAGE_STATS_ENABLED"):
+        assert key in os.environ

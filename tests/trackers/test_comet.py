@@ -1,0 +1,177 @@
+"""The Comet tracker: offline archives with params, metrics, videos and models, no network, no key in
+them; online only with a key; parallel workers; resume continues the same experiment."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from hydrarl.errors import UserError
+from hydrarl.paths import PROJECT_ROOT
+from hydrarl.trackers.comet_tracker import CometTracker
+from tests.helpers.cli import run_cli
+
+SECRET = "hydrarl-test-key-0123456789"
+BASE = ["env=Pendulum", "algorithm=sac", "trainer.eval_after_n_steps=200", "trainer.n_test_rollouts=1",
+        "algorithm.learning_starts=100", "algorithm.batch_size=32", "trainer.progress_bar=false"]
+
+
+def _network_is_cut() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(["unshare", "-n", "true"]).returncode == 0
+
+
+NO_NETWORK = ["unshare", "-n"] if _network_is_cut() else []
+
+
+def run_offline(args: list[str], cwd: Path, home: Path, **env) -> subprocess.CompletedProcess:
+    """train.py with no network (when the kernel lets us cut it) and no Comet config file."""
+    home.mkdir(exist_ok=True)
+    return run_cli(args, cwd, env={"HOME": str(home), "COMET_API_KEY": "", **env}, wrap=NO_NETWORK)
+
+
+def messages(archive: Path) -> list[dict]:
+    with zipfile.ZipFile(archive) as z:
+        return [json.loads(line) for line in z.read("messages.json").decode().splitlines()]
+
+
+def params_of(archive: Path) -> dict:
+    """Logged parameters (Comet stores list values under "params", scalars under "param")."""
+    found = [m["payload"].get("param") or m["payload"]["params"] for m in messages(archive) if m["type"] == "parameter_msg"]
+    return {p["paramName"]: p["paramValue"] for p in found}
+
+
+def uploads(archive: Path, kind: str) -> list[dict]:
+    return [m["payload"] for m in messages(archive) if m["type"] == "file_upload" and m["payload"]["upload_type"] == kind]
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """One real run logged to MLflow and to an offline Comet archive, with a video every epoch."""
+    root = tmp_path_factory.mktemp("recorded")
+    uri, run_dir = f"sqlite:///{root}/mlflow.db", root / "run"
+    done = run_offline([*BASE, "seed=3", "trainer.n_epochs=2", "render=record", "trainer.video.every=1", "logger=[mlflow,comet]",
+                        "logger.comet.mode=offline", f"logger.mlflow.tracking_uri={uri}", f"hydra.run.dir={run_dir}"],
+                       root, root / "home", COMET_API_KEY=SECRET)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return root, uri, run_dir
+
+
+def test_offline_archive_holds_params_metrics_videos_and_models_but_not_the_key(recorded):
+    _, tracking_uri, run_dir = recorded
+    (archive,) = (run_dir / "comet").glob("*.zip")
+    msgs, params = messages(archive), params_of(archive)
+    assert params["algorithm.learning_starts"] == 100 and params["seed"] == 3 and params["env_name"] == "Pendulum"
+    rewards = [(m["payload"]["metric"]["step"], m["payload"]["metric"]["metricValue"]) for m in msgs
+               if m["type"] == "metric_msg" and m["payload"]["metric"]["metricName"] == "eval/mean_reward"]
+    assert [step for step, _ in rewards] == [200, 400]
+    videos = uploads(archive, "video")
+    assert [(v["additional_params"]["fileName"], v["additional_params"]["step"]) for v in videos] == [("epoch_0001", 200), ("epoch_0002", 400)]
+    with zipfile.ZipFile(archive) as z:
+        video_bytes = z.read(videos[0]["file_path"])
+        assert video_bytes[4:8] == b"ftyp"  # an MP4 container
+        assert all(SECRET.encode() not in z.read(name) for name in z.namelist())
+    models = {(u["additional_params"]["groupingName"], u["additional_params"]["fileName"]) for u in uploads(archive, "model-element")}
+    assert {("best_model", "model.zip"), ("final_model", "model.zip")} <= models
+    # The same videos are MLflow artifacts of the run.
+    client = MlflowClient(tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("Pendulum").experiment_id])
+    assert sorted(a.path for a in client.list_artifacts(run.info.run_id, "videos")) == ["videos/epoch_0001.mp4", "videos/epoch_0002.mp4"]
+
+
+def copy_to_comet(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*NO_NETWORK, sys.executable, str(PROJECT_ROOT / "experiment" / "mlflow_to_comet.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "HOME": str(cwd), "COMET_API_KEY": ""})
+
+
+def test_mlflow_to_comet_copies_a_recorded_run_offline(recorded, tmp_path):
+    _, tracking_uri, _ = recorded
+    client = MlflowClient(tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("Pendulum").experiment_id])
+    out = tmp_path / "archives"
+    done = copy_to_comet(["--tracking-uri", tracking_uri, "--env", "Pendulum", "--offline", str(out)], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 run(s) copied" in done.stdout
+    (archive,) = out.glob("*.zip")
+    assert client.get_run(run.info.run_id).data.tags["comet.experiment_key"] == archive.stem
+    params = params_of(archive)
+    assert {k: str(v) for k, v in params.items() if k in run.data.params} == run.data.params
+    logged = [(m["payload"]["metric"]["step"], m["payload"]["metric"]["metricValue"]) for m in messages(archive)
+              if m["type"] == "metric_msg" and m["payload"]["metric"]["metricName"] == "eval/mean_reward"]
+    assert logged == [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "eval/mean_reward")]
+    assert [(v["additional_params"]["fileName"], v["additional_params"]["step"]) for v in uploads(archive, "video")] == [
+        ("epoch_0001", 200), ("epoch_0002", 400)]
+    models = {(u["additional_params"]["groupingName"], u["additional_params"]["fileName"]) for u in uploads(archive, "model-element")}
+    assert {("best_model", "model.zip"), ("final_model", "model.zip")} <= models
+    # A second copy skips the run; --force copies it again; uploading needs a key.
+    again = copy_to_comet(["--tracking-uri", tracking_uri, "--offline", str(out)], tmp_path)
+    assert again.returncode == 0 and "skip" in again.stdout and len(list(out.glob("*.zip"))) == 1
+    forced = copy_to_comet(["--tracking-uri", tracking_uri, "--offline", str(out), "--force"], tmp_path)
+    assert forced.returncode == 0 and len(list(out.glob("*.zip"))) == 2
+    online = copy_to_comet(["--tracking-uri", tracking_uri], tmp_path)
+    assert online.returncode == 2 and "no Comet API key" in online.stderr
+    unknown = copy_to_comet(["--tracking-uri", tracking_uri, "--env", "NoSuchEnv", "--offline", str(out)], tmp_path)
+    assert unknown.returncode == 2 and "NoSuchEnv" in unknown.stderr
+
+
+def test_auto_mode_is_online_only_with_a_configured_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("COMET_API_KEY", raising=False)
+    assert CometTracker(tmp_path, mode="auto").online is False
+    with pytest.raises(UserError, match="no Comet API key is configured"):
+        CometTracker(tmp_path, mode="online")
+    monkeypatch.setenv("COMET_API_KEY", SECRET)
+    assert CometTracker(tmp_path, mode="auto").online is True
+    assert CometTracker(tmp_path, mode="offline").online is False
+    with pytest.raises(UserError, match="auto, online, offline"):
+        CometTracker(tmp_path, mode="cloud")
+
+
+def test_online_without_a_key_fails_before_anything_is_recorded(tmp_path, tracking_uri):
+    """Bad input: exit 2, no run directory contents, no MLflow run."""
+    run_dir = tmp_path / "run"
+    done = run_offline([*BASE, "logger=[mlflow,comet]", "logger.comet.mode=online", f"logger.mlflow.tracking_uri={tracking_uri}",
+                        f"hydra.run.dir={run_dir}"], tmp_path, tmp_path / "home")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "no Comet API key is configured" in done.stderr
+    assert not (run_dir / "config.yaml").exists()
+    client = MlflowClient(tracking_uri)
+    assert all(not client.search_runs([e.experiment_id]) for e in client.search_experiments())
+
+
+def test_two_parallel_workers_each_write_their_own_archive(tmp_path, tracking_uri):
+    sweep_dir = tmp_path / "sweep"
+    done = run_offline(["--multirun", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *BASE, "seed=1,2", "trainer.n_epochs=1",
+                        "logger=[mlflow,comet]", f"logger.mlflow.tracking_uri={tracking_uri}", f"hydra.sweep.dir={sweep_dir}"],
+                       tmp_path, tmp_path / "home")
+    assert done.returncode == 0, done.stdout + done.stderr
+    archives = sorted(sweep_dir.glob("*/comet/*.zip"))
+    assert [a.parent.parent.name for a in archives] == ["0_Pendulum_sac", "1_Pendulum_sac"]
+    seeds = [params_of(a)["seed"] for a in archives]
+    assert seeds == [1, 2]
+    assert len({a.stem for a in archives}) == 2  # two experiments, not one shared
+
+
+def test_resume_continues_the_same_comet_experiment(tmp_path):
+    run_dir = tmp_path / "run"
+    common = [*BASE, "seed=4", "logger=[comet]", f"hydra.run.dir={run_dir}"]
+    first = run_offline([*common, "trainer.n_epochs=1"], tmp_path, tmp_path / "home")
+    assert first.returncode == 0, first.stderr
+    (archive,) = (run_dir / "comet").glob("*.zip")
+    resumed = run_offline([f"trainer.resume={run_dir}", "trainer.n_epochs=2"], tmp_path, tmp_path / "home")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    archives = sorted((run_dir / "comet").glob("*.zip"), key=lambda p: p.stat().st_mtime)
+    assert len(archives) == 2 and archives[0] == archive
+    with zipfile.ZipFile(archives[1]) as z:
+        continued = json.loads(z.read("experiment.json"))
+    assert archive.stem in json.dumps(continued)  # the second archive continues the first experiment
+    steps = [m["payload"]["metric"]["step"] for m in messages(archives[1])
+             if m["type"] == "metric_msg" and m["payload"]["metric"]["metricName"] == "eval/mean_reward"]
+    assert steps == [400]

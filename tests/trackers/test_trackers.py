@@ -1,0 +1,62 @@
+"""The CSV and TensorBoard sinks on the tracker interface."""
+
+import csv
+
+import pytest
+
+from hydrarl.errors import UserError
+from hydrarl.trackers import RunRecord, make_trackers
+from hydrarl.trackers.csv_tracker import CsvTracker
+from tests.helpers.compose import compose_cfg
+
+
+def test_csv_gains_a_column_when_a_metric_first_appears(tmp_path):
+    tracker = CsvTracker(tmp_path / "progress.csv")
+    tracker.log_metrics({"eval/mean_reward": -3.0}, step=100)
+    tracker.log_metrics({"eval/mean_reward": -2.0, "train/loss": 0.5}, step=200)
+    tracker.log_metrics({"eval/mean_reward": -1.0, "train/loss": 0.25}, step=300)
+    with open(tmp_path / "progress.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["step"] for r in rows] == ["100", "200", "300"]
+    assert [r["train/loss"] for r in rows] == ["", "0.5", "0.25"]
+
+
+def test_tensorboard_writes_scalars_readable_by_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trackers = make_trackers(compose_cfg(["logger=[tensorboard]"]).logger, tmp_path)
+    trackers.start(RunRecord(tmp_path, "r", {}, {}))
+    trackers.log_metrics({"eval/success_rate": 0.5}, step=1000)
+    trackers.log_metrics({"eval/success_rate": 0.75}, step=2000)
+    trackers.finish("completed")
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("eval/success_rate")] == [(1000, 0.5), (2000, 0.75)]
+
+
+def test_unknown_tracker_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="available: mlflow, comet, csv, tensorboard"):
+        make_trackers({"wandb": {}}, tmp_path)
+
+
+def test_parallel_workers_can_open_one_new_sqlite_store(tmp_path):
+    """Four processes open the same fresh store at once (as parallel sweep workers do); all get a run."""
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    code = (
+        "import sys; from pathlib import Path; import hydrarl\n"
+        "from hydrarl.trackers import RunRecord\n"
+        "from hydrarl.trackers.mlflow_tracker import MlflowTracker\n"
+        "t = MlflowTracker(sys.argv[1], 'Parallel'); t.start(RunRecord(Path('.'), sys.argv[2], {'a': 1}, {}))\n"
+        "t.log_metrics({'x': 1.0}, 1); t.finish('completed')\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, uri, f"w{i}"], stderr=subprocess.PIPE, text=True) for i in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("Parallel").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["w0", "w1", "w2", "w3"]
