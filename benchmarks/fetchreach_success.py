@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from hydrarl.paths import TRAIN_SCRIPT
 
 
 def one(seed: int, out: Path, extra: list[str], reuse: bool = False) -> dict:
@@ -24,7 +24,7 @@ def one(seed: int, out: Path, extra: list[str], reuse: bool = False) -> dict:
     start = time.time()
     if reuse:
         return summarise(seed, run_dir, wall=float("nan"))
-    cmd = [sys.executable, str(ROOT / "experiment" / "train.py"), f"seed={seed}", "trainer.progress_bar=false",
+    cmd = [sys.executable, str(TRAIN_SCRIPT), f"seed={seed}", "trainer.progress_bar=false",
            f"hydra.run.dir={run_dir}", f"logger.mlflow.tracking_uri=sqlite:///{out}/mlflow.db", *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.time() - start

@@ -24,13 +24,14 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-ROOT = Path(__file__).resolve().parents[1]
+from hydrarl.paths import TRAIN_SCRIPT
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def search(sweep_dir: Path, overrides: list[str]) -> dict:
     start = time.time()
-    cmd = [sys.executable, str(ROOT / "experiment" / "train.py"), "--multirun", f"hydra.sweep.dir={sweep_dir}",
+    cmd = [sys.executable, str(TRAIN_SCRIPT), "--multirun", f"hydra.sweep.dir={sweep_dir}",
            f"logger.mlflow.tracking_uri=sqlite:///{sweep_dir.parent}/mlflow.db", *overrides]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:

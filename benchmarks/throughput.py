@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from hydrarl.paths import TRAIN_SCRIPT
 
 BARE = r'''
 import sys, time, torch, gymnasium as gym
@@ -54,7 +54,7 @@ def ours(steps: int, seed: int, out: Path) -> tuple[float, float, float]:
     """(steps per wall second, steps per CPU second, whole-command seconds) of experiment/train.py."""
     run_dir = out / f"ours-{time.time_ns()}"
     start = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "experiment" / "train.py"), f"seed={seed}", "trainer.n_epochs=1",
+    subprocess.run([sys.executable, str(TRAIN_SCRIPT), f"seed={seed}", "trainer.n_epochs=1",
                     f"trainer.eval_after_n_steps={steps}", "trainer.n_test_rollouts=0", "trainer.progress_bar=true",
                     f"hydra.run.dir={run_dir}", f"logger.mlflow.tracking_uri=sqlite:///{out}/mlflow.db"],
                    capture_output=True, text=True, check=True)

@@ -7,7 +7,7 @@ gas in [0, 1], brake in [0, 1]; one step is one frame (1/50 s); reward -0.1 per 
 ``terminated`` when the lap is done; 1000 frames at most (TimeLimit).
 
 From the env outward, as ``conf/env/CarRacing.yaml`` stacks them (our users' study,
-``specs/carracing.md``):
+see docs/envs/carracing.md):
 
 - :class:`LenientTermination` — ends hopeless episodes early, as ``truncated``; sees raw frames and
   raw per-frame rewards, so it sits directly on the env.

@@ -1,4 +1,4 @@
-"""Continuous-action cartpole (specs/bumps.md, "Other POMDPs"); registers ``ContinuousCartPole-v0``.
+"""Continuous-action cartpole (see docs/envs/pomdp.md, section Continuous CartPole); registers ``ContinuousCartPole-v0``.
 
 Env configs name it ``hydrarl.envs.cartpole_continuous:ContinuousCartPole-v0``, so gymnasium imports
 this module (and so registers the id) only when such an env is made.

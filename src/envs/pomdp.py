@@ -1,4 +1,4 @@
-"""Partially observed versions of vector-observation envs (specs/bumps.md, "Other POMDPs").
+"""Partially observed versions of vector-observation envs (see docs/envs/pomdp.md, section Wrappers).
 
 Each wrapper is an entry of an env config's ``wrappers`` list (``conf/env/Pendulum-p.yaml`` and the
 like). From the env outward, as the configs stack them:

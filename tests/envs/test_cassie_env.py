@@ -20,7 +20,7 @@ from hydrarl.paths import PROJECT_ROOT
 from tests.helpers.compose import compose_cfg
 
 MENAGERIE = os.environ.get("MENAGERIE_ROOT") or str(PROJECT_ROOT.parent / "shared" / "menagerie")
-GEAR = np.array([25, 25, 16, 16, 50] * 2, float)  # the spec's model facts, written out to check the code against
+GEAR = np.array([25, 25, 16, 16, 50] * 2, float)  # the model facts of docs/envs/cassie.md, written out to check the code against
 CTRL_MAX = np.array([4.5, 4.5, 12.2, 12.2, 0.9] * 2)
 P = np.array([100, 100, 88, 96, 50] * 2, float)
 D = np.array([10, 10, 8, 9.6, 5] * 2)

@@ -1,4 +1,4 @@
-"""The pybullet bumps tasks (specs/bumps.md); importing this module registers their gymnasium ids.
+"""The pybullet bumps tasks (see docs/envs/bumps.md); importing this module registers their gymnasium ids.
 
 ``Bumps-v0`` (normal), ``BumpsPunish-v0``, ``BumpsTest-v0`` and ``BumpTarget-v0``, 50 steps each.
 Env configs name them ``hydrarl.envs.bumps:Bumps-v0``, so gymnasium imports this module on first

@@ -1,4 +1,4 @@
-"""The bumps tactile POMDPs (specs/bumps.md): find two bumps with a compliant finger, push the right one.
+"""The bumps tactile POMDPs (see docs/envs/bumps.md): find two bumps with a compliant finger, push the right one.
 
 :class:`BumpsEnv` (``Bumps-v0``, ``BumpsPunish-v0``, ``BumpsTest-v0``) and :class:`BumpTargetEnv`
 (``BumpTarget-v0``); the world is :class:`hydrarl.envs.bumps.scene.BumpsScene`, one pybullet client
@@ -144,7 +144,7 @@ class BumpsEnv(_BumpsBase):
     Action: Box(2) ``[step_ratio, stiffness_ratio]`` or, with ``discrete=True``, Discrete(4) =
     {left-soft, left-hard, right-soft, right-hard}.
 
-    ``variant``: ``"normal"`` (spec's normal variant), ``"punish"`` (moving bump1 or pushing bump2
+    ``variant``: ``"normal"`` (the users' normal variant), ``"punish"`` (moving bump1 or pushing bump2
     left gives -1), ``"test"`` (punish rules on three fixed layouts, one drawn per episode from the
     seeded RNG). Reward 1 when bump2 has moved right by more than 0.01 and the finger is left of it;
     the episode ends then, when bump1 moved by more than 0.001, bump2 moved left by more than 0.001,
@@ -200,8 +200,9 @@ class BumpTargetEnv(_BumpsBase):
     """One bump on rails along y and a target y; push the bump to within 0.05 of the target.
 
     Observation float32: ``[y_finger / 0.4, θ_finger, y_target / 0.4]`` (θ in rad, not negated, as
-    the spec writes it), with ``privileged=True`` also ``y_bump / 0.4``; each clipped to ±1 (θ to
-    ±1.0472). Actions as in :class:`BumpsEnv`; stiffness from 0.007 up to 0.057 N·m.
+    the users' task had it; docs/envs/bumps.md, section Observation), with ``privileged=True`` also
+    ``y_bump / 0.4``; each clipped to ±1 (θ to ±1.0472). Actions as in :class:`BumpsEnv`; stiffness
+    from 0.007 up to 0.057 N·m.
 
     Reset: bump ∈ U(-0.25, 0.25), target ∈ U(-0.3, 0.3) redrawn until 0.1 or more from the bump (so
     there is something to do), finger start uniform over [-0.38, 0.38] minus ±0.04 around the bump.

@@ -1,4 +1,4 @@
-"""One pybullet world of the bumps tasks (specs/bumps.md, "Scene"), in its own client.
+"""One pybullet world of the bumps tasks (see docs/envs/bumps.md, section Scene), in its own client.
 
 Every :class:`BumpsScene` opens its own ``BulletClient(DIRECT)``, so any number of worlds live in one
 process (training env, evaluation env, vector copies) without seeing each other's bodies.
@@ -19,12 +19,12 @@ The world (metres, kilograms, seconds; y is the travel axis, z up):
   level with the table (the finger's 0.15 m is the lever arm against the bump's 0.196 N of
   friction), a soft finger rides over a bump: measured over a crossing, 0.007 N·m moves it about
   0.00015 m, 0.016 about 0.0005 m, 0.018 more than the 0.001 m that counts as moved, and from about
-  0.022 N·m on the finger shoves it along (0.027 by 0.09 m, as the spec's "≈ 0.027 pushes"). The joint also has a light damping (:data:`FINGER_DAMPING`, not
-  in the spec, near-critical for the hanging finger): a servo saturated at its maximum torque
+  0.022 N·m on the finger shoves it along (0.027 by 0.09 m; the users' figure was ≈ 0.027). The joint also has a light damping (:data:`FINGER_DAMPING`, ours,
+  not the users', near-critical for the hanging finger): a servo saturated at its maximum torque
   takes no energy out of a swing, so without it the finger, once it slips off a bump, would swing
   ±0.4 rad for many actions instead of coming to rest within one or two.
 
-**The carrier stands in for the UR5 arm and its inverse kinematics.** The spec allows it: instead
+**The carrier stands in for the UR5 arm and its inverse kinematics.** The users allowed it: instead
 of an arm whose flange is steered by IK, the finger hangs from a carrier on two prismatic joints
 (y, then z) of a fixed base, each driven by a stiff position motor (:data:`CARRIER_FORCE`); the
 carrier's height is the flange height (working height 0.2 m puts the fingertip at the table top).

@@ -9,7 +9,7 @@ action (rad), the Box is the motor joints' ranges. Targets are not clipped to th
 a limit is how the policy asks for more torque there; the servos' torque limits bound it.
 
 The neutral pose is the ``home`` keyframe's motor positions ([0.0045, 0, 0.4973, −1.1997, −1.5968] on the
-left: the spec's neutral-foot offset; hip roll negated on the right) plus ``neutral_offset`` (per leg: hip roll,
+left: the users' neutral-foot offset, docs/envs/cassie.md; hip roll negated on the right) plus ``neutral_offset`` (per leg: hip roll,
 hip yaw, hip pitch, knee, foot; roll and yaw negated on the right, so the pose stays its own mirror image).
 Held by the PD servos alone, ``home`` tips forward and the pelvis drops below 0.8 m within 2 s; the default
 offset [0, 0, 0.1, 0, −0.05] rad (hip pitch back, toes down) brings the centre of mass over the feet, and zero

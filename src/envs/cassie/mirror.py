@@ -6,7 +6,7 @@ negates y; an angular quantity (rotation axis, angular velocity) is an axial vec
 in the model, so swapping the legs maps a pitch-axis joint's angle to the same angle on the other leg and a
 roll- or yaw-axis joint's angle (hip roll, hip yaw) to its negative.
 
-Maps are signed permutations written as index lists (the spec's convention): entry i of the mirrored vector
+Maps are signed permutations written as index lists (the users' convention, docs/envs/cassie.md): entry i of the mirrored vector
 is ``x[abs(index[i])]``, negated when ``index[i]`` is negative; ``-0.1`` stands for "−x[0]".
 """
 
@@ -29,7 +29,7 @@ def _entry(index: int, negate: bool) -> int | float:
 
 
 def signed_permutation(entries: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """An index list in the spec's convention -> (indices (n,) int, signs (n,) ±1.0)."""
+    """An index list in the users' convention -> (indices (n,) int, signs (n,) ±1.0)."""
     values = np.asarray(entries, dtype=float)
     return np.abs(values).astype(int), np.where(values < 0, -1.0, 1.0)
 

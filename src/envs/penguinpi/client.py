@@ -1,4 +1,4 @@
-"""Typed HTTP client of the PenguinPi robot's API (real robot or ``sim_server``; specs/penguinpi.md).
+"""Typed HTTP client of the PenguinPi robot's API (real robot or ``sim_server``; see docs/envs/penguinpi.md, section The robot's HTTP API).
 
 Connection errors (refused, reset, connect timeout) are retried a bounded number of times with a short back-off,
 since nothing reached the robot; read timeouts and HTTP errors are not, since the robot may have acted (a

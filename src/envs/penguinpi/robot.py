@@ -1,6 +1,6 @@
 """The simulated PenguinPi's body, without HTTP: wheel motors, encoders, odometry, true pose, battery, sim clock.
 
-Physics (specs/penguinpi.md), all in SI units unless a name says counts:
+Physics (see docs/envs/penguinpi.md, section The simulator), all in SI units unless a name says counts:
 
 - Wheels 65 mm in diameter, 0.156 m apart, 384 encoder counts per revolution: one count = pi * 0.065 / 384 m.
 - Motor command V in [-100, 100] asks for 10 * V counts/s; |V| <= 9 is the open-loop deadband (the wheel does not turn).
@@ -42,7 +42,7 @@ def wrap16(count: int) -> int:
 
 @dataclass
 class Pose:
-    """x, y in m; theta in rad (the spec's convention, not wrapped)."""
+    """x, y in m; theta in rad (the real robot's convention, not wrapped)."""
 
     x: float = 0.0
     y: float = 0.0
@@ -134,7 +134,7 @@ class Robot:
 
 
 def _integrate(pose: Pose, left: float, right: float) -> None:
-    """Move ``pose`` by wheel travels ``left``, ``right`` (m) with the spec's midpoint rule."""
+    """Move ``pose`` by wheel travels ``left``, ``right`` (m) with the real robot's midpoint rule (docs/envs/penguinpi.md)."""
     dtheta = (left - right) / TRACK_WIDTH
     mid = pose.theta + dtheta / 2.0
     average = (left + right) / 2.0

@@ -1,4 +1,4 @@
-"""HTTP server of the simulated PenguinPi: the real robot's API (specs/penguinpi.md) over ``robot`` and ``track``.
+"""HTTP server of the simulated PenguinPi: the real robot's API (docs/envs/penguinpi.md) over ``robot`` and ``track``.
 
 Run: ``python -m hydrarl.envs.penguinpi.sim_server --port 8080 [--host 127.0.0.1] [--seed 0] [--speedup 1.0]``.
 
