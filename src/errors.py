@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import ParamSpec
+
 USER_ERROR_EXIT_CODE = 2
+P = ParamSpec("P")
 
 # Python module that is missing -> the pyproject extra that installs it.
 EXTRA_FOR_MODULE = {
@@ -47,3 +54,33 @@ def missing_module_name(exc: BaseException) -> str | None:
                     return module
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def report_user_error(exc: UserError) -> int:
+    """Print ``error: <message>`` on stderr, with no traceback; returns the exit status for it (2)."""
+    print(f"error: {exc}", file=sys.stderr)
+    return USER_ERROR_EXIT_CODE
+
+
+def exit_on_user_error(main: Callable[P, int]) -> Callable[P, int]:
+    """Decorator for a command's ``main`` that returns its exit status (``sys.exit(main())``): a
+    :class:`UserError` it raises is reported (``error: <message>`` on stderr) and the status is 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except UserError as exc:
+            return report_user_error(exc)
+
+    return wrapper
+
+
+@contextmanager
+def exit_now_on_user_error() -> Iterator[None]:
+    """The same for code that returns no exit status (Hydra's task and sweeper, ``python -m`` blocks):
+    a :class:`UserError` raised in the ``with`` block is reported and ends the process with status 2."""
+    try:
+        yield
+    except UserError as exc:
+        sys.exit(report_user_error(exc))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from gymnasium import spaces
-from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
+from stable_baselines3.common.noise import NormalActionNoise
 
 
 def normal(action_space: spaces.Box, sigma: float = 0.1) -> NormalActionNoise:
@@ -17,8 +17,3 @@ def normal(action_space: spaces.Box, sigma: float = 0.1) -> NormalActionNoise:
     dim = int(np.prod(action_space.shape))
     return NormalActionNoise(mean=np.zeros(dim), sigma=np.full(dim, float(sigma)))
 
-
-def ornstein_uhlenbeck(action_space: spaces.Box, sigma: float = 0.1, theta: float = 0.15) -> OrnsteinUhlenbeckActionNoise:
-    """Temporally correlated Ornstein-Uhlenbeck noise on each action dimension."""
-    dim = int(np.prod(action_space.shape))
-    return OrnsteinUhlenbeckActionNoise(mean=np.zeros(dim), sigma=np.full(dim, float(sigma)), theta=theta)

@@ -35,7 +35,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -43,10 +42,11 @@ from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv
 from tqdm import tqdm
 
-from hydrarl.errors import USER_ERROR_EXIT_CODE, UserError
+from hydrarl.analysis.tables import text_table
+from hydrarl.errors import UserError, exit_on_user_error
 from hydrarl.paths import PROJECT_ROOT
 from hydrarl.training.checkpoint import MODEL, load_normalization
-from hydrarl.training.evaluation import Episodes, run_episodes
+from hydrarl.training.evaluation import Episodes, run_episodes, summarize
 
 CHECKPOINTS = ("best", "last")
 
@@ -74,18 +74,19 @@ class AgentResult:
     video: Path | None = None       # MP4 of the first episodes, with --video
 
     def row(self) -> dict[str, object]:
-        """The table row: numbers as floats (success rate None where the env reports no success)."""
-        returns = np.asarray(self.episodes.returns, dtype=float)
+        """The table row: numbers as floats (success rate None where the env reports no success); the
+        statistics are the ones training's evaluation logs (:func:`summarize`)."""
+        stats = summarize(self.episodes)
         return {
             "agent": self.agent.label,
             "env": self.agent.env_id,
-            "episodes": len(returns),
-            "mean_return": float(returns.mean()),
-            "std_return": float(returns.std()),
-            "min_return": float(returns.min()),
-            "max_return": float(returns.max()),
-            "mean_length": float(np.mean(self.episodes.lengths)),
-            "success_rate": float(np.mean(self.episodes.successes)) if self.episodes.successes else None,
+            "episodes": len(self.episodes.returns),
+            "mean_return": stats["eval/mean_reward"],
+            "std_return": stats["eval/std_reward"],
+            "min_return": stats["eval/min_reward"],
+            "max_return": stats["eval/max_reward"],
+            "mean_length": stats["eval/mean_ep_length"],
+            "success_rate": stats.get("eval/success_rate"),
             "source": self.agent.source,
         }
 
@@ -273,15 +274,8 @@ CSV_COLUMNS = [key for key, _, _ in COLUMNS] + ["source"]
 def to_markdown(rows: list[dict[str, object]]) -> str:
     """A markdown table (numbers right-aligned; success rate blank where the env reports none)."""
     cells = [[("" if row[key] is None else fmt.format(row[key])) for key, _, fmt in COLUMNS] for row in rows]
-    headers = [header for _, header, _ in COLUMNS]
-    widths = [max(len(headers[c]), *(len(r[c]) for r in cells)) for c in range(len(headers))]
     numeric = [fmt != "{}" or key == "episodes" for key, _, fmt in COLUMNS]
-
-    def line(values: list[str]) -> str:
-        return "| " + " | ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)) + " |"
-
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric, strict=True)) + "|"
-    return "\n".join([line(headers), rule, *(line(r) for r in cells)]) + "\n"
+    return text_table([header for _, header, _ in COLUMNS], cells, right=numeric, markdown=True) + "\n"
 
 
 def write_tables(results: list[AgentResult], out: Path) -> tuple[Path, Path, Path]:
@@ -333,25 +327,22 @@ def _default_out() -> Path:
     return out
 
 
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        if args.episodes < 1:
-            raise UserError(f"--episodes {args.episodes}: give at least 1 episode.")
-        if not args.agents and not args.controller:
-            raise UserError("nothing to evaluate: give run directories or model.zip files, and/or --controller <Env>/<algo>.")
-        if args.video < 0 or args.video > args.episodes:
-            raise UserError(f"--video {args.video}: give 0 (no video) up to --episodes ({args.episodes}).")
-        if args.seed < 0:
-            raise UserError(f"--seed {args.seed}: give an integer >= 0.")
-        torch.set_num_threads(1)
-        agents = [agent_from_path(p, args.checkpoint) for p in args.agents] + [agent_from_controller(c) for c in args.controller]
-        out = args.out or _default_out()
-        results = evaluate_agents(agents, args.episodes, args.seed, deterministic=not args.stochastic,
-                                  video_dir=out / "videos", video_episodes=args.video)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return USER_ERROR_EXIT_CODE
+    if args.episodes < 1:
+        raise UserError(f"--episodes {args.episodes}: give at least 1 episode.")
+    if not args.agents and not args.controller:
+        raise UserError("nothing to evaluate: give run directories or model.zip files, and/or --controller <Env>/<algo>.")
+    if args.video < 0 or args.video > args.episodes:
+        raise UserError(f"--video {args.video}: give 0 (no video) up to --episodes ({args.episodes}).")
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed}: give an integer >= 0.")
+    torch.set_num_threads(1)
+    agents = [agent_from_path(p, args.checkpoint) for p in args.agents] + [agent_from_controller(c) for c in args.controller]
+    out = args.out or _default_out()
+    results = evaluate_agents(agents, args.episodes, args.seed, deterministic=not args.stochastic,
+                              video_dir=out / "videos", video_episodes=args.video)
     paths = write_tables(results, out)
     policy = "stochastic" if args.stochastic else "deterministic"
     print(f"\n{args.episodes} episodes per agent, seed {args.seed}, {policy} policy\n")

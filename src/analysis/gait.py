@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from hydrarl.errors import USER_ERROR_EXIT_CODE, UserError
+from hydrarl.errors import UserError, exit_on_user_error
 from hydrarl.paths import PROJECT_ROOT
 
 MOTORS = ("hip roll", "hip yaw", "hip pitch", "knee", "foot")
@@ -137,21 +136,18 @@ def plot(series: dict[str, np.ndarray], rate: float, title: str, path: Path) -> 
     return path
 
 
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _split_render(args)
     record = args.render == "render=record"
-    try:
-        if args.seed < 0:
-            raise UserError(f"--seed {args.seed}: give an integer >= 0.")
-        import torch
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed}: give an integer >= 0.")
+    import torch
 
-        torch.set_num_threads(1)
-        agent = load_agent(args)
-        series, frames, rate = play_episode(agent, args.seed, record, args.speed)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return USER_ERROR_EXIT_CODE
+    torch.set_num_threads(1)
+    agent = load_agent(args)
+    series, frames, rate = play_episode(agent, args.seed, record, args.speed)
     out = args.out or PROJECT_ROOT / "runs" / "gait" / time.strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
     steps = len(series["phase"])

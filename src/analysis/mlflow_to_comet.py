@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -21,7 +20,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from hydrarl.analysis.runs import add_selection_arguments, select_from_args
-from hydrarl.errors import USER_ERROR_EXIT_CODE, UserError
+from hydrarl.errors import UserError, exit_on_user_error
 from hydrarl.trackers.base import RunRecord
 from hydrarl.trackers.comet_tracker import CometTracker, configured_api_key
 
@@ -91,28 +90,25 @@ def _video_step(run: Run, video: Path, steps: dict[int, dict[str, float]]) -> in
     return next((s for s, m in steps.items() if m.get("time/epoch") == epoch), None)
 
 
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    try:
-        if not args.offline and not configured_api_key():
-            raise UserError("no Comet API key is configured (COMET_API_KEY or ~/.comet.config): "
-                            "configure one to upload, or write offline archives with --offline DIR.")
-        client, runs = select_from_args(args, say=print)
-        mode = "offline" if args.offline else "online"
-        target = Path(args.offline) if args.offline else Path(".")
-        copied = 0
-        for run in runs:
-            if COPIED_TAG in run.data.tags and not args.force:
-                print(f"skip  {run.info.run_id} {run.info.run_name}: already copied as {run.data.tags[COPIED_TAG]} (--force copies again)")
-                continue
-            tracker = CometTracker(target, mode=mode, project_name=args.project, workspace=args.workspace, offline_directory=".")
-            key, n_steps, n_files = copy_run(client, run, tracker)
-            copied += 1
-            print(f"copy  {run.info.run_id} {run.info.run_name} -> comet {key} ({n_steps} steps of metrics, {n_files} files)")
-    except UserError as exc:
-        print(f"mlflow_to_comet.py: {exc}", file=sys.stderr)
-        return USER_ERROR_EXIT_CODE
+    if not args.offline and not configured_api_key():
+        raise UserError("no Comet API key is configured (COMET_API_KEY or ~/.comet.config): "
+                        "configure one to upload, or write offline archives with --offline DIR.")
+    client, runs = select_from_args(args, say=print)
+    mode = "offline" if args.offline else "online"
+    target = Path(args.offline) if args.offline else Path(".")
+    copied = 0
+    for run in runs:
+        if COPIED_TAG in run.data.tags and not args.force:
+            print(f"skip  {run.info.run_id} {run.info.run_name}: already copied as {run.data.tags[COPIED_TAG]} (--force copies again)")
+            continue
+        tracker = CometTracker(target, mode=mode, project_name=args.project, workspace=args.workspace, offline_directory=".")
+        key, n_steps, n_files = copy_run(client, run, tracker)
+        copied += 1
+        print(f"copy  {run.info.run_id} {run.info.run_name} -> comet {key} ({n_steps} steps of metrics, {n_files} files)")
     where = f"offline archives in {target}" if args.offline else "Comet"
     print(f"{copied} run(s) copied to {where}")
     return 0

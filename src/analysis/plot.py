@@ -23,7 +23,7 @@ from pathlib import Path
 import hydrarl  # noqa: F401  (privacy defaults)
 from hydrarl.analysis.curves import AGGREGATES, Curve, aggregate_runs
 from hydrarl.analysis.runs import add_selection_arguments, metric_history, select_from_args
-from hydrarl.errors import USER_ERROR_EXIT_CODE, UserError
+from hydrarl.errors import UserError, exit_on_user_error
 from hydrarl.paths import PROJECT_ROOT
 
 DEFAULT_METRICS = ("eval/success_rate", "eval/mean_reward")  # the first one the runs have
@@ -162,29 +162,26 @@ def write_csv(curves: list[Curve], path: Path) -> None:
                 w.writerow([c.label, c.n_runs, int(row[0]), f"{row[1]:.6g}", f"{row[2]:.6g}", f"{row[3]:.6g}", int(row[4])])
 
 
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     note = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    try:
-        if args.n_boot < 1 or args.min_runs < 1:
-            raise UserError("--n-boot and --min-runs must be at least 1.")
-        client, runs = select_from_args(args)
-        groups = group_runs(runs, args.group_by)
-        metrics = choose_metrics(runs, args.metric)
-        scope = sorted({r.data.tags.get("env", "") for r in runs} - {""})
-        say(f"{len(runs)} run(s){' of ' + ', '.join(scope) if scope else ''}: " + ", ".join(f"{k} {len(v)}" for k, v in groups.items()))
-        figures = []
-        for metric in metrics:
-            curves = curves_for(client, groups, metric, args.agg, args.n_boot, args.seed, args.min_runs, note)
-            if not curves:
-                raise UserError(f"no selected run logged {metric} at {args.min_runs} or more runs per group.")
-            finals = "; ".join(f"{c.label} {c.value[-1]:.3g} at {steps_label(c.steps[-1])}" for c in curves)
-            say(f"{metric} ({args.agg}, last step): {finals}")
-            figures.append((metric, curves))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return USER_ERROR_EXIT_CODE
+    if args.n_boot < 1 or args.min_runs < 1:
+        raise UserError("--n-boot and --min-runs must be at least 1.")
+    client, runs = select_from_args(args)
+    groups = group_runs(runs, args.group_by)
+    metrics = choose_metrics(runs, args.metric)
+    scope = sorted({r.data.tags.get("env", "") for r in runs} - {""})
+    say(f"{len(runs)} run(s){' of ' + ', '.join(scope) if scope else ''}: " + ", ".join(f"{k} {len(v)}" for k, v in groups.items()))
+    figures = []
+    for metric in metrics:
+        curves = curves_for(client, groups, metric, args.agg, args.n_boot, args.seed, args.min_runs, note)
+        if not curves:
+            raise UserError(f"no selected run logged {metric} at {args.min_runs} or more runs per group.")
+        finals = "; ".join(f"{c.label} {c.value[-1]:.3g} at {steps_label(c.steps[-1])}" for c in curves)
+        say(f"{metric} ({args.agg}, last step): {finals}")
+        figures.append((metric, curves))
     out = args.out or PROJECT_ROOT / "runs" / "plots" / time.strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
     plt = _pyplot()

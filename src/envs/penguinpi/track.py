@@ -43,11 +43,6 @@ def centre_distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return outside + np.minimum(np.maximum(qx, qy), 0.0) - CORNER_RADIUS
 
 
-def on_road(x: float, y: float) -> bool:
-    """Whether the floor point (x, y) in m lies on the road."""
-    return bool(abs(centre_distance(np.asarray(x), np.asarray(y))) <= ROAD_HALF_WIDTH)
-
-
 def start_pose(rng: np.random.Generator) -> tuple[float, float, float]:
     """A random start (x, y, theta) on one of the four straights, within 3 cm of the centre line and 0.1 rad of
     its direction, driving either way round."""
