@@ -37,6 +37,7 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 	./run_testing.sh -t function -p $(PYTEST_WORKERS) -s 0
 

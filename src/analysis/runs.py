@@ -24,15 +24,17 @@ import numpy as np
 
 from hydrarl.errors import UserError
 from hydrarl.paths import default_tracking_uri
+from hydrarl.status import Status
 
 if TYPE_CHECKING:  # mlflow is imported when a store is opened, so bad options are answered at once
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
-STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
+# MLflow's run statuses: our runs' end statuses (Status.mlflow) and those of runs not ended yet.
+STATUSES = ("RUNNING", "SCHEDULED", *dict.fromkeys(s.mlflow for s in Status))
 # Completed, early-stopped and pruned runs end FINISHED; KILLED runs were interrupted (Ctrl-C) and are
 # resumable: both hold curves worth drawing. RUNNING ones are incomplete, FAILED ones crashed.
-DEFAULT_STATUSES = ("FINISHED", "KILLED")
+DEFAULT_STATUSES = tuple(dict.fromkeys(s.mlflow for s in Status if s is not Status.FAILED))
 _PAGE = 1000
 
 

@@ -19,17 +19,19 @@ from omegaconf import DictConfig, open_dict
 
 from hydrarl.config import resolvers  # noqa: F401  (registers the resolvers conf/ uses)
 from hydrarl.config.overrides import override_key
-from hydrarl.config.validate import validate
+from hydrarl.config.validate import RENAMED_KEYS, renamed_key_message, validate
 from hydrarl.errors import UserError
 from hydrarl.paths import CONF_DIR
 
-GROUPS = ("env", "algorithm", "trainer", "logger", "search")
+GROUPS = ("env", "algorithm", "trainer", "logger", "search", "experiment")
 
 
 def available(group: str, root: Path | None = None) -> list[str]:
-    """The options of a config group, from the files in ``conf/<group>/`` (or ``root``; ``Env/algo`` for nested ones)."""
+    """The options of a config group, from the files in ``conf/<group>/`` (or ``root``; ``Env/algo`` for nested ones).
+    Files and folders whose name starts with ``_`` (shared defaults such as ``conf/search/_defaults.yaml``) are no options."""
     root = root or CONF_DIR / group
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+    paths = (p.relative_to(root) for p in root.rglob("*.yaml"))
+    return sorted(str(p.with_suffix("")) for p in paths if not any(part.startswith("_") for part in p.parts))
 
 
 def _hydra_compose(overrides: list[str]) -> DictConfig:
@@ -80,6 +82,8 @@ def compose(overrides: list[str], check: bool = True) -> DictConfig:
     except HydraException as exc:
         raise UserError(f"cannot parse the command line: {exc}") from exc
     for override in parsed:
+        if override.get_key_element().lstrip("+~") in RENAMED_KEYS:
+            raise UserError(renamed_key_message(override.get_key_element(), override.value()))
         if override.key_or_group in GROUPS and not override.is_delete():
             value = override.value()
             many = isinstance(value, list) and override.key_or_group == "logger"

@@ -24,6 +24,16 @@ def wrapper_only(entry, index: int) -> str | None:
     return only
 
 
+# Keys that moved: the old key -> the one to use now.
+RENAMED_KEYS = {"trainer.seed": "seed"}
+
+
+def renamed_key_message(key: str, value) -> str:
+    """The UserError text for an override of a key that moved (``RENAMED_KEYS``)."""
+    new = RENAMED_KEYS[key.lstrip("+~")]
+    return f"{key.lstrip('+~')} is no longer a config key: use {new}={value}."
+
+
 def _int(value, key: str, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise UserError(f"{key}={value!r} is not allowed: it must be an integer >= {minimum}.")
@@ -33,6 +43,9 @@ def validate(cfg: DictConfig) -> None:
     """Check the values a composed config carries; raise UserError naming the key and what is allowed."""
     t = cfg.trainer
     _int(t.n_epochs, "trainer.n_epochs", 1)
+    cap = t.get("epoch_cap")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, numbers.Integral) or cap < 1):
+        raise UserError(f"trainer.epoch_cap={cap!r} is not allowed: an integer >= 1, or null for no cap.")
     _int(t.eval_after_n_steps, "trainer.eval_after_n_steps", 1)
     _int(t.n_test_rollouts, "trainer.n_test_rollouts", 0)
     _int(t.checkpoint_every, "trainer.checkpoint_every", 0)
@@ -41,8 +54,10 @@ def validate(cfg: DictConfig) -> None:
     threshold = t.early_stop.threshold
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, numbers.Real)):
         raise UserError(f"trainer.early_stop.threshold={threshold!r} is not allowed: a number, or null for no early stop.")
-    if t.seed is not None:
-        _int(t.seed, "seed", 0)
+    if "seed" in t:  # +trainer.seed=...: the seed has one key, the top-level one
+        raise UserError(renamed_key_message("trainer.seed", t.seed))
+    if cfg.get("seed") is not None:
+        _int(cfg.seed, "seed", 0)
     device = str(t.device)
     if device.split(":")[0] not in DEVICES or (":" in device and not device.startswith("cuda:")):
         raise UserError(f"trainer.device={device!r} is not allowed: one of auto, cpu, cuda, cuda:<index>.")

@@ -8,7 +8,6 @@ is expanded here: the original run's overrides are replayed and the run director
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import sys
@@ -25,10 +24,10 @@ from omegaconf import DictConfig
 
 from hydrarl.config import override_key
 from hydrarl.config.compose import check_command_line
-from hydrarl.errors import USER_ERROR_EXIT_CODE, UserError
+from hydrarl.errors import USER_ERROR_EXIT_CODE, UserError, exit_now_on_user_error
 from hydrarl.launchers.grid_report import record_failure
 from hydrarl.paths import CONF_DIR
-from hydrarl.training.jobs import RESULT_FILE
+from hydrarl.status import Status
 from hydrarl.training.result import TrialResult
 
 log = logging.getLogger("hydrarl")
@@ -92,7 +91,7 @@ def _failed_job(cfg: DictConfig, hc, run_dir: Path, error: str) -> TrialResult:
     """A multirun job's failure: recorded for the grid's exit status (``grid_report``), returned, not raised."""
     if not cfg.get("trial"):
         record_failure(hc.sweep.dir, run_dir.name, error)
-    return TrialResult(None, 0, False, "failed", None, run_dir=str(run_dir), error=error)
+    return TrialResult(None, 0, False, Status.FAILED, None, run_dir=str(run_dir), error=error)
 
 
 def task(cfg: DictConfig) -> TrialResult | None:
@@ -129,8 +128,6 @@ def task(cfg: DictConfig) -> TrialResult | None:
         log.exception("job %s failed", hc.job.num)
         return _failed_job(cfg, hc, run_dir, traceback.format_exc())
     log.info("done: %s | score %s | %d epochs | %d steps | %s", result.status, result.score, result.epochs_run, result.num_timesteps, run_dir)
-    if cfg.get("trial"):
-        (run_dir / RESULT_FILE).write_text(json.dumps(result.to_dict()))
     return result
 
 
@@ -147,10 +144,7 @@ def register_plugins() -> None:
 def main() -> None:
     """Entry point of ``experiment/train.py``."""
     register_plugins()
-    try:
+    with exit_now_on_user_error():
         argv = preflight(sys.argv[1:])
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(USER_ERROR_EXIT_CODE)
     sys.argv = [sys.argv[0], *argv]
     hydra.main(config_path=str(CONF_DIR), config_name="main", version_base="1.3")(task)()

@@ -7,27 +7,29 @@ factory), once, in this process.
 Performance tier: the bars in ``conf/performance/<Env>/<algo>.yaml``; each bar runs
 ``total_runs`` seeds and passes when at least ``succ_runs`` of them pass. A run passes when the
 mean of its last ``last_n`` evaluations of ``metric`` is >= ``value`` at or before ``max_steps``
-env steps; the run stops early once that holds (the Trainer's early stop), and the remaining runs
-of a bar are not started once it can no longer pass.
+env steps: the early-stop rule of ``hydrarl.training.stopping``, which each run applies itself (its
+``trainer.early_stop`` is the bar's) and reports in its TrialResult (``met_at_step``, ``best_mean``);
+the run stops once the rule holds, and the remaining runs of a bar are not started once it can no
+longer pass.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from hydrarl.config.compose import available, compose
 from hydrarl.errors import UserError
 from hydrarl.launchers.scheduler import MatrixJob
-from hydrarl.paths import CONF_DIR, TRAIN_SCRIPT
-from hydrarl.training.checkpoint import STATE
+from hydrarl.paths import CONF_DIR
+from hydrarl.training.jobs import train_command
+from hydrarl.training.stopping import Progress, progress
 
 # One short epoch: small warm-up and batches (only the keys an algorithm has are set). buffer_size
 # also bounds image envs' replay buffers (CarRacingContinuous: 2000 x 55 kB). One optimisation pass
@@ -84,8 +86,8 @@ def function_jobs(out: Path, pattern: str | None, say=print, keep_runs: bool = F
         run_dir = out / "runs" / f"{env_name}_{algorithm}"
         train_then_check = [sys.executable, "-m", "hydrarl.launchers.roundtrip", "--train", f"env={env_name}",
                             f"algorithm={algorithm}", *FUNCTION_TRAINER, *fast, f"hydra.run.dir={run_dir}"]
-        jobs.append(MatrixJob(f"{env_name}/{algorithm}", [train_then_check], out / "logs" / f"{env_name}_{algorithm}.log",
-                              scratch=None if keep_runs else run_dir))
+        jobs.append(MatrixJob(f"{env_name}/{algorithm}", train_then_check, out / "logs" / f"{env_name}_{algorithm}.log",
+                              run_dir=run_dir, scratch=None if keep_runs else run_dir))
     return jobs
 
 
@@ -109,6 +111,7 @@ class Bar:
 
     @property
     def rule(self) -> str:
+        """The bar in words (verdict.json, the failure line)."""
         return (f"mean of the last {self.last_n} evaluations of {self.metric} >= {self.value} at or before "
                 f"{self.max_steps} env steps, in at least {self.succ_runs} of {self.total_runs} runs")
 
@@ -116,7 +119,7 @@ class Bar:
     def load(cls, path: Path, root: Path = BARS_DIR) -> Bar:
         data = yaml.safe_load(path.read_text())
         name = str(path.relative_to(root).with_suffix(""))
-        data.pop("rule", None)
+        data.pop("rule", None)  # older bars carried the rule as prose: it is generated (Bar.rule)
         data["overrides"] = tuple(data.get("overrides") or ())
         try:
             return cls(name=name, **data)
@@ -136,21 +139,24 @@ def load_bars(pattern: str | None, root: Path = BARS_DIR) -> list[Bar]:
     return [Bar.load(root / f"{name}.yaml", root) for name in available("performance", root) if matches(name, pattern)]
 
 
-def run_verdict(history: list[dict[str, float]], bar: Bar) -> dict[str, Any]:
-    """Did one run meet the bar? Returns passed, the steps where it did, and the best mean reached."""
-    values, best, met_at = [], -math.inf, None
-    for entry in history:
-        if bar.metric not in entry:
-            continue
-        steps = int(entry.get("time/total_timesteps", 0)) or None
-        values.append(entry[bar.metric])
-        if len(values) >= bar.last_n:
-            mean = float(np.mean(values[-bar.last_n :]))
-            best = max(best, mean)
-            within = steps is None or steps <= bar.max_steps
-            if met_at is None and within and mean >= bar.value:
-                met_at = steps
-    return {"passed": met_at is not None, "steps": met_at, "best_mean": None if best == -math.inf else best}
+def judge(reached: Progress, bar: Bar) -> dict[str, Any]:
+    """Did a run that went as ``reached`` meet the bar? Returns passed, the env steps where it did, and
+    the best mean of ``last_n`` evaluations reached."""
+    passed = reached.met_at_step is not None and reached.met_at_step <= bar.max_steps
+    return {"passed": passed, "steps": reached.met_at_step if passed else None, "best_mean": reached.best_mean}
+
+
+def run_verdict(result: dict[str, Any] | None, bar: Bar) -> dict[str, Any]:
+    """:func:`judge` of a run of the bar from its TrialResult (as a dict; None: the run left none)."""
+    if result is None:
+        return judge(Progress(), bar)
+    return judge(Progress(result.get("best_mean"), result.get("met_at_step")), bar)
+
+
+def curve_verdict(points: Iterable[tuple[int | None, float]], bar: Bar) -> dict[str, Any]:
+    """:func:`judge` of (env steps, value of ``bar.metric``) per epoch: a run made otherwise (a benchmark,
+    a bar's recorded measurements)."""
+    return judge(progress(points, bar.last_n, bar.value), bar)
 
 
 def performance_jobs(out: Path, pattern: str | None, say=print, root: Path = BARS_DIR) -> tuple[list[MatrixJob], list[Bar]]:
@@ -161,21 +167,15 @@ def performance_jobs(out: Path, pattern: str | None, say=print, root: Path = BAR
     for bar in bars:
         for seed in range(1, bar.total_runs + 1):
             run_dir = out / "runs" / f"{bar.name.replace('/', '_')}_seed{seed}"
-            cmd = [sys.executable, str(TRAIN_SCRIPT), *bar.run_overrides(seed), f"hydra.run.dir={run_dir}"]
-            jobs.append(MatrixJob(f"{bar.name}#seed{seed}", [cmd], out / "logs" / f"{bar.name.replace('/', '_')}_seed{seed}.log",
-                                  meta={"bar": bar.name, "seed": seed, "run_dir": str(run_dir)}))
+            cmd = train_command([*bar.run_overrides(seed), f"hydra.run.dir={run_dir}"])
+            jobs.append(MatrixJob(f"{bar.name}#seed{seed}", cmd, out / "logs" / f"{bar.name.replace('/', '_')}_seed{seed}.log",
+                                  meta={"bar": bar.name, "seed": seed}, run_dir=run_dir))
     say(f"performance tier: {len(bars)} bar(s), {len(jobs)} run(s)")
     return jobs, bars
 
 
-def _history(job: MatrixJob) -> list[dict[str, float]]:
-    """The per-epoch metrics a performance run left in its last checkpoint (empty if none)."""
-    state_file = Path(job.meta["run_dir"]) / "checkpoints" / "last" / STATE
-    return json.loads(state_file.read_text())["history"] if state_file.exists() else []
-
-
 def bar_verdicts(jobs: list[MatrixJob], bars: list[Bar]) -> list[dict[str, Any]]:
-    """One verdict per bar from its runs' trainer states."""
+    """One verdict per bar from its runs' TrialResults."""
     verdicts = []
     for bar in bars:
         runs = []
@@ -183,8 +183,7 @@ def bar_verdicts(jobs: list[MatrixJob], bars: list[Bar]) -> list[dict[str, Any]]
             if job.returncode is None:
                 runs.append({"seed": job.meta["seed"], "passed": False, "skipped": True, "best_mean": None, "steps": None})
                 continue
-            history = _history(job)
-            runs.append({"seed": job.meta["seed"], "job_ok": job.ok, **run_verdict(history, bar)})
+            runs.append({"seed": job.meta["seed"], "job_ok": job.ok, **run_verdict(job.result, bar)})
             runs[-1]["passed"] = runs[-1]["passed"] and job.ok
         passed = sum(r["passed"] for r in runs)
         best = max((r["best_mean"] for r in runs if r.get("best_mean") is not None), default=None)
@@ -199,5 +198,5 @@ def hopeless(bar: Bar, jobs: list[MatrixJob]) -> bool:
     finished = [j for j in mine if j.returncode is not None]
     failed = 0
     for job in finished:
-        failed += not (job.ok and run_verdict(_history(job), bar)["passed"])
+        failed += not (job.ok and run_verdict(job.result, bar)["passed"])
     return len(mine) - failed < bar.succ_runs

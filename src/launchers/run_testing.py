@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 
 import hydrarl  # noqa: F401  (privacy defaults)
-from hydrarl.errors import USER_ERROR_EXIT_CODE, UserError
+from hydrarl.analysis.tables import text_table
+from hydrarl.errors import UserError, exit_on_user_error
+from hydrarl.launchers.forkserver import ForkServer
 from hydrarl.launchers.matrix import BARS_DIR, bar_verdicts, function_jobs, hopeless, performance_jobs
 from hydrarl.launchers.scheduler import Scheduler
 from hydrarl.paths import PROJECT_ROOT
@@ -32,6 +34,22 @@ def parse_gpus(text: str) -> list[int]:
     if not ids:
         raise UserError(f"-g {text!r}: give GPU indices such as 0 or '(0,1)'")
     return [int(i) for i in ids]
+
+
+# Function tier: relative seconds of a pair's job, measured (2 jobs on 2 cores): CarRacing's frames cost
+# ~3x a vector env's, the Bumps scenes and MuJoCo bodies ~1.5x; controllers and ARS take no gradient
+# step. Jobs start longest first, so that no long one starts last and runs alone.
+SLOW_ENVS = {"CarRacing": 3.0, "Bump": 1.5, "Ant": 1.5, "Cassie": 1.5, "HalfCheetah": 1.3, "Fetch": 1.3}
+QUICK_ALGORITHMS = {"random": 0.5, "constant": 0.5, "pid": 0.5, "human": 0.5, "bumps_oracle": 0.5, "ars": 0.5}
+
+
+def longest_first(jobs: list) -> list:
+    """The function tier's jobs (named ``<Env>/<algo>``) in launch order: expected longest first."""
+    def cost(job) -> float:
+        env, _, algorithm = job.name.partition("/")
+        weight = next((w for prefix, w in SLOW_ENVS.items() if env.startswith(prefix)), 1.0)
+        return weight * QUICK_ALGORITHMS.get(algorithm, 1.0)
+    return sorted(jobs, key=cost, reverse=True)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -48,49 +66,46 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def summary(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    line = lambda r: " | ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True))  # noqa: E731
-    return "\n".join([line(header), "-+-".join("-" * w for w in widths), *(line(r) for r in rows)])
-
-
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     out = args.o or PROJECT_ROOT / "runs" / "testing" / f"{args.t}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     out.mkdir(parents=True, exist_ok=True)
     say = lambda msg: print(msg, flush=True)  # noqa: E731
-    try:
-        gpus = parse_gpus(args.g)
-        if args.t == "function":
-            jobs, bars = function_jobs(out, args.f, say, keep_runs=args.k), []
-            if not jobs:
-                raise UserError(f"no valid env x algorithm pair matches -f {args.f!r}")
-        else:
-            jobs, bars = performance_jobs(out, args.f, say, args.b)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return USER_ERROR_EXIT_CODE
-    (out / "test_cmds.txt").write_text("".join(" && ".join(" ".join(c) for c in j.commands) + "\n" for j in jobs))
+    gpus = parse_gpus(args.g)
+    if args.t == "function":
+        server = ForkServer(out / "logs" / "fork_server.log")  # its imports overlap the choice of pairs
+        jobs, bars = function_jobs(out, args.f, say, keep_runs=args.k), []
+        if not jobs:
+            raise UserError(f"no valid env x algorithm pair matches -f {args.f!r}")
+    else:
+        jobs, bars = performance_jobs(out, args.f, say, args.b)
+    (out / "test_cmds.txt").write_text("".join(" ".join(j.command) + "\n" for j in jobs))
     say(f"{len(jobs)} job(s), at most {args.p} at once, {args.s:g} s apart; commands in {out / 'test_cmds.txt'}")
     scheduler = Scheduler(max_procs=args.p, spacing=args.s, gpus=gpus, min_free_mb=args.m, say=say)
     bar_of = {b.name: b for b in bars}
     skip = (lambda job, all_jobs: hopeless(bar_of[job.meta["bar"]], all_jobs)) if bars else None
     interrupted = False
     try:
-        scheduler.run(jobs, skip=skip)
+        if args.t == "function" and not server.wait_ready():
+            say("fork server not available: each job starts its own interpreter")
+        scheduler.run(longest_first(jobs) if args.t == "function" else jobs, skip=skip)  # reports keep the order of jobs
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        if args.t == "function":
+            server.close()
     if args.t == "function":
         verdict = {"tier": "function", "passed": all(j.ok for j in jobs) and not interrupted,
                    "jobs": [{"name": j.name, "ok": j.ok, "returncode": j.returncode, "error": j.error, "log": str(j.log)} for j in jobs]}
         rows = [[j.name, "pass" if j.ok else "FAIL", j.error or "", f"{(j.ended or 0) - (j.started or 0):.0f}"] for j in jobs]
-        say("\n" + summary(rows, ["pair", "result", "error", "seconds"]))
+        say("\n" + text_table(["pair", "result", "error", "seconds"], rows))
     else:
         verdicts = bar_verdicts(jobs, bars)
         verdict = {"tier": "performance", "passed": all(v["passed"] for v in verdicts) and not interrupted, "bars": verdicts}
         rows = [[v["bar"], "pass" if v["passed"] else "FAIL", f"{v['passed_runs']}/{v['needed_runs']}",
                  "-" if v["best_value_reached"] is None else f"{v['best_value_reached']:.3g}", f"{v['value_needed']:g}"] for v in verdicts]
-        say("\n" + summary(rows, ["bar", "result", "runs passed/needed", "best value reached", "value needed"]))
+        say("\n" + text_table(["bar", "result", "runs passed/needed", "best value reached", "value needed"], rows))
         for v in verdicts:
             if not v["passed"]:
                 per_run = [f"{r['best_mean']:.3g}" for r in v["runs"] if r.get("best_mean") is not None]

@@ -1,36 +1,41 @@
 """Run many shell-free commands under a process cap, spaced in time, optionally gated on free GPU memory.
 
-Each job is a list of argv commands run one after another (the next only if the previous
-succeeded), with stdout and stderr in its own log. A job fails on a non-zero exit or on an error
-in its log (a Python traceback). With GPUs, a job starts only on a GPU with at least
+Each job is one argv command (``experiment/train.py`` or ``roundtrip --train``), started through
+``hydrarl.training.jobs.TrainProcess``: stdout and stderr in its own log, its TrialResult read from its
+run directory once it ends. A job fails on a non-zero exit or on an error in its log (a Python traceback). With GPUs, a job starts only on a GPU with at least
 ``min_free_mb`` free (``nvidia-smi``), with ``CUDA_VISIBLE_DEVICES`` set to it; without
 ``nvidia-smi`` everything runs on the CPU. Ctrl-C (or SIGTERM) stops every job started.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from hydrarl.training.jobs import TrainProcess
 
 ERROR_MARKERS = ("Traceback (most recent call last)",)
 
 
 @dataclass
 class MatrixJob:
-    """One entry of the matrix: ``commands`` run in order; output to ``log``. ``scratch``: a directory the
-    scheduler deletes once the job has passed (a function-tier run dir: ~15 MB of checkpoints and replay
-    buffers per pair, 5 GB per tier); a failed job's is kept for the post-mortem."""
+    """One entry of the matrix: ``command`` (argv), output to ``log``, the run it makes in ``run_dir``
+    (its TrialResult lands in ``result`` when it ends). ``scratch``: a directory the scheduler deletes
+    once the job has passed (a function-tier run dir: ~15 MB of checkpoints and replay buffers per pair,
+    5 GB per tier); a failed job's is kept for the post-mortem. ``started``/``ended``: ``time.time()``."""
 
     name: str
-    commands: list[list[str]]
+    command: list[str]
     log: Path
     meta: dict = field(default_factory=dict)
+    run_dir: Path | None = None
     scratch: Path | None = None
+    result: dict[str, Any] | None = None
     returncode: int | None = None
     started: float | None = None
     ended: float | None = None
@@ -87,7 +92,7 @@ class Scheduler:
         self.gpu_free = free_gpu_memory(self.gpus)
         if self.gpu_free is None:
             say("no GPU found (nvidia-smi not available): running every job on the CPU")
-        self.running: dict[str, tuple[MatrixJob, subprocess.Popen, int]] = {}
+        self.running: dict[str, tuple[MatrixJob, TrainProcess]] = {}
 
     def _pick_gpu(self) -> int | None | bool:
         """A GPU with enough free memory (False if none has), or None in CPU mode."""
@@ -99,28 +104,21 @@ class Scheduler:
                 return gpu
         return False
 
-    def _start(self, job: MatrixJob, step: int, gpu: int | None) -> subprocess.Popen:
-        env = dict(os.environ)
-        env["CUDA_VISIBLE_DEVICES"] = "" if gpu is None else str(gpu)
-        job.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(job.log, "a") as out:
-            out.write(f"$ {' '.join(job.commands[step])}\n")
-            out.flush()
-            return subprocess.Popen(job.commands[step], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    def _start(self, job: MatrixJob, gpu: int | None) -> TrainProcess:
+        """Start ``job`` in its own process group, seeing only ``gpu`` (no GPU at all in CPU mode)."""
+        env = {"CUDA_VISIBLE_DEVICES": "" if gpu is None else str(gpu)}
+        return TrainProcess(job.command, job.log, job.run_dir, env=env, new_session=True)
 
     def _stop_all(self) -> None:
-        for job, proc, _ in self.running.values():
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        for job, proc in self.running.values():
+            proc.signal(signal.SIGTERM)
             job.returncode, job.error = -signal.SIGTERM, "stopped by Ctrl-C"
         deadline = time.time() + 10
-        for _, proc, _ in self.running.values():
+        for _, proc in self.running.values():
             try:
                 proc.wait(timeout=max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                proc.signal(signal.SIGKILL)
 
     def run(self, jobs: list[MatrixJob], skip=None) -> list[MatrixJob]:
         """Run every job; returns them with returncode/error set (None for skipped ones).
@@ -142,7 +140,7 @@ class Scheduler:
                     if gpu is not False:
                         job = queue.pop(0)
                         job.gpu, job.started = gpu, time.time()
-                        self.running[job.name] = (job, self._start(job, 0, gpu), 0)
+                        self.running[job.name] = (job, self._start(job, gpu))
                         last_launch = time.time()
                         continue
                 time.sleep(self.poll)
@@ -155,15 +153,13 @@ class Scheduler:
         return jobs
 
     def _reap(self) -> None:
-        for name, (job, proc, step) in list(self.running.items()):
+        for name, (job, proc) in list(self.running.items()):
             code = proc.poll()
             if code is None:
                 continue
-            if code == 0 and step + 1 < len(job.commands):
-                self.running[name] = (job, self._start(job, step + 1, job.gpu), step + 1)
-                continue
             del self.running[name]
             job.returncode, job.ended = code, time.time()
+            job.result = proc.outcome().result
             job.error = log_error(job.log) if code == 0 else f"exit status {code}"
             if job.ok and job.scratch is not None:
                 shutil.rmtree(job.scratch, ignore_errors=True)

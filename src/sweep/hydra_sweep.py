@@ -8,7 +8,7 @@ own process (``<sweep dir>/trial_<n>/``), a child of the study's MLflow run.
 from __future__ import annotations
 
 import logging
-import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from hydrarl.errors import USER_ERROR_EXIT_CODE, UserError
+from hydrarl.errors import UserError, exit_now_on_user_error
 from hydrarl.runinfo import flatten, run_tags
+from hydrarl.status import Status
 from hydrarl.sweep.results import write_results
-from hydrarl.sweep.runner import STOP_FILE, SweepRunner, SweepSettings
+from hydrarl.sweep.runner import STOP_FILE, SweepRunner
+from hydrarl.sweep.settings import RLOptunaSweeperConf
 from hydrarl.training.jobs import run_job
 
 log = logging.getLogger("hydrarl.sweep")
@@ -38,17 +40,20 @@ def split_arguments(arguments: list[str]) -> tuple[list[str], dict[str, str]]:
     return base, space
 
 
-def _settings(config: DictConfig, options: dict[str, Any], space: dict[str, str]) -> SweepSettings:
+def _runner(config: DictConfig, options: dict[str, Any], space: dict[str, str], base: list[str]) -> SweepRunner:
+    """The runner of this search: ``options`` (the ``hydra.sweeper`` fields, less ``_target_``) with the
+    command line's sweeps added to ``params``; sweep dir, study name and epochs from the config."""
     choices = config.hydra.runtime.choices
     options = {k: (OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v) for k, v in options.items()}
     options["params"] = {**(options.get("params") or {}), **space}
     if not options["params"] and not options.get("custom_search_space"):
         raise UserError("the search has no parameters: give hydra.sweeper.params (see conf/search/) or sweep values on the command line.")
-    options["study_name"] = options.get("study_name") or f"{choices.env}-{choices.algorithm}"
-    return SweepSettings(sweep_dir=Path(config.hydra.sweep.dir), n_epochs=int(config.trainer.n_epochs), **options)
+    settings = RLOptunaSweeperConf(**options)
+    return SweepRunner(settings, lambda job: run_job(job.as_job(base)), sweep_dir=Path(config.hydra.sweep.dir),
+                       study_name=settings.study_name or f"{choices.env}-{choices.algorithm}", n_epochs=int(config.trainer.n_epochs))
 
 
-def _parent_run(config: DictConfig, settings: SweepSettings, study):
+def _parent_run(config: DictConfig, runner: SweepRunner, study):
     """The study's MLflow run (re-opened on resume); None without the mlflow logger."""
     if "mlflow" not in (config.get("logger") or {}):
         return None
@@ -56,49 +61,45 @@ def _parent_run(config: DictConfig, settings: SweepSettings, study):
     from hydrarl.trackers.mlflow_tracker import MlflowTracker
 
     mlflow_cfg = config.logger.mlflow
-    tracker = MlflowTracker(mlflow_cfg.tracking_uri, mlflow_cfg.experiment_name, f"search-{settings.study_name}")
-    params = flatten({"search": {k: v for k, v in vars(settings).items() if k not in ("sweep_dir",)}})
+    name = f"search-{runner.study_name}"
+    tracker = MlflowTracker(mlflow_cfg.tracking_uri, mlflow_cfg.experiment_name, name)
+    settings = {k: v for k, v in asdict(runner.s).items() if k != "_target_"}
+    params = flatten({"search": {**settings, "study_name": runner.study_name, "n_epochs": runner.n_epochs}})
     resume = {"mlflow": study.user_attrs[PARENT_ATTR]} if PARENT_ATTR in study.user_attrs else {}
-    tracker.start(RunRecord(settings.sweep_dir, f"search-{settings.study_name}", params,
-                            run_tags({"sweep.study": settings.study_name, "run_dir": settings.sweep_dir}), resume))
+    tracker.start(RunRecord(runner.sweep_dir, name, params,
+                            run_tags({"sweep.study": runner.study_name, "run_dir": runner.sweep_dir}), resume))
     study.set_user_attr(PARENT_ATTR, tracker.run_id)
     return tracker
 
 
 def run_search(config: DictConfig, options: dict[str, Any], arguments: list[str]) -> None:
-    """Run (or resume) the search that ``config`` and the command line describe."""
+    """Run (or resume) the search that ``config``, its ``hydra.sweeper`` ``options`` (the fields of
+    RLOptunaSweeperConf) and the command line describe."""
     HydraConfig.instance().set_config(config)
-    try:
+    with exit_now_on_user_error():
         base, space = split_arguments(arguments)
-        settings = _settings(config, options, space)
-        runner = SweepRunner(settings, lambda job: run_job(job.as_job(base)))
+        runner = _runner(config, options, space, base)
         study = runner.open_study()
-        parent = _parent_run(config, settings, study)
+        parent = _parent_run(config, runner, study)
         if parent is not None:
             runner.extra_trial_cfg["mlflow_parent_run_id"] = parent.run_id
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(USER_ERROR_EXIT_CODE)
     log.info("search %s in %s: %d trials at most, %d at once; delete %s to stop after the running ones",
-             settings.study_name, settings.sweep_dir, settings.n_trials, settings.n_jobs, settings.sweep_dir / STOP_FILE)
-    status = "failed"
+             runner.study_name, runner.sweep_dir, runner.s.n_trials, runner.s.n_jobs, runner.sweep_dir / STOP_FILE)
+    status = Status.FAILED
     try:
         study = runner.run(study)
-        files = write_results(study, settings, base, runner.storage, runner.utilization)
-        status = "completed"
+        files = write_results(study, runner, base)
+        status = Status.COMPLETED
         if parent is not None:
             best = [t for t in study.trials if t.values is not None]
             if best and len(study.directions) == 1:
                 parent.log_metrics({"best_value": study.best_value, "trials": len(study.trials)}, step=len(study.trials))
             for path in files:
                 parent.log_artifact(path, "plots" if path.parent.name == "plots" else None)
-        log.info("results: %s", settings.sweep_dir / "optimization_results.yaml")
+        log.info("results: %s", runner.sweep_dir / "optimization_results.yaml")
     except KeyboardInterrupt:
-        status = "killed"
+        status = Status.KILLED
         raise
     finally:
         if parent is not None:
             parent.finish(status)
-
-
-

@@ -21,10 +21,8 @@ class TrialReporter:
     """Reports intermediate values (step = epoch) of one running trial, from any process."""
 
     def __init__(self, storage: str, study_name: str, trial_id: int, report: bool = True):
-        pruner_cfg = None
         storage_obj = open_storage(storage)
-        study = optuna.load_study(study_name=study_name, storage=storage_obj)
-        pruner_cfg = study.user_attrs.get(PRUNER_ATTR)
+        pruner_cfg = optuna.load_study(study_name=study_name, storage=storage_obj).user_attrs.get(PRUNER_ATTR)
         self.study = optuna.load_study(study_name=study_name, storage=storage_obj, pruner=make_pruner(pruner_cfg))
         self.trial = optuna.trial.Trial(self.study, trial_id)
         self.enabled = report and len(self.study.directions) == 1

@@ -22,7 +22,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from hydrarl.config import merge_overrides
-from hydrarl.sweep.runner import EPOCH_CAP_ATTR, SweepSettings
+from hydrarl.sweep.runner import EPOCH_CAP_ATTR, SweepRunner
 
 log = logging.getLogger("hydrarl.sweep")
 
@@ -72,20 +72,20 @@ def _plots(study: optuna.Study, directory: Path) -> list[Path]:
     return written
 
 
-def write_results(study: optuna.Study, settings: SweepSettings, base: list[str], storage: str,
-                  utilization: float | None = None) -> list[Path]:
-    """Write the result files into the sweep directory; returns their paths."""
-    sweep_dir = settings.sweep_dir
+def write_results(study: optuna.Study, runner: SweepRunner, base: list[str]) -> list[Path]:
+    """Write the result files of ``runner``'s search into its sweep directory; returns their paths.
+    ``base``: the overrides every trial got (they lead each trial's command line)."""
+    sweep_dir = runner.sweep_dir
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     summary: dict[str, Any] = {
         "study_name": study.study_name,
-        "storage": storage,
+        "storage": runner.storage,
         "directions": [d.name.lower() for d in study.directions],
-        "objectives": list(settings.objectives),
+        "objectives": list(runner.s.objectives),
         "trials": dict(Counter(t.state.name for t in study.trials)),
         "epoch_cap": study.user_attrs.get(EPOCH_CAP_ATTR),
         "env_steps_total": int(sum(t.user_attrs.get("num_timesteps", 0) for t in study.trials)),
-        "worker_utilization": None if utilization is None else round(utilization, 4),  # of the last invocation
+        "worker_utilization": round(runner.utilization, 4),  # of the last invocation
     }
     files = []
     if complete and len(study.directions) == 1:

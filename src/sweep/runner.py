@@ -8,6 +8,10 @@ subprocess of train.py in real sweeps and a plain function in tests.
 The study lives in its storage; re-running the same command resumes it: ``n_trials`` is the
 study's total, trial numbers (and so run directories) continue, the epoch cap is kept, and trials
 left RUNNING by a killed sweeper are marked failed and queued again with the same parameters.
+
+The epoch cap stops new trials after ``epoch_cap_factor`` x the fewest epochs of an early-stopped
+trial: a capped trial gets ``trainer.epoch_cap`` and keeps its ``trainer.n_epochs``, so its
+learning-rate and exploration schedules are those of the uncapped configuration, stopped earlier.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +34,10 @@ from optuna.trial import TrialState
 from hydrarl.analysis.curves import aggregate
 from hydrarl.config import merge_overrides
 from hydrarl.errors import UserError
+from hydrarl.status import Status
 from hydrarl.sweep.components import make_pruner, make_sampler, open_storage, storage_url
 from hydrarl.sweep.reporter import PRUNER_ATTR
+from hydrarl.sweep.settings import RLOptunaSweeperConf
 from hydrarl.sweep.space import override_value, parse_space
 from hydrarl.training.jobs import Job, JobOutcome
 
@@ -43,43 +49,10 @@ ABANDONED_ATTR = "hydrarl.abandoned"
 
 
 @dataclass
-class SweepSettings:
-    """The ``hydra.sweeper`` config of an ``rl_optuna`` search (see conf/search/ for examples)."""
-
-    sweep_dir: Path
-    study_name: str
-    storage: str | None = None               # SQLAlchemy URL; null = journal file in the sweep dir
-    direction: str | list[str] = "maximize"  # or a list for multi-objective
-    objectives: list[str] = field(default_factory=lambda: ["score"])  # TrialResult fields or metric names
-    n_trials: int = 20                       # the study's total, over every invocation
-    n_jobs: int = 1                          # trials running at once
-    asynchronous: bool = True                # False: wait for each batch of n_jobs (barrier)
-    sampler: dict[str, Any] = field(default_factory=lambda: {"name": "tpe", "seed": None})
-    pruner: dict[str, Any] = field(default_factory=lambda: {"name": "median"})
-    params: dict[str, Any] = field(default_factory=dict)
-    custom_search_space: str | None = None   # "module.function"(trial) -> {override key: value}
-    n_epochs: int = 10                       # the trainer's n_epochs (the cap applies below it)
-    epoch_cap_factor: float | None = 1.5     # cap new trials at factor x fastest early-stopped epochs
-    max_duration_minutes: float | None = None
-    max_failure_rate: float | None = None    # stop once this share of finished trials failed (after 4)
-    repeats: int = 1                         # seeds per configuration
-    aggregate: str = "mean"                  # mean | iqm over repeats
-    seed: int = 0                            # first seed of the repeats
-    reevaluate_top_k: int = 0                # at the end, rerun the best k configurations ...
-    reevaluate_repeats: int = 3              # ... with this many fresh seeds
-
-    @property
-    def directions(self) -> list[str]:
-        return [self.direction] if isinstance(self.direction, str) else list(self.direction)
-
-
-@dataclass
 class TrialJob:
     """One training job of a trial (one seed)."""
 
-    number: int
-    trial_id: int
-    repeat: int
+    number: int              # the Optuna trial number
     overrides: list[str]
     run_dir: Path
     trial_cfg: dict[str, Any]
@@ -96,10 +69,18 @@ def objective_value(result: dict[str, Any], name: str) -> float | None:
 
 
 class SweepRunner:
-    """Runs one study to its stop condition and returns it."""
+    """Runs one study to its stop condition and returns it.
 
-    def __init__(self, settings: SweepSettings, run_trial: Callable[[TrialJob], JobOutcome], extra_trial_cfg: dict | None = None):
+    ``settings``: the ``hydra.sweeper`` config (its ``study_name`` is not read: ``study_name`` is the
+    resolved one); ``sweep_dir`` holds the trials' run directories, the stop file and the default
+    journal; ``n_epochs`` is the trainer's ``n_epochs`` (trials run at most this many epochs, fewer
+    under the epoch cap, unless the search space sets ``trainer.n_epochs``).
+    """
+
+    def __init__(self, settings: RLOptunaSweeperConf, run_trial: Callable[[TrialJob], JobOutcome], *, sweep_dir: Path,
+                 study_name: str, n_epochs: int, extra_trial_cfg: dict | None = None):
         self.s = settings
+        self.sweep_dir, self.study_name, self.n_epochs = Path(sweep_dir), study_name, int(n_epochs)
         self.run_trial = run_trial
         self.extra_trial_cfg = extra_trial_cfg or {}
         self.distributions, self.fixed = parse_space(settings.params)
@@ -107,7 +88,7 @@ class SweepRunner:
             raise UserError(f"hydra.sweeper.aggregate={settings.aggregate} is unknown; mean or iqm.")
         if len(settings.objectives) != len(settings.directions):
             raise UserError(f"hydra.sweeper: {len(settings.directions)} direction(s) but objectives {settings.objectives}.")
-        self.storage = storage_url(settings.storage, settings.sweep_dir)
+        self.storage = storage_url(settings.storage, self.sweep_dir)
         self.hook = self._import_hook(settings.custom_search_space)
         self._lock = threading.Lock()
         self.busy_seconds = 0.0   # summed wall time of this invocation's jobs
@@ -126,7 +107,7 @@ class SweepRunner:
     # -- study ----------------------------------------------------------------------------
     def open_study(self) -> optuna.Study:
         study = optuna.create_study(
-            study_name=self.s.study_name,
+            study_name=self.study_name,
             storage=open_storage(self.storage),
             sampler=make_sampler(self.s.sampler, self.distributions),
             pruner=make_pruner(self.s.pruner),
@@ -134,7 +115,7 @@ class SweepRunner:
             load_if_exists=True,
         )
         if [d.name.lower() for d in study.directions] != [d.lower() for d in self.s.directions]:
-            raise UserError(f"study {self.s.study_name} exists with directions {study.directions}; this search asks for {self.s.directions}.")
+            raise UserError(f"study {self.study_name} exists with directions {study.directions}; this search asks for {self.s.directions}.")
         study.set_user_attr(PRUNER_ATTR, dict(self.s.pruner or {}))
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
             if trial.state == TrialState.RUNNING:  # its sweeper died: run the same parameters again
@@ -152,12 +133,13 @@ class SweepRunner:
         return sum(1 for t in study.get_trials(deepcopy=False, states=done) if not t.user_attrs.get(ABANDONED_ATTR))
 
     def epoch_cap(self, study: optuna.Study) -> int:
-        return int(min(self.s.n_epochs, study.user_attrs.get(EPOCH_CAP_ATTR, self.s.n_epochs)))
+        """The most epochs a new trial runs: the study's cap, at most ``n_epochs``."""
+        return int(min(self.n_epochs, study.user_attrs.get(EPOCH_CAP_ATTR, self.n_epochs)))
 
     def _update_cap(self, study: optuna.Study) -> None:
         if not self.s.epoch_cap_factor:
             return
-        early = [t.user_attrs["epochs_run"] for t in study.get_trials(deepcopy=False) if t.user_attrs.get("stop_reason") == "early_stopped"]
+        early = [t.user_attrs["epochs_run"] for t in study.get_trials(deepcopy=False) if t.user_attrs.get("stop_reason") == Status.EARLY_STOPPED]
         if early:
             cap = max(1, math.ceil(self.s.epoch_cap_factor * min(early)))
             if cap != study.user_attrs.get(EPOCH_CAP_ATTR):
@@ -166,7 +148,7 @@ class SweepRunner:
 
     # -- stop conditions --------------------------------------------------------------------
     def stop_reason(self, study: optuna.Study, running: int, started: float) -> str | None:
-        if not (self.s.sweep_dir / STOP_FILE).exists():
+        if not (self.sweep_dir / STOP_FILE).exists():
             return f"{STOP_FILE} was deleted"
         total = min(self.s.n_trials, getattr(study.sampler, "grid_size", self.s.n_trials))
         if self.counted(study) + running >= total:
@@ -188,16 +170,19 @@ class SweepRunner:
         values = {**self.fixed, **(trial.params if params is None else params)}
         if self.hook is not None:
             values.update(self.hook(trial) or {})
-        n_epochs = min(int(values.pop("trainer.n_epochs", self.s.n_epochs)), self.epoch_cap(study))  # searched or not, capped
+        n_epochs = int(values.pop("trainer.n_epochs", self.n_epochs))  # searched or not
         overrides = [f"{k}={override_value(v)}" for k, v in values.items()]
         overrides.append(f"trainer.n_epochs={n_epochs}")
-        base = self.s.sweep_dir / f"trial_{trial.number:04d}{tag}"
+        stop = min(n_epochs, self.epoch_cap(study))
+        if stop < n_epochs:  # the same configuration (schedules over n_epochs), stopped earlier
+            overrides.append(f"trainer.epoch_cap={stop}")
+        base = self.sweep_dir / f"trial_{trial.number:04d}{tag}"
         jobs = []
         for i, seed in enumerate(seeds):
-            trial_cfg = {"storage": self.storage, "study_name": self.s.study_name, "trial_id": trial_id,
+            trial_cfg = {"storage": self.storage, "study_name": self.study_name, "trial_id": trial_id,
                          "number": trial.number, "report": i == 0 and not tag, **self.extra_trial_cfg}
             run_dir = base if len(seeds) == 1 else base / f"seed_{seed}"
-            jobs.append(TrialJob(trial.number, trial_id, i, [*overrides, f"seed={seed}"], run_dir, trial_cfg))
+            jobs.append(TrialJob(trial.number, [*overrides, f"seed={seed}"], run_dir, trial_cfg))
         return jobs
 
     def _run(self, jobs: list[TrialJob]) -> list[JobOutcome]:
@@ -207,7 +192,7 @@ class SweepRunner:
             with self._lock:
                 self.busy_seconds += outcome.seconds
             outcomes.append(outcome)
-            if outcome.result is None or outcome.result.get("status") == "pruned":
+            if outcome.result is None or outcome.result.get("status") == Status.PRUNED:
                 break  # a failed or pruned seed decides the trial
         return outcomes
 
@@ -217,7 +202,7 @@ class SweepRunner:
         if len(results) < len(outcomes) or not results:
             error = next((o.error for o in outcomes if o.result is None), "no result")
             trial.set_user_attr("error", (error or "")[-2000:])
-            trial.set_user_attr("stop_reason", "failed")
+            trial.set_user_attr("stop_reason", Status.FAILED)
             study.tell(trial, state=TrialState.FAIL)
             log.warning("trial %d failed (%s); the search goes on", trial.number, (error or "").splitlines()[0])
             return
@@ -225,11 +210,11 @@ class SweepRunner:
         trial.set_user_attr("epochs_run", first["epochs_run"])
         trial.set_user_attr("num_timesteps", sum(r["num_timesteps"] for r in results))
         trial.set_user_attr("stop_reason", first["status"])
-        if first["status"] == "pruned":
+        if first["status"] == Status.PRUNED:
             study.tell(trial, state=TrialState.PRUNED)
             log.info("trial %d pruned after %d epochs", trial.number, first["epochs_run"])
             return
-        if first["status"] == "failed":
+        if first["status"] == Status.FAILED:
             trial.set_user_attr("error", (first.get("error") or "")[-2000:])
             study.tell(trial, state=TrialState.FAIL)
             return
@@ -238,7 +223,7 @@ class SweepRunner:
             per_seed = [objective_value(r, name) for r in results]
             if any(v is None or not math.isfinite(v) for v in per_seed):
                 trial.set_user_attr("error", f"objective {name} is missing or not finite: {per_seed}")
-                trial.set_user_attr("stop_reason", "failed")
+                trial.set_user_attr("stop_reason", Status.FAILED)
                 study.tell(trial, state=TrialState.FAIL)
                 log.warning("trial %d failed: objective %s = %s", trial.number, name, per_seed)
                 return
@@ -253,8 +238,8 @@ class SweepRunner:
     # -- the loop -------------------------------------------------------------------------
     def run(self, study: optuna.Study | None = None) -> optuna.Study:
         """Run trials until a stop condition holds; ``study`` if already opened with :meth:`open_study`."""
-        self.s.sweep_dir.mkdir(parents=True, exist_ok=True)
-        (self.s.sweep_dir / STOP_FILE).touch()
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        (self.sweep_dir / STOP_FILE).touch()
         study = study or self.open_study()
         started, reason = time.time(), None
         running: dict[Future, tuple[optuna.Trial, list[TrialJob]]] = {}

@@ -10,12 +10,9 @@ from typing import Any
 from omegaconf import DictConfig
 
 from hydrarl.errors import MissingDependency, UserError
+from hydrarl.status import Status
 
 log = logging.getLogger(__name__)
-
-# Terminal states a run can end in (TrialResult.status plus 'killed' for an interrupted run).
-FINISH_STATES = ("completed", "early_stopped", "pruned", "failed", "killed")
-
 
 @dataclass
 class RunRecord:
@@ -56,7 +53,7 @@ class Tracker:
         self.log_artifact(path, "videos")
 
     def finish(self, status: str) -> None:
-        """Close the run in one of FINISH_STATES."""
+        """Close the run as ``status`` (a :class:`Status`: TrialResult.status, or killed for an interrupted run)."""
 
 
 class Trackers(Tracker):
@@ -97,7 +94,7 @@ class Trackers(Tracker):
         self._each("log_video", Path(path), step)
 
     def finish(self, status: str) -> None:
-        self._each("finish", status)
+        self._each("finish", Status(status))
 
 
 def make_trackers(logger_cfg: DictConfig | None, run_dir: Path) -> Trackers:

@@ -134,7 +134,7 @@ class CometTracker(Tracker):
     def finish(self, status: str) -> None:
         if self.experiment is None:
             return
-        self.experiment.log_other("hydrarl.status", status)
+        self.experiment.log_other("hydrarl.status", str(status))
         self.experiment.end()
         if not self.online:
             log.info("comet: offline archive in %s (upload with `comet upload <zip>`)", self.offline_directory)

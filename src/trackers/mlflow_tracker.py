@@ -18,9 +18,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
 
 from hydrarl.errors import UserError
+from hydrarl.status import Status
 from hydrarl.trackers.base import RunRecord, Tracker
-
-_STATUS = {"completed": "FINISHED", "early_stopped": "FINISHED", "pruned": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
 
 
 def sqlite_artifact_root(tracking_uri: str) -> Path | None:
@@ -93,7 +92,7 @@ class MlflowTracker(Tracker):
 
     def finish(self, status: str) -> None:
         if self.client is not None and self._run_id is not None:
-            self.client.set_terminated(self._run_id, status=_STATUS[status])
+            self.client.set_terminated(self._run_id, status=Status(status).mlflow)
 
 
 @contextlib.contextmanager

@@ -1,21 +1,34 @@
-"""TrialResult: what one run hands back to its caller (the CLI, a sweeper, the regression matrix)."""
+"""TrialResult: what one run hands back to its caller (the CLI, a sweeper, the regression matrix), the
+the statuses a TrialResult can have, and the result file every run leaves in its run directory."""
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-STATUSES = ("completed", "early_stopped", "pruned", "failed")
+from hydrarl.status import Status
+
+RESULT_FILE = "trial_result.json"  # <run dir>/trial_result.json: the TrialResult of a finished run
+
+
+# The statuses a TrialResult can have (an interrupted run returns none).
+STATUSES = (Status.COMPLETED, Status.EARLY_STOPPED, Status.PRUNED, Status.FAILED)
 
 
 @dataclass
 class TrialResult:
     """Outcome of one run.
 
-    score: mean of the last ``early_stop.last_n`` values of the score metric (None if never evaluated).
-    epochs_run: epochs completed (over all resumes). num_timesteps: env steps trained.
+    score: mean of the last ``early_stop.last_n`` values of the score metric (fewer if fewer epochs; None
+    if never evaluated). epochs_run: epochs completed (over all resumes). num_timesteps: env steps trained.
     status: one of STATUSES. error: the traceback of a failed run.
     metrics: the last epoch's metrics plus ``best_score``.
+    best_mean: the best mean of ``early_stop.last_n`` consecutive values of the early-stop metric.
+    met_at_step: env steps at the end of the first epoch where the early-stop rule held (None: never,
+    or no threshold). Both from ``hydrarl.training.stopping.progress``.
     """
 
     score: float | None
@@ -27,10 +40,30 @@ class TrialResult:
     num_timesteps: int = 0
     run_dir: str | None = None
     error: str | None = None
+    best_mean: float | None = None
+    met_at_step: int | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
-            raise ValueError(f"status {self.status!r} not in {STATUSES}")
+            raise ValueError(f"status {self.status!r} not in {[str(s) for s in STATUSES]}")
+        self.status = Status(self.status)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def write(self, run_dir: Path) -> Path:
+        """Write ``<run_dir>/trial_result.json`` atomically (a temp file, then ``os.replace``)."""
+        path = Path(run_dir) / RESULT_FILE
+        tmp = path.with_name(f".{RESULT_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        os.replace(tmp, path)
+        return path
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    """The TrialResult (as a dict) a run left in ``run_dir``; None if it has none (it never finished)."""
+    path = Path(run_dir) / RESULT_FILE
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None

@@ -18,6 +18,7 @@ from hydrarl.agents.factory import build_agent
 from hydrarl.envs.factory import make_vec_env
 from hydrarl.errors import UserError
 from hydrarl.runinfo import flatten, run_tags
+from hydrarl.status import Status
 from hydrarl.trackers import RunRecord, make_trackers
 from hydrarl.training.checkpoint import (
     MODEL,
@@ -28,7 +29,7 @@ from hydrarl.training.checkpoint import (
     load_checkpoint,
     load_normalization,
 )
-from hydrarl.training.result import TrialResult
+from hydrarl.training.result import RESULT_FILE, TrialResult
 from hydrarl.training.seeding import EVAL_SEED_OFFSET, draw_seed
 from hydrarl.training.trainer import EpochReporter, Interrupted, Trainer
 
@@ -87,7 +88,7 @@ def _prepare(cfg: DictConfig, run_dir: Path):
     if resume_from is None and (run_dir / "checkpoints").exists():
         raise UserError(f"{run_dir} already holds a run; resume it with trainer.resume={run_dir} or start a new run.")
     state = TrainerState.load(resume_from / STATE) if resume_from else None
-    seed = state.seed if state else (t.seed if t.seed is not None else draw_seed())
+    seed = state.seed if state else (cfg.seed if cfg.seed is not None else draw_seed())
     device = resolve_device(str(t.device))
     torch.set_num_threads(t.torch_threads)
     set_random_seed(seed)
@@ -112,7 +113,10 @@ def _prepare(cfg: DictConfig, run_dir: Path):
 
 def run(cfg: DictConfig, run_dir: Path, reporter: EpochReporter | None = None) -> TrialResult:
     """Train as ``cfg`` (composed and validated by ``hydrarl.config.compose``) says, writing checkpoints
-    under ``run_dir``; return the TrialResult. ``reporter``: see ``Trainer``.
+    under ``run_dir``; return the TrialResult, also written to ``<run_dir>/trial_result.json`` (atomically)
+    once the run has ended (a crash's too, with status failed), for callers in other processes (a
+    search, the regression matrix); an interrupted run has none.
+    ``reporter``: see ``Trainer``.
 
     Raises UserError for bad input (before anything is recorded), Interrupted when stopped by a
     signal (after a checkpoint), and re-raises any crash after marking the tracker runs FAILED.
@@ -121,9 +125,10 @@ def run(cfg: DictConfig, run_dir: Path, reporter: EpochReporter | None = None) -
     env, eval_env, model, state, device = _prepare(cfg, run_dir)
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
-        resolved["seed"] = resolved["trainer"]["seed"] = state.seed
+        resolved["seed"] = state.seed
         trackers = make_trackers(cfg.logger, run_dir)  # a bad logger option fails here, before anything is written
         run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RESULT_FILE).unlink(missing_ok=True)  # a resumed run's earlier result no longer holds
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
         trackers.start(RunRecord(
             run_dir=run_dir,
@@ -139,18 +144,21 @@ def run(cfg: DictConfig, run_dir: Path, reporter: EpochReporter | None = None) -
             result = trainer.fit()
         except Interrupted:
             _log_artifacts(trackers, run_dir)
-            trackers.finish("killed")
+            trackers.finish(Status.KILLED)
             raise
         except KeyboardInterrupt:
-            trackers.finish("killed")
+            trackers.finish(Status.KILLED)
             raise
         except Exception:
             (run_dir / "error.txt").write_text(traceback.format_exc())
+            TrialResult(None, state.epoch, False, Status.FAILED, state.tracker_ids.get("mlflow"), num_timesteps=state.num_timesteps,
+                        run_dir=str(run_dir), error=traceback.format_exc()).write(run_dir)
             trackers.log_artifact(run_dir / "error.txt")
-            trackers.finish("failed")
+            trackers.finish(Status.FAILED)
             raise
         _log_artifacts(trackers, run_dir)
         trackers.finish(result.status)
+        result.write(run_dir)
         return result
     finally:
         env.close()

@@ -19,12 +19,14 @@ from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from hydrarl.status import Status
 from hydrarl.trackers import Trackers
 from hydrarl.training.callbacks import StopFlag, TrainerCallback, capture_sb3_logs, sb3_metrics, schedules_over_run
 from hydrarl.training.checkpoint import TrainerState, save_checkpoint
 from hydrarl.training.evaluation import evaluate
 from hydrarl.training.result import TrialResult
 from hydrarl.training.seeding import EVAL_SEED_OFFSET
+from hydrarl.training.stopping import history_points, last_values, progress, rule_met
 
 log = logging.getLogger("hydrarl")
 
@@ -82,6 +84,10 @@ class Trainer:
         self.checkpoints = Path(run_dir) / "checkpoints"
         self.run_dir = Path(run_dir)
         self.total_steps = self.t.n_epochs * self.t.eval_after_n_steps
+        # The epoch this run ends at: trainer.epoch_cap stops it earlier, while its schedules (and the
+        # progress bar) still span trainer.n_epochs, so a capped run is the same configuration stopped sooner.
+        cap = self.t.get("epoch_cap")
+        self.last_epoch = self.t.n_epochs if cap is None else min(self.t.n_epochs, cap)
         self.sb3_logs = capture_sb3_logs(model)
         schedules_over_run(model, self.total_steps)
         self.reporter = reporter
@@ -132,14 +138,12 @@ class Trainer:
 
     def _values(self, name: str) -> list[float]:
         """The last ``early_stop.last_n`` recorded values of a metric."""
-        return [h[name] for h in self.state.history if name in h][-self.t.early_stop.last_n :]
+        return last_values(self.state.history, name, self.t.early_stop.last_n)
 
     def _should_stop(self, metric: str) -> bool:
-        threshold = self.t.early_stop.threshold
-        if threshold is None:
-            return False
-        values = self._values(self.t.early_stop.metric or metric)
-        return len(values) == self.t.early_stop.last_n and float(np.mean(values)) >= threshold
+        """The early-stop rule (``hydrarl.training.stopping``) on ``early_stop.metric`` (default: the score)."""
+        stop = self.t.early_stop
+        return rule_met(self._values(stop.metric or metric), stop.last_n, stop.threshold)
 
     def _record(self, metrics: dict[str, float]) -> bool:
         """Append the epoch to the history, update best, early stop and (in a sweep) pruning;
@@ -168,7 +172,7 @@ class Trainer:
         """With ``render=record``: an MP4 of the epoch's first evaluation episodes every
         ``trainer.video.every`` epochs and at the run's last epoch, logged to the trackers."""
         state, video = self.state, self.t.video
-        last = state.epoch >= self.t.n_epochs or state.early_stopped or state.pruned
+        last = state.epoch >= self.last_epoch or state.early_stopped or state.pruned
         if not self.record or not (last or state.epoch % video.every == 0):
             return
         from hydrarl.training.video import make_video_env, record_video
@@ -200,7 +204,7 @@ class Trainer:
         with StopFlag() as stop, logging_redirect_tqdm():
             callback = TrainerCallback(stop, bar)
             try:
-                while state.epoch < t.n_epochs and not (state.early_stopped or state.pruned):
+                while state.epoch < self.last_epoch and not (state.early_stopped or state.pruned):
                     throughput = self._learn(callback)
                     if stop:
                         save_checkpoint(self.checkpoints / "last", self.model, self.env, state)
@@ -227,13 +231,17 @@ class Trainer:
         metrics = dict(final)
         if state.best_score is not None:
             metrics["best_score"] = state.best_score
+        stop = self.t.early_stop
+        reached = progress(history_points(state.history, stop.metric or metric), stop.last_n, stop.threshold) if metric else None
         return TrialResult(
             score=float(np.mean(values)) if values else None,
             epochs_run=state.epoch,
             early_stopped=state.early_stopped,
-            status="pruned" if state.pruned else "early_stopped" if state.early_stopped else "completed",
+            status=Status.PRUNED if state.pruned else Status.EARLY_STOPPED if state.early_stopped else Status.COMPLETED,
             run_id=self.run_id,
             metrics=metrics,
             num_timesteps=state.num_timesteps,
             run_dir=str(self.run_dir),
+            best_mean=reached.best_mean if reached else None,
+            met_at_step=reached.met_at_step if reached else None,
         )

@@ -1,11 +1,15 @@
-"""Every env x algorithm pair: it composes, and either trains for one short epoch or is refused
-before training with a UserError that names both."""
+"""Every env x algorithm pair, at the agent factory: it composes, and ``build_agent`` either builds the
+agent or refuses with a UserError that names both, with the sizes the regression matrix's function tier
+builds it with (``valid_pairs``: the fast overrides). Training every pair the factory accepts for one
+short epoch, then a save -> load -> predict round trip, is that tier's job (``./run_testing.sh -t
+function``, the last step of ``make test``); here only what the factory decides."""
 
-import numpy as np
 import pytest
 
+from hydrarl.agents.factory import build_agent
 from hydrarl.agents.human import display_problem
 from hydrarl.config.compose import available
+from hydrarl.envs.factory import make_vec_env
 from hydrarl.errors import UserError
 from hydrarl.launchers.matrix import FUNCTION_TRAINER
 from hydrarl.training.train import run
@@ -37,23 +41,52 @@ MUST_TRAIN = {(e, a) for e in FETCH for a in HER} | {
 MUST_TRAIN |= {("CarRacingContinuous", "pid")}
 
 
-def short_run_overrides(env: str, algorithm: str) -> list[str]:
-    return [f"env={env}", f"algorithm={algorithm}", *FUNCTION_TRAINER, *fast_overrides(algorithm)]
+def test_the_known_pairs_exist():
+    """The sets above name only envs and algorithms of the config tree (a renamed one fails here, not silently)."""
+    unknown = {(e, a) for e, a in MUST_REFUSE | MUST_TRAIN if e not in ENVS or a not in ALGORITHMS}
+    assert not unknown, f"unknown env or algorithm in MUST_REFUSE/MUST_TRAIN: {sorted(unknown)}"
+    assert not MUST_REFUSE & MUST_TRAIN
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.fixture(scope="module")
+def fast():
+    """Each algorithm's fast overrides (the keys it has of ``FAST_ALGORITHM``), as the function tier sets them."""
+    return {a: fast_overrides(a) for a in ALGORITHMS}
+
+
 @pytest.mark.parametrize("env", ENVS)
-def test_pair(env, algorithm, tmp_path):
-    cfg = compose_cfg(short_run_overrides(env, algorithm))
-    try:
-        result = run(cfg, tmp_path / "run")
-    except UserError as exc:
-        assert (env, algorithm) not in MUST_TRAIN, f"{env} x {algorithm} refused: {exc}"
-        assert env in str(exc) and algorithm in str(exc)
-        assert not (tmp_path / "run" / "checkpoints").exists(), "a refused pair must leave no checkpoint"
-        return
-    assert (env, algorithm) not in MUST_REFUSE, f"{env} x {algorithm} should have been refused"
-    assert result.status == "completed" and result.epochs_run == 1
-    assert result.num_timesteps >= 100
-    assert np.isfinite(result.metrics["eval/mean_reward"])
-    assert (tmp_path / "run" / "checkpoints" / "last" / "model.zip").is_file()
+def test_the_factory_builds_or_refuses_every_pair_naming_both(env, fast):
+    """As ``valid_pairs`` decides which pairs the function tier trains: every MUST_TRAIN pair is built, no
+    MUST_REFUSE pair is, and each refusal is a UserError that names the env and the algorithm."""
+    valid, refused, vec_env = [], {}, None
+    for algorithm in ALGORITHMS:
+        cfg = compose_cfg([f"env={env}", f"algorithm={algorithm}", *fast[algorithm]])
+        try:
+            if vec_env is None:
+                vec_env = make_vec_env(cfg.env, 0)
+            build_agent(cfg.algorithm, vec_env, 0, "cpu", name=algorithm, env_name=env)
+            valid.append((env, algorithm))
+        except UserError as exc:
+            refused[(env, algorithm)] = str(exc)
+    if vec_env is not None:
+        vec_env.close()
+    wrongly_refused = {pair: reason for pair, reason in refused.items() if pair in MUST_TRAIN}
+    assert not wrongly_refused, f"refused pairs that must train: {wrongly_refused}"
+    wrongly_built = sorted(pair for pair in valid if pair in MUST_REFUSE)
+    assert not wrongly_built, f"built pairs that must be refused: {wrongly_built}"
+    unnamed = {pair: reason for pair, reason in refused.items() if env not in reason or pair[1] not in reason}
+    assert not unnamed, f"refusals that do not name both the env and the algorithm: {unnamed}"
+
+
+# One refusal of each kind the factory makes (action space, HER without goals, policy for the observations,
+# action noise without Box actions, a controller for another env), through a whole run as train.py starts it.
+@pytest.mark.parametrize(("env", "algorithm"), [
+    ("CartPole", "sac"), ("Pendulum", "td3_her"), ("FetchReach", "dqn"), ("CarRacing", "td3"), ("Pendulum", "pid"),
+    ("FetchReach", "per_ddqn"),
+])
+def test_a_refused_pair_stops_a_run_before_anything_is_written(env, algorithm, tmp_path):
+    cfg = compose_cfg([f"env={env}", f"algorithm={algorithm}", *FUNCTION_TRAINER, *fast_overrides(algorithm)])
+    with pytest.raises(UserError) as refusal:
+        run(cfg, tmp_path / "run")
+    assert env in str(refusal.value) and algorithm in str(refusal.value)
+    assert not (tmp_path / "run" / "checkpoints").exists(), "a refused pair must leave no checkpoint"

@@ -63,6 +63,11 @@ def test_logger_multi_select():
     assert len(compose_cfg(["logger=[]"]).logger) == 0
 
 
+def test_trainer_seed_is_gone_and_says_to_use_seed():
+    with pytest.raises(UserError, match=r"use seed=3"):
+        validate(compose_cfg(["+trainer.seed=3"]))
+
+
 @pytest.mark.parametrize(
     "override, needle",
     [

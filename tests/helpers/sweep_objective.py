@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 
+from hydrarl.status import Status
 from hydrarl.sweep.reporter import TrialReporter
 from hydrarl.sweep.runner import TrialJob
 from hydrarl.training.jobs import JobOutcome
@@ -27,6 +28,8 @@ def synthetic(job: TrialJob, early_stop: float | None = None, crash_above: float
     p = parse(job.overrides)
     x, y, seed = float(p["x"]), float(p.get("y", 0.0)), int(p["seed"])
     n_epochs = int(p["trainer.n_epochs"])
+    if "trainer.epoch_cap" in p:  # as the Trainer does: the cap ends the run sooner
+        n_epochs = min(n_epochs, int(p["trainer.epoch_cap"]))
     call = {"start": time.time(), "number": job.number, "overrides": job.overrides}
     CALLS.append(call)
     time.sleep(float(p.get("duration", duration)))
@@ -34,21 +37,21 @@ def synthetic(job: TrialJob, early_stop: float | None = None, crash_above: float
         return JobOutcome(None, 1, time.perf_counter() - start, job.run_dir, error="RuntimeError: deliberate crash")
     target = 1 - (x - 0.3) ** 2 - y**2 + 0.01 * ((seed % 3) - 1)
     reporter = TrialReporter(**{k: job.trial_cfg[k] for k in ("storage", "study_name", "trial_id", "report")})
-    status, value, epoch = "completed", None, 0
+    status, value, epoch = Status.COMPLETED, None, 0
     for epoch in range(1, n_epochs + 1):
         value = target * (1 - 0.5**epoch)
         if reporter.report(value, epoch):
-            status = "pruned"
+            status = Status.PRUNED
             break
         if early_stop is not None and value >= early_stop:
-            status = "early_stopped"
+            status = Status.EARLY_STOPPED
             break
     if nan_below is not None and x < nan_below:
         value = math.nan
     call["end"] = time.time()
     if stop_file is not None and job.number >= 2 and stop_file.exists():
         stop_file.unlink()
-    result = {"score": value, "epochs_run": epoch, "early_stopped": status == "early_stopped", "status": status,
+    result = {"score": value, "epochs_run": epoch, "early_stopped": status == Status.EARLY_STOPPED, "status": status,
               "run_id": None, "metrics": {"final": value}, "num_timesteps": 100 * epoch, "run_dir": str(job.run_dir)}
     return JobOutcome(result, 0, time.perf_counter() - start, job.run_dir)
 

@@ -67,6 +67,8 @@ BAD_INPUT = [
     (["algorithm=nope"], ["algorithm=nope is unknown", "sac_her", "dqn"]),
     (["trainer.epochs=3"], ["unknown config key 'trainer.epochs'", "n_epochs"]),
     (["nonsense=1"], ["unknown config key 'nonsense'"]),
+    (["trainer.seed=3"], ["trainer.seed"]),  # the seed has one key: seed=3
+    (["+trainer.seed=3"], ["use seed=3"]),
     (["env=Pendulum", "algorithm=sac", "algorithm.policy_kwargs={net_arch:[8],n_critics:1}"],
      ["may only set the keys algorithm.policy_kwargs has (net_arch)", "+algorithm.policy_kwargs.<new key>"]),
     (["trainer.n_epochs=many"], ["trainer.n_epochs", "integer"]),

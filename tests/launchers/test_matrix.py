@@ -1,5 +1,6 @@
 """The regression matrix: scheduler (process cap, launch spacing, GPU gate with a stand-in
-nvidia-smi, failures), the bar verdict rule, and run_testing's exit status and verdict file."""
+nvidia-smi, failures, a job's TrialResult), the bar verdict rule, and run_testing's exit status and
+verdict file."""
 
 import json
 import os
@@ -11,9 +12,11 @@ import pytest
 
 from hydrarl.config import validate
 from hydrarl.config.compose import available, compose
-from hydrarl.launchers.matrix import BARS_DIR, Bar, bar_verdicts, hopeless, run_verdict
+from hydrarl.launchers.matrix import BARS_DIR, Bar, bar_verdicts, curve_verdict, hopeless, run_verdict
 from hydrarl.launchers.run_testing import main, parse_gpus
 from hydrarl.launchers.scheduler import MatrixJob, Scheduler
+from hydrarl.training.result import RESULT_FILE, TrialResult
+from hydrarl.training.stopping import history_points, progress
 
 PY = sys.executable
 
@@ -22,7 +25,7 @@ def sleeper(tmp_path, name, seconds=0.4, code="", exit_code=0):
     lines = ["import os, sys, time", f"time.sleep({seconds})", "print('CVD=' + repr(os.environ.get('CUDA_VISIBLE_DEVICES')))", code,
              f"sys.exit({exit_code})"]
     script = "\n".join(line for line in lines if line)
-    return MatrixJob(name, [[PY, "-c", script]], tmp_path / f"{name}.log")
+    return MatrixJob(name, [PY, "-c", script], tmp_path / f"{name}.log")
 
 
 def overlap(jobs):
@@ -95,10 +98,25 @@ def test_a_job_fails_on_exit_status_or_a_traceback_in_its_log(tmp_path, no_gpu):
     bad_exit = sleeper(tmp_path, "bad", seconds=0, exit_code=3)
     traceback_only = sleeper(tmp_path, "tb", seconds=0, code="print('Traceback (most recent call last):'); print('ValueError: x')")
     good = sleeper(tmp_path, "good", seconds=0)
-    chained = MatrixJob("chain", [[PY, "-c", "raise SystemExit(1)"], [PY, "-c", "print('never')"]], tmp_path / "chain.log")
-    Scheduler(max_procs=4, spacing=0, poll=0.02, say=lambda m: None).run([bad_exit, traceback_only, good, chained])
-    assert (bad_exit.ok, traceback_only.ok, good.ok, chained.ok) == (False, False, True, False)
-    assert "ValueError" in traceback_only.error and "never" not in chained.log.read_text().split("$")[-1]
+    Scheduler(max_procs=4, spacing=0, poll=0.02, say=lambda m: None).run([bad_exit, traceback_only, good])
+    assert (bad_exit.ok, traceback_only.ok, good.ok) == (False, False, True)
+    assert "ValueError" in traceback_only.error and bad_exit.error == "exit status 3"
+    assert good.log.read_text().startswith(f"$ {PY} -c ")
+
+
+def test_a_job_gets_the_trial_result_its_run_left_and_none_without_one(tmp_path, no_gpu):
+    result = TrialResult(0.5, 2, True, "early_stopped", None, best_mean=0.5, met_at_step=2000)
+    jobs = []
+    for name, exit_code in (("finished", 0), ("crashed", 1)):
+        run_dir = tmp_path / f"{name}_run"
+        run_dir.mkdir()
+        write = f"import pathlib; pathlib.Path({str(run_dir / RESULT_FILE)!r}).write_text({json.dumps(result.to_dict())!r})"
+        jobs.append(sleeper(tmp_path, name, seconds=0, code=write, exit_code=exit_code))
+        jobs[-1].run_dir = run_dir
+    finished, crashed = jobs
+    Scheduler(max_procs=2, spacing=0, poll=0.02, say=lambda m: None).run([finished, crashed])
+    assert finished.result == json.loads(json.dumps(result.to_dict())) and finished.result["status"] == "early_stopped"
+    assert crashed.result is None  # a run that did not exit 0 has no result, whatever it left
 
 
 def test_a_passed_jobs_scratch_is_deleted_and_a_failed_jobs_kept(tmp_path, no_gpu):
@@ -119,13 +137,32 @@ def hist(values, step=1000):
     return [{"eval/success_rate": v, "time/total_timesteps": step * (i + 1)} for i, v in enumerate(values)]
 
 
+def verdict_of(values, b):
+    return curve_verdict(history_points(hist(values), b.metric), b)
+
+
+def result_of(values, b):
+    """The TrialResult fields a run of ``b`` reports (its early stop is the bar's rule)."""
+    reached = progress(history_points(hist(values), b.metric), b.last_n, b.value)
+    return {"best_mean": reached.best_mean, "met_at_step": reached.met_at_step}
+
+
 def test_run_verdict_mean_of_last_n_within_max_steps():
     b = bar()
-    assert run_verdict(hist([0.0, 0.9, 1.0]), b) == {"passed": True, "steps": 3000, "best_mean": 0.95}
-    assert run_verdict(hist([0.0, 1.0, 0.7]), b)["passed"] is False  # means 0.5, 0.85
-    late = run_verdict(hist([0.0, 0.0, 0.0, 1.0, 1.0]), b)
+    assert verdict_of([0.0, 0.9, 1.0], b) == {"passed": True, "steps": 3000, "best_mean": 0.95}
+    assert verdict_of([0.0, 1.0, 0.7], b)["passed"] is False  # means 0.5, 0.85
+    late = verdict_of([0.0, 0.0, 0.0, 1.0, 1.0], b)
     assert late["passed"] is False and late["best_mean"] == 1.0  # met only at 5000 > max_steps
-    assert run_verdict([], b) == {"passed": False, "steps": None, "best_mean": None}
+    assert verdict_of([], b) == {"passed": False, "steps": None, "best_mean": None}
+    assert verdict_of([float("nan"), 0.0, 0.5], b)["best_mean"] == 0.25  # a NaN window is no best
+
+
+def test_run_verdict_from_a_trial_result_is_the_curve_verdict():
+    b = bar()
+    for values in ([0.0, 0.9, 1.0], [0.0, 1.0, 0.7], [0.0, 0.0, 0.0, 1.0, 1.0], [0.3]):
+        assert run_verdict(result_of(values, b), b) == verdict_of(values, b)
+    assert run_verdict(None, b) == {"passed": False, "steps": None, "best_mean": None}  # no result file
+    assert run_verdict({"status": "completed"}, b)["passed"] is False  # a result written before these fields
 
 
 def test_bar_verdict_counts_runs_and_hopeless_stops_a_bar(tmp_path):
@@ -133,11 +170,9 @@ def test_bar_verdict_counts_runs_and_hopeless_stops_a_bar(tmp_path):
     jobs = []
     for seed, values in ((1, [1.0, 1.0]), (2, [0.0, 0.1]), (3, None)):
         run_dir = tmp_path / f"s{seed}"
-        job = MatrixJob(f"E/a#seed{seed}", [], tmp_path / f"{seed}.log", meta={"bar": "E/a", "seed": seed, "run_dir": str(run_dir)})
+        job = MatrixJob(f"E/a#seed{seed}", [], tmp_path / f"{seed}.log", meta={"bar": "E/a", "seed": seed}, run_dir=run_dir)
         if values is not None:
-            (run_dir / "checkpoints" / "last").mkdir(parents=True)
-            (run_dir / "checkpoints" / "last" / "trainer_state.json").write_text(json.dumps({"history": hist(values)}))
-            job.returncode = 0
+            job.result, job.returncode = result_of(values, b), 0
         jobs.append(job)
     (verdict,) = bar_verdicts(jobs, [b])
     assert (verdict["passed_runs"], verdict["passed"], verdict["best_value_reached"]) == (1, False, 1.0)
@@ -154,7 +189,6 @@ def write_bar(directory, name, value):
         f"total_runs: 1\nsucc_runs: 1\nmetric: eval/mean_reward\nvalue: {value}\nmax_steps: 400\nlast_n: 2\n"
         "eval_after_n_steps: 200\nn_test_rollouts: 1\n"
         "overrides: ['logger=[]', algorithm.learning_starts=50, algorithm.batch_size=32]\n"
-        "rule: mean of the last 2 evaluations >= value within 400 steps\n"
     )
 
 
@@ -200,6 +234,5 @@ def test_every_bar_composes_and_its_measurements_meet_it(name):
         points = run.get("steps_and_eval") or run.get("steps_and_eval_return")
         if points is None:  # the FetchReach bars list one value per 1,000-step epoch
             points = [[1000 * (i + 1), v] for i, v in enumerate(run["success_per_1000_steps"])]
-        history = [{"time/total_timesteps": steps, bar.metric: value} for steps, value in points]
-        passed += run_verdict(history, bar)["passed"]
+        passed += curve_verdict([(steps, value) for steps, value in points], bar)["passed"]
     assert passed >= bar.succ_runs, f"{name}: {passed} of the recorded runs meet the bar, it asks for {bar.succ_runs}"

@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from hydrarl.sweep.components import open_storage
-from hydrarl.sweep.reporter import PRUNER_ATTR
+from hydrarl.sweep.reporter import PRUNER_ATTR, TrialReporter
 from hydrarl.training.train import run
 from tests.helpers.cli import run_cli
 from tests.helpers.compose import compose_cfg, fast_overrides
@@ -54,7 +54,7 @@ def test_the_trainer_reports_each_epoch_and_stops_when_pruned(tmp_path):
     trial = study.ask()
     cfg = compose_cfg(["env=Pendulum", "algorithm=sac", "seed=0", "logger=[]", "trainer.progress_bar=false", *TINY,
                        "trainer.n_epochs=5", f"trial={{storage:'{storage}',study_name:p,trial_id:{trial._trial_id},number:0,report:true}}"])
-    result = run(cfg, tmp_path / "run")
+    result = run(cfg, tmp_path / "run", TrialReporter.from_config(cfg.trial))  # as the job's task builds it
     assert (result.status, result.epochs_run, result.num_timesteps) == ("pruned", 1, 200)
     frozen = study.trials[0]
     assert frozen.state == TrialState.RUNNING and list(frozen.intermediate_values) == [1]

@@ -15,17 +15,23 @@ from optuna.trial import TrialState
 from hydrarl.analysis.curves import iqm
 from hydrarl.errors import UserError
 from hydrarl.paths import PROJECT_ROOT
-from hydrarl.sweep.runner import EPOCH_CAP_ATTR, STOP_FILE, SweepRunner, SweepSettings
+from hydrarl.sweep.runner import EPOCH_CAP_ATTR, STOP_FILE, SweepRunner
+from hydrarl.sweep.settings import RLOptunaSweeperConf
 from tests.helpers import sweep_objective
 from tests.helpers.sweep_objective import synthetic
 
 SPACE = {"x": "interval(0.0, 1.0)"}
 
 
-def settings(tmp_path, **kw):
-    base = dict(sweep_dir=tmp_path, study_name="s", params=SPACE, n_trials=8, n_jobs=2, n_epochs=4,
-                sampler={"name": "random", "seed": 0}, pruner={"name": "none"})
-    return SweepSettings(**{**base, **kw})
+def settings(**kw) -> RLOptunaSweeperConf:
+    """The sweeper's settings of these tests: the schema's defaults, a 1-d space, random sampling, no pruning."""
+    base = dict(params=SPACE, n_trials=8, n_jobs=2, sampler={"name": "random", "seed": 0}, pruner={"name": "none"})
+    return RLOptunaSweeperConf(**{**base, **kw})
+
+
+def runner(tmp_path, run_trial=synthetic, n_epochs=4, study_name="s", **kw) -> SweepRunner:
+    """A runner of ``settings(**kw)`` with its sweep directory in ``tmp_path``."""
+    return SweepRunner(settings(**kw), run_trial, sweep_dir=tmp_path, study_name=study_name, n_epochs=n_epochs)
 
 
 def states(study):
@@ -34,35 +40,31 @@ def states(study):
 
 @pytest.mark.parametrize("name", ["tpe", "random", "cmaes", "gp", "qmc"])
 def test_each_single_objective_sampler_runs_the_study(tmp_path, name):
-    s = settings(tmp_path, sampler={"name": name, "seed": 1}, params={"x": "interval(0.0, 1.0)", "y": "interval(-0.5, 0.5)"}, n_trials=10)
-    study = SweepRunner(s, synthetic).run()
+    study = runner(tmp_path, sampler={"name": name, "seed": 1}, params={"x": "interval(0.0, 1.0)", "y": "interval(-0.5, 0.5)"},
+                   n_trials=10).run()
     assert states(study) == [TrialState.COMPLETE] * 10
     assert study.best_value > 0.6
 
 
 def test_grid_sampler_walks_the_grid(tmp_path):
-    s = settings(tmp_path, sampler={"name": "grid"}, params={"x": "choice(0.1, 0.3, 0.5)", "y": "range(0, 2)"}, n_trials=6)
-    study = SweepRunner(s, synthetic).run()
+    study = runner(tmp_path, sampler={"name": "grid"}, params={"x": "choice(0.1, 0.3, 0.5)", "y": "range(0, 2)"}, n_trials=6).run()
     assert sorted((t.params["x"], t.params["y"]) for t in study.trials) == sorted((x, y) for x in (0.1, 0.3, 0.5) for y in (0, 1))
     assert study.best_params == {"x": 0.3, "y": 0}
 
 
 def test_grid_sampler_refuses_intervals(tmp_path):
     with pytest.raises(UserError, match="grid"):
-        SweepRunner(settings(tmp_path, sampler={"name": "grid"}), synthetic).run()
+        runner(tmp_path, sampler={"name": "grid"}).run()
 
 
 def test_sampler_by_target(tmp_path):
-    s = settings(tmp_path, sampler={"_target_": "optuna.samplers.RandomSampler", "seed": 3}, n_trials=3)
-    study = SweepRunner(s, synthetic).run()
+    study = runner(tmp_path, sampler={"_target_": "optuna.samplers.RandomSampler", "seed": 3}, n_trials=3).run()
     assert isinstance(study.sampler, optuna.samplers.RandomSampler) and len(study.trials) == 3
 
 
 def test_multi_objective_gives_a_pareto_front(tmp_path):
-    s = settings(tmp_path, sampler={"name": "nsgaii", "seed": 0}, direction=["maximize", "minimize"], objectives=["score", "num_timesteps"],
-                 n_trials=10)
-    runner = SweepRunner(s, functools.partial(synthetic, early_stop=0.7))
-    study = runner.run()
+    study = runner(tmp_path, functools.partial(synthetic, early_stop=0.7), sampler={"name": "nsgaii", "seed": 0},
+                   direction=["maximize", "minimize"], objectives=["score", "num_timesteps"], n_trials=10).run()
     front = study.best_trials
     assert front and all(t.state == TrialState.COMPLETE for t in front)
     for a in front:  # no trial of the front is dominated by another
@@ -70,9 +72,8 @@ def test_multi_objective_gives_a_pareto_front(tmp_path):
 
 
 def test_median_pruner_prunes_hopeless_trials(tmp_path):
-    s = settings(tmp_path, pruner={"name": "median", "n_startup_trials": 3, "n_warmup_steps": 1}, n_trials=16, n_jobs=1,
-                 sampler={"name": "random", "seed": 2})
-    study = SweepRunner(s, synthetic).run()
+    study = runner(tmp_path, pruner={"name": "median", "n_startup_trials": 3, "n_warmup_steps": 1}, n_trials=16, n_jobs=1,
+                   sampler={"name": "random", "seed": 2}).run()
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert pruned, "some trials must be pruned"
     assert all(t.user_attrs["stop_reason"] == "pruned" and t.user_attrs["epochs_run"] < 4 for t in pruned)
@@ -82,47 +83,52 @@ def test_median_pruner_prunes_hopeless_trials(tmp_path):
 
 @pytest.mark.parametrize("name", ["hyperband", "successive_halving", "wilcoxon"])
 def test_other_pruners_build(tmp_path, name):
-    study = SweepRunner(settings(tmp_path, pruner={"name": name}, n_trials=4), synthetic).run()
+    study = runner(tmp_path, pruner={"name": name}, n_trials=4).run()
     assert len(study.trials) == 4
 
 
-def test_epoch_cap_is_factor_times_fastest_early_stop(tmp_path):
-    sweep_objective.CALLS.clear()
-    s = settings(tmp_path, n_epochs=20, n_jobs=1, n_trials=6, epoch_cap_factor=1.5)
-    study = SweepRunner(s, functools.partial(synthetic, early_stop=0.6)).run()
+def test_the_runner_uses_the_sweepers_default_pruner(tmp_path):
+    study = SweepRunner(RLOptunaSweeperConf(params=SPACE, n_trials=1), synthetic, sweep_dir=tmp_path, study_name="d", n_epochs=2).open_study()
+    assert isinstance(study.pruner, optuna.pruners.MedianPruner)
+    assert study.user_attrs["hydrarl.pruner"] == {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 2}
+
+
+def test_epoch_cap_is_factor_times_fastest_early_stop_and_keeps_n_epochs(tmp_path):
+    study = runner(tmp_path, functools.partial(synthetic, early_stop=0.6), n_epochs=20, n_jobs=1, n_trials=6, epoch_cap_factor=1.5).run()
     early = [t.user_attrs["epochs_run"] for t in study.trials if t.user_attrs["stop_reason"] == "early_stopped"]
     assert early
     cap = study.user_attrs[EPOCH_CAP_ATTR]
-    assert cap == int(-(-1.5 * min(early) // 1))
+    assert cap == int(-(-1.5 * min(early) // 1)) < 20
     first_early = next(t.number for t in study.trials if t.user_attrs["stop_reason"] == "early_stopped")
-    given = [int(sweep_objective.parse(c["overrides"])["trainer.n_epochs"]) for c in sweep_objective.CALLS]
-    assert given[: first_early + 1] == [20] * (first_early + 1)
-    assert all(n <= 20 for n in given) and given[-1] == cap
+    given = [sweep_objective.parse(t.user_attrs["overrides"]) for t in study.trials]
+    assert all(g["trainer.n_epochs"] == "20" for g in given)  # a capped trial keeps its run length (and schedules) ...
+    assert all("trainer.epoch_cap" not in g for g in given[: first_early + 1])
+    assert given[-1]["trainer.epoch_cap"] == str(cap)  # ... and stops at the cap
+    assert all(t.user_attrs["epochs_run"] <= cap for t in study.trials[first_early + 1 :])
 
 
 def test_cap_persists_in_the_study(tmp_path):
-    s = settings(tmp_path, n_epochs=20, n_jobs=1, n_trials=3, storage=f"sqlite:///{tmp_path}/s.db")
-    SweepRunner(s, functools.partial(synthetic, early_stop=0.6)).run()
-    again = SweepRunner(settings(tmp_path, n_epochs=20, n_trials=3, storage=f"sqlite:///{tmp_path}/s.db"), synthetic)
+    storage = f"sqlite:///{tmp_path}/s.db"
+    runner(tmp_path, functools.partial(synthetic, early_stop=0.6), n_epochs=20, n_jobs=1, n_trials=3, storage=storage).run()
+    again = runner(tmp_path, n_epochs=20, n_trials=3, storage=storage)
     assert again.epoch_cap(again.open_study()) < 20
 
 
 def test_deleting_the_stop_file_lets_running_trials_finish_and_starts_no_more(tmp_path):
-    runner = SweepRunner(settings(tmp_path, n_trials=30, n_jobs=2), functools.partial(synthetic, duration=0.05, stop_file=tmp_path / STOP_FILE))
-    study = runner.run()
+    study = runner(tmp_path, functools.partial(synthetic, duration=0.05, stop_file=tmp_path / STOP_FILE), n_trials=30, n_jobs=2).run()
     assert 3 <= len(study.trials) <= 5
     assert all(t.state.is_finished() for t in study.trials)
 
 
 def test_max_duration_stops_the_search(tmp_path):
     start = time.time()
-    study = SweepRunner(settings(tmp_path, n_trials=1000, max_duration_minutes=0.01), functools.partial(synthetic, duration=0.1)).run()
+    study = runner(tmp_path, functools.partial(synthetic, duration=0.1), n_trials=1000, max_duration_minutes=0.01).run()
     assert time.time() - start < 5 and 2 <= len(study.trials) < 30
 
 
 def test_a_crashing_or_nan_trial_fails_alone(tmp_path):
-    s = settings(tmp_path, n_trials=12, sampler={"name": "random", "seed": 5})
-    study = SweepRunner(s, functools.partial(synthetic, crash_above=0.75, nan_below=0.1)).run()
+    study = runner(tmp_path, functools.partial(synthetic, crash_above=0.75, nan_below=0.1), n_trials=12,
+                   sampler={"name": "random", "seed": 5}).run()
     assert len(study.trials) == 12
     for t in study.trials:
         bad = t.params["x"] > 0.75 or t.params["x"] < 0.1
@@ -133,15 +139,13 @@ def test_a_crashing_or_nan_trial_fails_alone(tmp_path):
 
 
 def test_max_failure_rate_stops_a_broken_search(tmp_path):
-    s = settings(tmp_path, n_trials=40, n_jobs=1, max_failure_rate=0.5)
-    study = SweepRunner(s, functools.partial(synthetic, crash_above=-1)).run()
+    study = runner(tmp_path, functools.partial(synthetic, crash_above=-1), n_trials=40, n_jobs=1, max_failure_rate=0.5).run()
     assert len(study.trials) == 4
 
 
 def test_repeats_aggregate_seeds_and_keep_them(tmp_path):
     for aggregate in ("mean", "iqm"):
-        s = settings(tmp_path / aggregate, n_trials=2, repeats=4, aggregate=aggregate, n_epochs=30)
-        study = SweepRunner(s, synthetic).run()
+        study = runner(tmp_path / aggregate, n_trials=2, repeats=4, aggregate=aggregate, n_epochs=30).run()
         for t in study.trials:
             per_seed = t.user_attrs["per_seed/score"]
             assert len(per_seed) == 4 and len(set(per_seed)) > 1
@@ -150,7 +154,7 @@ def test_repeats_aggregate_seeds_and_keep_them(tmp_path):
 
 
 def test_top_k_are_reevaluated_with_fresh_seeds(tmp_path):
-    study = SweepRunner(settings(tmp_path, n_trials=4, reevaluate_top_k=2, reevaluate_repeats=3), synthetic).run()
+    study = runner(tmp_path, n_trials=4, reevaluate_top_k=2, reevaluate_repeats=3).run()
     scores = {int(k.split("/")[1]): v for k, v in study.user_attrs.items() if k.startswith("reevaluation/")}
     assert len(scores) == 2 and all(len(v) == 3 for v in scores.values())
     reevaluated = [t for t in study.trials if t.number in scores]
@@ -160,11 +164,10 @@ def test_top_k_are_reevaluated_with_fresh_seeds(tmp_path):
 def test_no_batch_barrier_a_free_worker_starts_the_next_trial(tmp_path):
     def durations(asynchronous):
         sweep_objective.CALLS.clear()
-        s = settings(tmp_path / str(asynchronous), n_trials=4, n_jobs=2, asynchronous=asynchronous,
-                     sampler={"name": "random", "seed": 0})
-        runner = SweepRunner(s, lambda job: synthetic(job, duration=0.6 if job.number == 0 else 0.05))
-        runner.run()
-        return {c["number"]: c for c in sweep_objective.CALLS}, runner.utilization
+        search = runner(tmp_path / str(asynchronous), lambda job: synthetic(job, duration=0.6 if job.number == 0 else 0.05),
+                        n_trials=4, n_jobs=2, asynchronous=asynchronous, sampler={"name": "random", "seed": 0})
+        search.run()
+        return {c["number"]: c for c in sweep_objective.CALLS}, search.utilization
 
     calls, busy = durations(True)
     assert calls[2]["start"] < calls[0]["end"] and calls[3]["start"] < calls[0]["end"]
@@ -178,12 +181,13 @@ def test_no_batch_barrier_a_free_worker_starts_the_next_trial(tmp_path):
 RESUMABLE = """
 import functools, logging, sys
 from pathlib import Path
-from hydrarl.sweep.runner import SweepRunner, SweepSettings
+from hydrarl.sweep.settings import RLOptunaSweeperConf
+from hydrarl.sweep.runner import SweepRunner
 from tests.helpers.sweep_objective import synthetic
 logging.basicConfig(level=logging.INFO)
-s = SweepSettings(sweep_dir=Path(sys.argv[1]), study_name="k", params={"x": "interval(0.0, 1.0)"}, n_trials=8, n_jobs=2,
-                  n_epochs=3, sampler={"name": "random", "seed": 0}, pruner={"name": "none"})
-SweepRunner(s, functools.partial(synthetic, duration=0.4)).run()
+s = RLOptunaSweeperConf(params={"x": "interval(0.0, 1.0)"}, n_trials=8, n_jobs=2, sampler={"name": "random", "seed": 0},
+                        pruner={"name": "none"})
+SweepRunner(s, functools.partial(synthetic, duration=0.4), sweep_dir=Path(sys.argv[1]), study_name="k", n_epochs=3).run()
 """
 
 
@@ -212,8 +216,7 @@ def test_resume_after_sigkill_keeps_completed_trials_and_honours_the_total(tmp_p
 
 def test_custom_search_space_hook_adds_conditional_parameters(tmp_path):
     sweep_objective.CALLS.clear()
-    s = settings(tmp_path, n_trials=10, custom_search_space="tests.helpers.sweep_objective.conditional_space")
-    study = SweepRunner(s, synthetic).run()
+    study = runner(tmp_path, n_trials=10, custom_search_space="tests.helpers.sweep_objective.conditional_space").run()
     for t in study.trials:
         assert ("y" in t.params) == (t.params["x"] > 0.5)
     with_y = [c for c in sweep_objective.CALLS if "y" in sweep_objective.parse(c["overrides"])]
@@ -222,7 +225,7 @@ def test_custom_search_space_hook_adds_conditional_parameters(tmp_path):
 
 def test_unknown_custom_search_space_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="custom_search_space"):
-        SweepRunner(settings(tmp_path, custom_search_space="tests.nowhere.space"), synthetic)
+        runner(tmp_path, custom_search_space="tests.nowhere.space")
 
 
 def test_results_files_for_one_and_for_several_objectives(tmp_path):
@@ -230,39 +233,37 @@ def test_results_files_for_one_and_for_several_objectives(tmp_path):
 
     from hydrarl.sweep.results import write_results
 
-    s = settings(tmp_path / "one", n_trials=5)
-    runner = SweepRunner(s, synthetic)
-    study = runner.run()
-    write_results(study, s, ["+search=X/y", "seed=9"], runner.storage, runner.utilization)
+    one = runner(tmp_path / "one", n_trials=5)
+    study = one.run()
+    write_results(study, one, ["+search=X/y", "seed=9"])
     summary = yaml.safe_load((tmp_path / "one" / "optimization_results.yaml").read_text())
     assert summary["best_value"] == study.best_value and summary["best_params"] == study.best_params
+    assert summary["storage"] == one.storage and summary["worker_utilization"] == round(one.utilization, 4)
     line = (tmp_path / "one" / "best_overrides.txt").read_text().split()
     assert line[0] == "+search=X/y" and f"x={study.best_params['x']!r}" in line and line.count("seed=0") == 1
     assert "seed=9" not in line  # the trial's own seed replaces the base one
     assert (tmp_path / "one" / "plots" / "history.png").exists()
 
-    m = settings(tmp_path / "two", n_trials=6, direction=["maximize", "minimize"], objectives=["score", "num_timesteps"],
-                 sampler={"name": "nsgaii", "seed": 0})
-    runner = SweepRunner(m, functools.partial(synthetic, early_stop=0.6))
-    study = runner.run()
-    write_results(study, m, [], runner.storage)
+    two = runner(tmp_path / "two", functools.partial(synthetic, early_stop=0.6), n_trials=6, direction=["maximize", "minimize"],
+                 objectives=["score", "num_timesteps"], sampler={"name": "nsgaii", "seed": 0})
+    study = two.run()
+    write_results(study, two, [])
     summary = yaml.safe_load((tmp_path / "two" / "optimization_results.yaml").read_text())
     assert {t["number"] for t in summary["pareto_front"]} == {t.number for t in study.best_trials}
     assert (tmp_path / "two" / "plots" / "pareto_front.png").exists()
 
 
 def test_pruner_none_ignores_a_presets_pruner_settings_and_bad_settings_are_user_errors(tmp_path):
-    study = SweepRunner(settings(tmp_path / "a", pruner={"name": "none", "n_startup_trials": 4}, n_trials=2), synthetic).run()
+    study = runner(tmp_path / "a", pruner={"name": "none", "n_startup_trials": 4}, n_trials=2).run()
     assert isinstance(study.pruner, optuna.pruners.NopPruner)
     with pytest.raises(UserError, match="MedianPruner"):
-        SweepRunner(settings(tmp_path / "b", pruner={"name": "median", "bogus": 1}), synthetic).run()
+        runner(tmp_path / "b", pruner={"name": "median", "bogus": 1}).run()
     with pytest.raises(UserError, match="RandomSampler"):
-        SweepRunner(settings(tmp_path / "c", sampler={"name": "random", "bogus": 1}), synthetic).run()
+        runner(tmp_path / "c", sampler={"name": "random", "bogus": 1}).run()
 
 
 def test_a_raising_search_space_hook_fails_that_trial_only(tmp_path):
-    s = settings(tmp_path, n_trials=8, custom_search_space="tests.helpers.sweep_objective.broken_space")
-    study = SweepRunner(s, synthetic).run()
+    study = runner(tmp_path, n_trials=8, custom_search_space="tests.helpers.sweep_objective.broken_space").run()
     assert len(study.trials) == 8
     for t in study.trials:
         assert (t.state == TrialState.FAIL) == (t.params["x"] > 0.5)

@@ -12,11 +12,13 @@ from mlflow.tracking import MlflowClient
 from stable_baselines3 import SAC
 
 from hydrarl.paths import TRAIN_SCRIPT as TRAIN
+from hydrarl.training.result import RESULT_FILE
 from hydrarl.training.train import run
 from tests.helpers.compose import compose_cfg, fast_overrides
 
 BASE = ["env=Pendulum", "algorithm=sac", "seed=5", "trainer.eval_after_n_steps=200", "trainer.n_test_rollouts=2",
-        "trainer.progress_bar=false", *fast_overrides("sac")]
+        "trainer.progress_bar=false", *fast_overrides("sac"),
+        "algorithm.train_freq=4", "algorithm.policy_kwargs.net_arch=[64,64]"]  # a quarter of the gradient steps, small nets: nothing here depends on them
 
 
 def state_of(run_dir):
@@ -33,6 +35,7 @@ def test_resume_after_epoch_k_ends_with_uninterrupted_counters(tmp_path, trackin
     resumed = run(compose_cfg([*BASE, "trainer.n_epochs=4", mlflow_override, f"trainer.resume={tmp_path / 'part'}"]), tmp_path / "part")
     assert (resumed.epochs_run, resumed.num_timesteps, resumed.status) == (4, 400 * 2, "completed")
     assert (resumed.epochs_run, resumed.num_timesteps) == (uninterrupted.epochs_run, uninterrupted.num_timesteps)
+    assert json.loads((tmp_path / "part" / RESULT_FILE).read_text())["epochs_run"] == 4  # the resumed run's result replaced the first
     final_model = SAC.load(tmp_path / "part" / "checkpoints" / "last" / "model.zip")
     full_model = SAC.load(tmp_path / "full" / "checkpoints" / "last" / "model.zip")
     assert final_model._n_updates == full_model._n_updates  # gradient steps continue, not restart
@@ -90,6 +93,7 @@ def test_ctrl_c_mid_epoch_checkpoints_and_resume_finishes_the_run(tmp_path, trac
     client = MlflowClient(tracking_uri)
     (interrupted,) = client.search_runs([client.get_experiment_by_name("Pendulum").experiment_id])
     assert interrupted.info.status == "KILLED"
+    assert not (run_dir / RESULT_FILE).exists()  # an interrupted run has no result yet
 
     done = subprocess.run([sys.executable, str(TRAIN), f"trainer.resume={run_dir}"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -97,6 +101,8 @@ def test_ctrl_c_mid_epoch_checkpoints_and_resume_finishes_the_run(tmp_path, trac
     assert (state["epoch"], state["num_timesteps"], state["epoch_end_step"]) == (3, 1200, None)
     finished = client.get_run(interrupted.info.run_id)
     assert finished.info.status == "FINISHED"
+    result = json.loads((run_dir / RESULT_FILE).read_text())
+    assert (result["status"], result["epochs_run"], result["num_timesteps"]) == ("completed", 3, 1200)
     assert [m.step for m in client.get_metric_history(finished.info.run_id, "eval/mean_reward")] == [400, 800, 1200]
     assert (run_dir / ".hydra" / "config.yaml").exists() and list((run_dir / ".hydra").glob("resumed_*"))
 

@@ -9,11 +9,13 @@ import yaml
 from stable_baselines3 import DQN
 
 from hydrarl.errors import UserError
+from hydrarl.training.result import RESULT_FILE
 from hydrarl.training.train import run
 from tests.helpers.compose import compose_cfg, fast_overrides
 
 PENDULUM = ["env=Pendulum", "algorithm=sac", "logger=[]", "trainer.eval_after_n_steps=200", "trainer.n_test_rollouts=2",
-            "trainer.progress_bar=false", *fast_overrides("sac")]
+            "trainer.progress_bar=false", *fast_overrides("sac"),
+            "algorithm.train_freq=4", "algorithm.policy_kwargs.net_arch=[64,64]"]  # a quarter of the gradient steps, small nets: nothing here depends on them
 
 
 def history(run_dir):
@@ -37,19 +39,21 @@ def test_no_seed_draws_one_and_records_it(tmp_path):
     run(compose_cfg([*PENDULUM, "trainer.n_epochs=1"]), tmp_path / "r")
     recorded = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     state = json.loads((tmp_path / "r" / "checkpoints" / "last" / "trainer_state.json").read_text())
-    assert isinstance(recorded["seed"], int) and recorded["seed"] == recorded["trainer"]["seed"] == state["seed"]
+    assert isinstance(recorded["seed"], int) and recorded["seed"] == state["seed"] and "seed" not in recorded["trainer"]
 
 
 def test_early_stop_when_mean_of_last_n_reaches_threshold(tmp_path):
     cfg = compose_cfg([*PENDULUM, "seed=1", "trainer.n_epochs=5", "trainer.early_stop.threshold=-100000", "trainer.early_stop.last_n=2"])
     result = run(cfg, tmp_path / "r")
     assert (result.status, result.early_stopped, result.epochs_run, result.num_timesteps) == ("early_stopped", True, 2, 400)
+    assert (result.met_at_step, result.best_mean) == (400, pytest.approx(result.score))  # the rule held at the 2nd epoch
+    assert json.loads((tmp_path / "r" / RESULT_FILE).read_text()) == json.loads(json.dumps(result.to_dict()))  # one result file
     assert result.score == pytest.approx(np.mean([h["eval/mean_reward"] for h in history(tmp_path / "r")]))
 
 
 def test_no_early_stop_runs_every_epoch(tmp_path):
     result = run(compose_cfg([*PENDULUM, "seed=1", "trainer.n_epochs=3", "trainer.early_stop.threshold=100"]), tmp_path / "r")
-    assert (result.status, result.epochs_run) == ("completed", 3)
+    assert (result.status, result.epochs_run, result.met_at_step) == ("completed", 3, None)
 
 
 def test_exploration_schedule_spans_the_run_not_one_epoch(tmp_path):
