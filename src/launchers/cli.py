@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from hydrarl.config import override_key
 from hydrarl.config.compose import check_command_line
-from hydrarl.errors import USER_ERROR_EXIT_CODE, UserError, exit_now_on_user_error
+from hydrarl.errors import UserError, exit_now_on_user_error, report_user_error
 from hydrarl.launchers.grid_report import record_failure
 from hydrarl.paths import CONF_DIR
 from hydrarl.status import Status
@@ -113,10 +113,10 @@ def task(cfg: DictConfig) -> TrialResult | None:
         if multirun:
             log.error("%s", exc)
             return _failed_job(cfg, hc, run_dir, str(exc))
-        print(f"error: {exc}", file=sys.stderr)
+        code = report_user_error(exc)
         if not cfg.get("trial"):  # a sweep trial keeps its directory: its job.log says why it failed
             _fail_fresh_run(run_dir, bool(cfg.trainer.resume))
-        sys.exit(USER_ERROR_EXIT_CODE)
+        sys.exit(code)
     except Interrupted as exc:
         log.warning("%s", exc)
         if multirun:

@@ -1,5 +1,5 @@
 """TrialResult: what one run hands back to its caller (the CLI, a sweeper, the regression matrix), the
-the statuses a TrialResult can have, and the result file every run leaves in its run directory."""
+statuses a TrialResult can have, and the result file every run leaves in its run directory."""
 
 from __future__ import annotations
 
