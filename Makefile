@@ -35,6 +35,8 @@ $(STAMP): pyproject.toml constraints.txt
 train: $(STAMP)
 	$(BIN)/python experiment/train.py $(ARGS)
 
+# Every env x algorithm pair is trained once: by the function tier (one short epoch and a round trip per
+# valid pair); the tests check each pair only at the agent factory (tests/agents/test_pairs.py).
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache --no-logo

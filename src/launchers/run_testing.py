@@ -8,6 +8,9 @@ Writes ``runs/testing/<tier>_<date>_<time>/``: ``test_cmds.txt`` (every command)
 function tier only the failed pairs' run dirs stay, unless ``-k``), ``verdict.json``; prints one line per
 finished job and a summary table. Exit status 0 only if every job (function) or bar (performance) passed;
 130 after Ctrl-C, which stops every job it started.
+
+Function tier: each job is still its own process, but forked from a server that has the imports done
+(``hydrarl.launchers.forkserver``, log in ``logs/fork_server.log``), and the jobs start longest first.
 """
 
 from __future__ import annotations
@@ -36,10 +39,11 @@ def parse_gpus(text: str) -> list[int]:
     return [int(i) for i in ids]
 
 
-# Function tier: relative seconds of a pair's job, measured (2 jobs on 2 cores): CarRacing's frames cost
-# ~3x a vector env's, the Bumps scenes and MuJoCo bodies ~1.5x; controllers and ARS take no gradient
-# step. Jobs start longest first, so that no long one starts last and runs alone.
-SLOW_ENVS = {"CarRacing": 3.0, "Bump": 1.5, "Ant": 1.5, "Cassie": 1.5, "HalfCheetah": 1.3, "Fetch": 1.3}
+# Function tier: relative seconds of a pair's job, measured (2 jobs on 2 cores): PenguinPi's simulators
+# (one per env copy, 3 steps/s) ~4x a vector env's, CarRacing's frames ~3x, the Bumps scenes and MuJoCo
+# bodies ~1.5x; controllers and ARS take no gradient step. Jobs start longest first, so that no long one
+# starts last and runs alone (alphabetically, PenguinPi came last).
+SLOW_ENVS = {"PenguinPi": 4.0, "CarRacing": 3.0, "Bump": 1.5, "Ant": 1.5, "Cassie": 1.5, "HalfCheetah": 1.3, "Fetch": 1.3}
 QUICK_ALGORITHMS = {"random": 0.5, "constant": 0.5, "pid": 0.5, "human": 0.5, "bumps_oracle": 0.5, "ars": 0.5}
 
 
