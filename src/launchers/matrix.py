@@ -15,6 +15,7 @@ longer pass.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from collections.abc import Iterable
@@ -45,7 +46,15 @@ BARS_DIR = CONF_DIR / "performance"
 
 
 def fast_overrides(algo_cfg) -> list[str]:
+    """The ``FAST_ALGORITHM`` overrides for the keys an algorithm config has."""
     return [f"algorithm.{k}={v}" for k, v in FAST_ALGORITHM.items() if k in algo_cfg]
+
+
+@functools.cache
+def algorithm_fast_overrides(algorithm: str) -> tuple[str, ...]:
+    """``fast_overrides`` of ``conf/algorithm/<algorithm>.yaml``: they depend on its keys only, not on the env,
+    so each algorithm is composed once (with the default env)."""
+    return tuple(fast_overrides(compose([f"algorithm={algorithm}"], check=False).algorithm))
 
 
 def valid_pairs(selected: list[tuple[str, str]]) -> tuple[dict[tuple[str, str], list[str]], dict[tuple[str, str], str]]:
@@ -56,9 +65,8 @@ def valid_pairs(selected: list[tuple[str, str]]) -> tuple[dict[tuple[str, str], 
 
     valid, refused, envs = {}, {}, {}
     for env_name, algorithm in selected:
-        pair = [f"env={env_name}", f"algorithm={algorithm}"]
-        fast = fast_overrides(compose(pair).algorithm)
-        cfg = compose([*pair, *fast])
+        fast = list(algorithm_fast_overrides(algorithm))
+        cfg = compose([f"env={env_name}", f"algorithm={algorithm}", *fast])
         try:
             if env_name not in envs:
                 envs[env_name] = make_vec_env(cfg.env, 0)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from hydrarl.config.compose import compose
-from hydrarl.launchers.matrix import fast_overrides as matrix_fast_overrides
+from hydrarl.launchers.matrix import algorithm_fast_overrides
 
 compose_cfg = compose  # conf/main.yaml composed as experiment/train.py would, HydraConfig set
 
 
 def fast_overrides(algorithm: str) -> list[str]:
     """Overrides that shrink an algorithm's warm-up and batch sizes (only keys its config has)."""
-    return matrix_fast_overrides(compose([f"algorithm={algorithm}", "env=Pendulum"]).algorithm)
+    return list(algorithm_fast_overrides(algorithm))
