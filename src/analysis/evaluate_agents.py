@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from hydrarl.analysis.tables import text_table
 from hydrarl.errors import UserError, exit_on_user_error
-from hydrarl.paths import PROJECT_ROOT
+from hydrarl.paths import CONF_DIR, tool_output_dir
 from hydrarl.training.checkpoint import MODEL, load_normalization
 from hydrarl.training.evaluation import Episodes, run_episodes, summarize
 
@@ -153,7 +153,7 @@ def _is_controller(algorithm: str) -> bool:
 
     from hydrarl.agents.controllers import Controller
 
-    target = str(OmegaConf.load(PROJECT_ROOT / "conf" / "algorithm" / f"{algorithm}.yaml").get("_target_", ""))
+    target = str(OmegaConf.load(CONF_DIR / "algorithm" / f"{algorithm}.yaml").get("_target_", ""))
     try:
         return issubclass(get_class(target), Controller)
     except Exception:  # noqa: BLE001 - an algorithm whose class cannot be imported here is not a controller
@@ -320,7 +320,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _default_out() -> Path:
-    base = PROJECT_ROOT / "runs" / "evaluate" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    base = tool_output_dir("evaluate")
     out, n = base, 1
     while out.exists():
         out, n = base.with_name(f"{base.name}_{n}"), n + 1

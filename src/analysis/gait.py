@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import time
 from pathlib import Path
 
 import numpy as np
 
 from hydrarl.errors import UserError, exit_on_user_error
-from hydrarl.paths import PROJECT_ROOT
+from hydrarl.paths import tool_output_dir
 
 MOTORS = ("hip roll", "hip yaw", "hip pitch", "knee", "foot")
 JOINTS = tuple(f"{side} {m}" for side in ("L", "R") for m in MOTORS)
@@ -148,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     agent = load_agent(args)
     series, frames, rate = play_episode(agent, args.seed, record, args.speed)
-    out = args.out or PROJECT_ROOT / "runs" / "gait" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    out = args.out or tool_output_dir("gait")
     out.mkdir(parents=True, exist_ok=True)
     steps = len(series["phase"])
     title = (f"{agent.label}: {steps} steps ({steps / rate:.2f} s), mean speed {series['pelvis_speed'].mean():.2f} m/s, "

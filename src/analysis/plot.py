@@ -16,7 +16,6 @@ import argparse
 import csv
 import re
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import hydrarl  # noqa: F401  (privacy defaults)
 from hydrarl.analysis.curves import AGGREGATES, Curve, aggregate_runs
 from hydrarl.analysis.runs import add_selection_arguments, metric_history, select_from_args
 from hydrarl.errors import UserError, exit_on_user_error
-from hydrarl.paths import PROJECT_ROOT
+from hydrarl.paths import tool_output_dir
 
 DEFAULT_METRICS = ("eval/success_rate", "eval/mean_reward")  # the first one the runs have
 PROGRESS_EVERY = 25  # runs between progress lines while fetching histories
@@ -182,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         finals = "; ".join(f"{c.label} {c.value[-1]:.3g} at {steps_label(c.steps[-1])}" for c in curves)
         say(f"{metric} ({args.agg}, last step): {finals}")
         figures.append((metric, curves))
-    out = args.out or PROJECT_ROOT / "runs" / "plots" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    out = args.out or tool_output_dir("plots")
     out.mkdir(parents=True, exist_ok=True)
     plt = _pyplot()
     colors = group_colors(groups)

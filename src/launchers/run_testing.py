@@ -19,7 +19,6 @@ import argparse
 import json
 import re
 import sys
-import time
 from pathlib import Path
 
 import hydrarl  # noqa: F401  (privacy defaults)
@@ -28,7 +27,7 @@ from hydrarl.errors import UserError, exit_on_user_error
 from hydrarl.launchers.forkserver import ForkServer
 from hydrarl.launchers.matrix import BARS_DIR, bar_verdicts, function_jobs, hopeless, performance_jobs
 from hydrarl.launchers.scheduler import Scheduler
-from hydrarl.paths import PROJECT_ROOT
+from hydrarl.paths import tool_output_dir
 
 
 def parse_gpus(text: str) -> list[int]:
@@ -73,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    out = args.o or PROJECT_ROOT / "runs" / "testing" / f"{args.t}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    out = args.o or tool_output_dir("testing", f"{args.t}_")
     out.mkdir(parents=True, exist_ok=True)
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     gpus = parse_gpus(args.g)
