@@ -40,7 +40,7 @@ train: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache --no-logo
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 	./run_testing.sh -t function -p $(PYTEST_WORKERS) -s 0
 
 # The regression matrix's function tier alone (every valid env x algorithm pair, one short epoch).

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     gpus = parse_gpus(args.g)
     if args.t == "function":
         server = ForkServer(out / "logs" / "fork_server.log")  # its imports overlap the choice of pairs
-        jobs, bars = function_jobs(out, args.f, say, keep_runs=args.k), []
+        jobs, bars = function_jobs(out, args.f, say, keep_runs=args.k, workers=args.p), []
         if not jobs:
             raise UserError(f"no valid env x algorithm pair matches -f {args.f!r}")
     else:
