@@ -6,7 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS := box2d,comet,pybullet,tensorboard,test
-PYTEST_WORKERS ?= 2
+# Test processes at once, for pytest and the function tier: one more than the 2 cores this is measured on,
+# because tests and jobs spend part of their time waiting on subprocesses, simulators and HTTP.
+PYTEST_WORKERS ?= 3
 
 export COMET_AUTO_LOG_ENV_DETAILS ?= false
 export COMET_ERROR_TRACKING_ENABLE ?= false

@@ -41,6 +41,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="checkpoint of a run directory (default best)")
     p.add_argument("--seed", type=int, default=0, help="seeds the episode's reset (phase, speed) and any sensor noise (default 0)")
     p.add_argument("--speed", type=float, default=None, metavar="M_PER_S", help="commanded forward speed (default: drawn from env speeds)")
+    p.add_argument("--steps", type=int, default=None, metavar="N",
+                   help="play at most N policy steps (the env's time limit lowered; default: the whole episode)")
     p.add_argument("--env", default="Cassie", help="env config for the zero action (default Cassie)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/gait/<date>_<time>)")
     return p
@@ -142,10 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     record = args.render == "render=record"
     if args.seed < 0:
         raise UserError(f"--seed {args.seed}: give an integer >= 0.")
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps {args.steps}: give an integer >= 1.")
     import torch
 
     torch.set_num_threads(1)
     agent = load_agent(args)
+    if args.steps is not None:
+        limit = agent.env_cfg.max_episode_steps
+        agent.env_cfg.max_episode_steps = args.steps if limit is None else min(limit, args.steps)
     series, frames, rate = play_episode(agent, args.seed, record, args.speed)
     out = args.out or tool_output_dir("gait")
     out.mkdir(parents=True, exist_ok=True)

@@ -53,8 +53,9 @@ def test_zero_action_episode_is_written_as_played(tmp_path, capsys, recwarn):
 
 
 def test_render_record_writes_a_frame_per_step(tmp_path):
-    assert main(["render=record", "--out", str(tmp_path)]) == 0
+    assert main(["render=record", "--steps", "60", "--out", str(tmp_path)]) == 0
     steps = len(read_rows(tmp_path / "gait.csv"))
+    assert steps == 60  # --steps lowers the time limit (the zero action stands longer than that)
     reader = imageio.get_reader(tmp_path / "gait.mp4")
     assert reader.count_frames() == steps + 1  # the reset frame, then one per step
     assert reader.get_meta_data()["fps"] == pytest.approx(40)
@@ -78,7 +79,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
                     "trainer.n_test_rollouts=1", "trainer.progress_bar=false", "logger=[]", f"hydra.run.dir={pendulum}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for argv, needle in [([str(pendulum)], "plots Cassie episodes"), ([str(tmp_path / "nowhere")], "not a run directory"),
-                         (["--env", "Nope"], "env=Nope is unknown"), (["--seed", "-1"], "--seed -1")]:
+                         (["--env", "Nope"], "env=Nope is unknown"), (["--seed", "-1"], "--seed -1"),
+                         (["--steps", "0"], "--steps 0")]:
         out = tmp_path / "out"
         assert main([*argv, "--out", str(out)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
