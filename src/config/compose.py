@@ -71,16 +71,20 @@ def _unknown_key_message(key: str, base: DictConfig) -> str:
     return f"unknown config key '{key}'.{hint} To add a new key, prefix it with '+' (e.g. +{key}=...)."
 
 
+def _parse(overrides: list[str]) -> list:
+    """Hydra's parse of the overrides; a UserError for text its grammar rejects."""
+    try:
+        return OverridesParser.create().parse_overrides(overrides)
+    except HydraException as exc:
+        raise UserError(f"cannot parse the command line: {exc}") from exc
+
+
 def compose(overrides: list[str], check: bool = True) -> DictConfig:
     """The config of ``experiment/train.py <overrides>`` (no sweeps). With ``check``, group choices,
     keys and values are checked: anything wrong is a UserError saying what is allowed."""
     if not check:
         return _hydra_compose(overrides)
-    parser = OverridesParser.create()
-    try:
-        parsed = parser.parse_overrides(overrides)
-    except HydraException as exc:
-        raise UserError(f"cannot parse the command line: {exc}") from exc
+    parsed = _parse(overrides)
     for override in parsed:
         if override.get_key_element().lstrip("+~") in RENAMED_KEYS:
             raise UserError(renamed_key_message(override.get_key_element(), override.value()))
@@ -110,11 +114,7 @@ def compose(overrides: list[str], check: bool = True) -> DictConfig:
 def check_command_line(overrides: list[str], multirun: bool) -> DictConfig:
     """Check a command line's overrides, sweeps included (each group value of a sweep is checked, the
     first value of each sweep composed); return that first config. Raises UserError."""
-    parser = OverridesParser.create()
-    try:
-        parsed = parser.parse_overrides(overrides)
-    except HydraException as exc:
-        raise UserError(f"cannot parse the command line: {exc}") from exc
+    parsed = _parse(overrides)
     probe: list[str] = []
     for override in parsed:
         if not override.is_sweep_override():

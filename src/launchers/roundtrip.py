@@ -61,12 +61,13 @@ def check_result(run_dir: Path) -> None:
     from omegaconf import OmegaConf
 
     from hydrarl.training.result import read_result
+    from hydrarl.training.trainer import last_epoch
 
     trainer = OmegaConf.load(run_dir / "config.yaml").trainer
     result = read_result(run_dir)
     if result is None:
         raise SystemExit(f"the run left no TrialResult in {run_dir}")
-    epochs = trainer.get("epoch_cap") or trainer.n_epochs
+    epochs = last_epoch(trainer)
     if result["status"] != Status.COMPLETED or result["epochs_run"] != epochs:
         raise SystemExit(f"the run ended {result['status']} after {result['epochs_run']} epoch(s); expected completed after {epochs}")
     if result["num_timesteps"] < epochs * trainer.eval_after_n_steps:

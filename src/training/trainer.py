@@ -37,6 +37,12 @@ class EpochReporter(Protocol):
     def report(self, value: float | None, step: int) -> bool: ...
 
 
+def last_epoch(trainer_cfg: DictConfig) -> int:
+    """The epoch a run ends at without an early stop: ``trainer.n_epochs``, or ``trainer.epoch_cap`` when lower."""
+    cap = trainer_cfg.get("epoch_cap")
+    return trainer_cfg.n_epochs if cap is None else min(trainer_cfg.n_epochs, cap)
+
+
 class Interrupted(KeyboardInterrupt):
     """Training stopped by SIGINT/SIGTERM after a checkpoint was written."""
 
@@ -86,8 +92,7 @@ class Trainer:
         self.total_steps = self.t.n_epochs * self.t.eval_after_n_steps
         # The epoch this run ends at: trainer.epoch_cap stops it earlier, while its schedules (and the
         # progress bar) still span trainer.n_epochs, so a capped run is the same configuration stopped sooner.
-        cap = self.t.get("epoch_cap")
-        self.last_epoch = self.t.n_epochs if cap is None else min(self.t.n_epochs, cap)
+        self.last_epoch = last_epoch(self.t)
         self.sb3_logs = capture_sb3_logs(model)
         schedules_over_run(model, self.total_steps)
         self.reporter = reporter
