@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import ParamSpec
 
 USER_ERROR_EXIT_CODE = 2
@@ -23,6 +25,12 @@ EXTRA_FOR_MODULE = {
 
 class UserError(Exception):
     """Bad input: an unknown name, an incompatible pairing, a bad value. No traceback is shown."""
+
+
+class Incompatible(UserError):
+    """This algorithm cannot act in this env (action or observation space, goal interface): a refusal of
+    the pairing, not a fault of either. The regression matrix counts only these (and MissingDependency) as
+    refused pairs; any other error while building a pair is a failure."""
 
 
 class MissingDependency(UserError):
@@ -54,6 +62,20 @@ def missing_module_name(exc: BaseException) -> str | None:
                     return module
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def writable_dir(directory: Path, what: str) -> Path:
+    """Create ``directory`` (and parents) and prove a file can be written there, before any work whose
+    output goes there; a UserError naming ``what`` (e.g. "hydra.run.dir", "--out") and the cause otherwise."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write_test_"):
+            pass
+    except OSError as exc:
+        raise UserError(f"{what}={directory} cannot be written ({exc.strerror or exc}); "
+                        "choose a folder you can write to, with free space.") from None
+    return directory
 
 
 def report_user_error(exc: UserError) -> int:
