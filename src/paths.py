@@ -1,4 +1,5 @@
-"""Where things are: the project root, the config tree, the training script, the default MLflow store.
+"""Where things are: the project root, the config tree, the training script, the default MLflow store, and
+new time-stamped output folders that no two processes share.
 
 The one home of these locations; every other module imports them from here.
 """
@@ -20,6 +21,29 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT}/mlflow.db"
 
 
+def claim_new_dir(parent: Path, prefix: str = "") -> Path:
+    """A folder of this process's own: ``<parent>/<prefix><date>_<time>``, or ``..._1``, ``..._2`` ... when another
+    process took that one in the same second. Made here with ``os.mkdir``, which succeeds for one process only,
+    so no two processes share a folder whatever their timing. A folder that cannot be made (read-only or full
+    disk) is returned unmade: the caller's writable check (``hydrarl.errors.writable_dir``) names the cause."""
+    base = Path(parent) / f"{prefix}{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return base
+    candidate, n = base, 0
+    while True:
+        try:
+            os.mkdir(candidate)
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = base.with_name(f"{base.name}_{n}")
+        except OSError:
+            return candidate
+
+
 def tool_output_dir(tool: str, prefix: str = "") -> Path:
-    """Where a tool's output goes when the user names no folder: ``<root>/runs/<tool>/<prefix><date>_<time>``."""
-    return PROJECT_ROOT / "runs" / tool / f"{prefix}{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    """Where a tool's output goes when the user names no folder: a new ``<root>/runs/<tool>/<prefix><date>_<time>[_n]``
+    of this process's own (:func:`claim_new_dir`)."""
+    return claim_new_dir(PROJECT_ROOT / "runs" / tool, prefix)

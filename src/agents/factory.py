@@ -2,13 +2,20 @@
 
 The config is ``_target_`` plus constructor keyword arguments (``conf/algorithm/<name>.yaml``).
 The factory adds what depends on the run: ``env``, ``seed``, ``device`` (and completes an
-``action_noise`` partial with the env's action space). Every mismatch between algorithm and env
-that can be seen before training is reported as a UserError naming both.
+``action_noise`` partial with the env's action space).
+
+Two kinds of error, both naming the algorithm and the env: :class:`~hydrarl.errors.Incompatible` when this
+algorithm cannot act in this env (its action or observation space, the goal interface HER needs, a
+controller made for other spaces), and :class:`~hydrarl.errors.MissingDependency` for an optional extra
+that is not installed: the regression matrix counts only these two as refused pairs. Anything else wrong
+with the algorithm config (a bad value, an unknown argument, a class that cannot be imported) is a plain
+UserError: a fault of the config, whichever env it meets.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 import re
 from typing import Any
@@ -19,26 +26,35 @@ from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-from hydrarl.errors import MissingDependency, UserError
+from hydrarl.agents.controllers import ControllerMismatch
+from hydrarl.errors import Incompatible, MissingDependency, UserError
 
 GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
+# The policy aliases an env config chooses for its observations (``env.policy``: vectors, images, dicts) and
+# their LSTM variants (``${recurrent_policy:}``): an algorithm lacking one cannot read that env's observations.
+# Any other name an algorithm lacks is a mistake in the config.
+OBSERVATION_POLICIES = frozenset({"MlpPolicy", "CnnPolicy", "MultiInputPolicy",
+                                  "MlpLstmPolicy", "CnnLstmPolicy", "MultiInputLstmPolicy"})
+
+
+def _not_installed(module: str | None) -> bool:
+    """True when the top-level package of ``module`` is not installed (not: installed, with a wrong name inside)."""
+    return bool(module) and importlib.util.find_spec(module.split(".")[0]) is None
 
 
 def algorithm_class(algo_cfg: DictConfig, name: str) -> type:
-    """The class ``_target_`` names; a UserError if it cannot be imported."""
+    """The class ``_target_`` names. MissingDependency when it needs a package that is not installed; a
+    UserError when it cannot be imported otherwise (a misspelt module or class)."""
     target = algo_cfg.get("_target_")
     if not target:
         raise UserError(f"algorithm={name} has no _target_ (the class to build).")
     try:
         return get_class(target)
-    except ImportError as exc:
-        module = getattr(exc, "name", None) or target.split(".")[0]
-        raise MissingDependency(f"algorithm={name} ({target})", module) from exc
-    except Exception as exc:  # Hydra wraps import failures in its own error types
-        cause = exc.__cause__
-        if isinstance(cause, ModuleNotFoundError) and cause.name:
-            raise MissingDependency(f"algorithm={name} ({target})", cause.name) from exc
-        raise UserError(f"algorithm={name}: cannot import {target}: {exc}") from exc
+    except Exception as exc:  # an ImportError, or Hydra's own error type wrapping one
+        missing = exc if isinstance(exc, ModuleNotFoundError) else exc.__cause__
+        if isinstance(missing, ModuleNotFoundError) and _not_installed(missing.name):
+            raise MissingDependency(f"algorithm={name} ({target})", missing.name) from exc
+        raise UserError(f"algorithm={name}: cannot import _target_ {target}: {exc}") from exc
 
 
 def _accepted_kwargs(cls: type) -> list[str]:
@@ -52,7 +68,7 @@ def _check_her(kwargs: dict[str, Any], env: VecEnv, name: str, env_name: str) ->
         return
     obs = env.observation_space
     if not (isinstance(obs, spaces.Dict) and all(k in obs.spaces for k in GOAL_KEYS)):
-        raise UserError(
+        raise Incompatible(
             f"algorithm={name} uses Hindsight Experience Replay, which needs a goal-conditioned env "
             f"(dict observations with {', '.join(GOAL_KEYS)}); env={env_name} has {type(obs).__name__} observations. "
             f"Use the algorithm without _her (e.g. algorithm={name.removesuffix('_her')}), or a Fetch env."
@@ -67,7 +83,8 @@ def build_agent(
     name: str = "?",
     env_name: str = "?",
 ) -> BaseAlgorithm:
-    """Instantiate the algorithm for ``env``; raise UserError on any pairing it cannot serve."""
+    """Instantiate the algorithm for ``env``. Incompatible when it cannot act in this env, MissingDependency
+    for an extra not installed, UserError for anything else wrong with ``algo_cfg`` (see the module doc)."""
     cls = algorithm_class(algo_cfg, name)
     config = OmegaConf.to_container(algo_cfg, resolve=True)
     config.pop("_target_")
@@ -81,23 +98,28 @@ def build_agent(
     policy = config.get("policy")
     aliases = getattr(cls, "policy_aliases", {})
     if isinstance(policy, str) and aliases and policy not in aliases:
-        raise UserError(
-            f"algorithm={name} ({cls.__name__}) has no policy {policy}, which env={env_name} "
-            f"needs for its {type(env.observation_space).__name__} observations; it offers {', '.join(aliases)}."
-        )
+        if policy in OBSERVATION_POLICIES:
+            raise Incompatible(
+                f"algorithm={name} ({cls.__name__}) has no policy {policy}, which env={env_name} "
+                f"needs for its {type(env.observation_space).__name__} observations; it offers {', '.join(aliases)}."
+            )
+        raise UserError(f"algorithm={name} ({cls.__name__}) has no policy {policy!r} (for env={env_name}); "
+                        f"it offers {', '.join(aliases)}.")
     kwargs = instantiate(config, _convert_="all")
     noise = kwargs.get("action_noise")
     if isinstance(noise, functools.partial):
         if not isinstance(env.action_space, spaces.Box):
-            raise UserError(f"algorithm={name} adds action noise, which needs Box actions; env={env_name} has {env.action_space}.")
+            raise Incompatible(f"algorithm={name} adds action noise, which needs Box actions; env={env_name} has {env.action_space}.")
         kwargs["action_noise"] = noise(action_space=env.action_space)
     _check_her(kwargs, env, name, env_name)
     try:
         return cls(env=env, seed=seed, device=device, verbose=0, **kwargs)
+    except ControllerMismatch as exc:  # a controller made for other spaces (or for a screen)
+        raise Incompatible(f"algorithm={name} cannot act in env={env_name}: {exc}") from exc
     except AssertionError as exc:
-        if "action space" in str(exc):
+        if "action space" in str(exc):  # SB3's check of the algorithm's supported action spaces
             supported = re.findall(r"<class '[\w.]+\.(\w+)'>", str(exc))
-            raise UserError(
+            raise Incompatible(
                 f"algorithm={name} ({cls.__name__}) cannot act in env={env_name}: it supports "
                 f"{' or '.join(supported) or 'other'} actions, the env has {env.action_space}."
             ) from exc

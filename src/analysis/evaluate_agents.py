@@ -42,9 +42,10 @@ from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv
 from tqdm import tqdm
 
+from hydrarl.analysis.output import out_argument, output_folder
 from hydrarl.analysis.tables import text_table
 from hydrarl.errors import UserError, exit_on_user_error
-from hydrarl.paths import CONF_DIR, tool_output_dir
+from hydrarl.paths import CONF_DIR
 from hydrarl.training.checkpoint import MODEL, load_normalization
 from hydrarl.training.evaluation import Episodes, run_episodes, summarize
 
@@ -167,7 +168,7 @@ def agent_from_controller(spec: str) -> Agent:
     from hydrarl.agents.factory import algorithm_class, build_agent
     from hydrarl.config.compose import available, compose
 
-    pair, *overrides = spec.split()
+    pair, *overrides = spec.split() or [""]
     env_name, _, algorithm = pair.partition("/")
     if not env_name or not algorithm or "/" in algorithm:
         raise UserError(f"--controller {spec}: give <Env>/<algo>, e.g. CartPole/random.")
@@ -315,16 +316,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic policy")
     p.add_argument("--video", type=int, default=0, metavar="N",
                    help="also record each agent's first N episodes (same seeds) as <out>/videos/<agent>.mp4 (default 0: none)")
-    p.add_argument("--out", type=Path, default=None, help="output directory (default runs/evaluate/<date>_<time>/)")
+    p.add_argument("--out", type=out_argument, default=None, help="output directory (default runs/evaluate/<date>_<time>/)")
     return p
-
-
-def _default_out() -> Path:
-    base = tool_output_dir("evaluate")
-    out, n = base, 1
-    while out.exists():
-        out, n = base.with_name(f"{base.name}_{n}"), n + 1
-    return out
 
 
 @exit_on_user_error
@@ -340,13 +333,13 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--seed {args.seed}: give an integer >= 0.")
     torch.set_num_threads(1)
     agents = [agent_from_path(p, args.checkpoint) for p in args.agents] + [agent_from_controller(c) for c in args.controller]
-    out = args.out or _default_out()
-    results = evaluate_agents(agents, args.episodes, args.seed, deterministic=not args.stochastic,
-                              video_dir=out / "videos", video_episodes=args.video)
-    paths = write_tables(results, out)
-    policy = "stochastic" if args.stochastic else "deterministic"
-    print(f"\n{args.episodes} episodes per agent, seed {args.seed}, {policy} policy\n")
-    print(to_markdown([r.row() for r in results]))
+    with output_folder(args.out, "evaluate") as out:
+        results = evaluate_agents(agents, args.episodes, args.seed, deterministic=not args.stochastic,
+                                  video_dir=out / "videos", video_episodes=args.video)
+        policy = "stochastic" if args.stochastic else "deterministic"
+        print(f"\n{args.episodes} episodes per agent, seed {args.seed}, {policy} policy\n")
+        print(to_markdown([r.row() for r in results]), flush=True)  # on stdout before the files: a full disk loses no result
+        paths = write_tables(results, out)
     for path in [*paths, *(r.video for r in results if r.video is not None)]:
         print(f"wrote {path}")
     return 0

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
 
+from hydrarl.analysis.output import out_argument, output_folder
 from hydrarl.errors import UserError, exit_on_user_error
-from hydrarl.paths import tool_output_dir
 
 MOTORS = ("hip roll", "hip yaw", "hip pitch", "knee", "foot")
 JOINTS = tuple(f"{side} {m}" for side in ("L", "R") for m in MOTORS)
@@ -44,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, metavar="N",
                    help="play at most N policy steps (the env's time limit lowered; default: the whole episode)")
     p.add_argument("--env", default="Cassie", help="env config for the zero action (default Cassie)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default runs/gait/<date>_<time>)")
+    p.add_argument("--out", type=out_argument, default=None, help="output folder (default runs/gait/<date>_<time>)")
     return p
 
 
@@ -57,7 +58,10 @@ def _split_render(args: argparse.Namespace) -> None:
 def load_agent(args: argparse.Namespace):
     """The evaluate.py ``Agent`` to play: the run given, or the env's constant zero action."""
     from hydrarl.analysis.evaluate_agents import agent_from_controller, agent_from_path
+    from hydrarl.config.compose import available
 
+    if not args.agent and args.env not in available("env"):
+        raise UserError(f"--env {args.env!r} is unknown. Available env options: {', '.join(available('env'))}.")
     agent = agent_from_path(args.agent, args.checkpoint) if args.agent else agent_from_controller(f"{args.env}/constant")
     if not str(agent.env_cfg.id).endswith("Cassie-v0"):
         raise UserError(f"{agent.source}: plot_gait.py plots Cassie episodes; this agent's env is {agent.env_cfg.id}.")
@@ -146,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--seed {args.seed}: give an integer >= 0.")
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps {args.steps}: give an integer >= 1.")
+    if args.speed is not None and not math.isfinite(args.speed):
+        raise UserError(f"--speed {args.speed}: give a finite speed in m/s.")
     import torch
 
     torch.set_num_threads(1)
@@ -153,18 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps is not None:
         limit = agent.env_cfg.max_episode_steps
         agent.env_cfg.max_episode_steps = args.steps if limit is None else min(limit, args.steps)
-    series, frames, rate = play_episode(agent, args.seed, record, args.speed)
-    out = args.out or tool_output_dir("gait")
-    out.mkdir(parents=True, exist_ok=True)
-    steps = len(series["phase"])
-    title = (f"{agent.label}: {steps} steps ({steps / rate:.2f} s), mean speed {series['pelvis_speed'].mean():.2f} m/s, "
-             f"command {series['speed_command'][0]:.2f} m/s, seed {args.seed}")
-    print(title)
-    paths = [plot(series, rate, title, out / "gait.png"), write_csv(series, rate, out / "gait.csv")]
-    if record:
-        from hydrarl.training.video import write_mp4
+    with output_folder(args.out, "gait") as out:
+        series, frames, rate = play_episode(agent, args.seed, record, args.speed)
+        steps = len(series["phase"])
+        title = (f"{agent.label}: {steps} steps ({steps / rate:.2f} s), mean speed {series['pelvis_speed'].mean():.2f} m/s, "
+                 f"command {series['speed_command'][0]:.2f} m/s, seed {args.seed}")
+        print(title)
+        paths = [plot(series, rate, title, out / "gait.png"), write_csv(series, rate, out / "gait.csv")]
+        if record:
+            from hydrarl.training.video import write_mp4
 
-        paths.append(write_mp4(frames, out / "gait.mp4", int(round(rate))))
+            paths.append(write_mp4(frames, out / "gait.mp4", int(round(rate))))
     for path in paths:
         print(f"wrote {path}")
     return 0

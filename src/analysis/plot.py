@@ -21,9 +21,9 @@ from pathlib import Path
 
 import hydrarl  # noqa: F401  (privacy defaults)
 from hydrarl.analysis.curves import AGGREGATES, Curve, aggregate_runs
+from hydrarl.analysis.output import out_argument, output_folder
 from hydrarl.analysis.runs import add_selection_arguments, metric_history, select_from_args
 from hydrarl.errors import UserError, exit_on_user_error
-from hydrarl.paths import tool_output_dir
 
 DEFAULT_METRICS = ("eval/success_rate", "eval/mean_reward")  # the first one the runs have
 PROGRESS_EVERY = 25  # runs between progress lines while fetching histories
@@ -40,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the 95%% band (default 2000)")
     g.add_argument("--seed", type=int, default=0, help="seed of the bootstrap RNG (default 0)")
     g.add_argument("--min-runs", type=int, default=1, help="draw only steps that at least this many runs of a group reach (default 1)")
-    g.add_argument("--out", type=Path, default=None, help="output folder (default runs/plots/<date>_<time>)")
+    g.add_argument("--out", type=out_argument, default=None, help="output folder (default runs/plots/<date>_<time>)")
     return p
 
 
@@ -83,6 +83,8 @@ def choose_metrics(runs: list, asked: list[str] | None) -> list[str]:
     for metric in DEFAULT_METRICS:
         if metric in held:
             return [metric]
+    if not held:
+        raise UserError(f"the selected runs have logged no metrics (neither {' nor '.join(DEFAULT_METRICS)}); select runs that trained.")
     raise UserError(f"the selected runs have neither {' nor '.join(DEFAULT_METRICS)}; give --metric, one of: {', '.join(sorted(held))}.")
 
 
@@ -173,26 +175,27 @@ def main(argv: list[str] | None = None) -> int:
     metrics = choose_metrics(runs, args.metric)
     scope = sorted({r.data.tags.get("env", "") for r in runs} - {""})
     say(f"{len(runs)} run(s){' of ' + ', '.join(scope) if scope else ''}: " + ", ".join(f"{k} {len(v)}" for k, v in groups.items()))
-    figures = []
-    for metric in metrics:
-        curves = curves_for(client, groups, metric, args.agg, args.n_boot, args.seed, args.min_runs, note)
-        if not curves:
-            raise UserError(f"no selected run logged {metric} at {args.min_runs} or more runs per group.")
-        finals = "; ".join(f"{c.label} {c.value[-1]:.3g} at {steps_label(c.steps[-1])}" for c in curves)
-        say(f"{metric} ({args.agg}, last step): {finals}")
-        figures.append((metric, curves))
-    out = args.out or tool_output_dir("plots")
-    out.mkdir(parents=True, exist_ok=True)
-    plt = _pyplot()
-    colors = group_colors(groups)
-    for metric, curves in figures:
-        png, table = out / f"{metric_file_stem(metric)}.png", out / f"{metric_file_stem(metric)}.csv"
-        fig = plot_curves(curves, metric, ", ".join(scope), args.agg, args.n_boot, colors)
-        fig.savefig(png)
-        plt.close(fig)
-        write_csv(curves, table)
-        say(str(png))
-        say(str(table))
+    with output_folder(args.out, "plots") as out:
+        figures = []
+        for metric in metrics:
+            curves = curves_for(client, groups, metric, args.agg, args.n_boot, args.seed, args.min_runs, note)
+            if not curves:
+                raise UserError(f"no selected run logged {metric} at {args.min_runs} or more runs per group.")
+            finals = "; ".join(f"{c.label} {c.value[-1]:.3g} at {steps_label(c.steps[-1])}" for c in curves)
+            say(f"{metric} ({args.agg}, last step): {finals}")
+            figures.append((metric, curves))
+        plt = _pyplot()
+        colors = group_colors(groups)
+        for metric, curves in figures:
+            png, table = out / f"{metric_file_stem(metric)}.png", out / f"{metric_file_stem(metric)}.csv"
+            fig = plot_curves(curves, metric, ", ".join(scope), args.agg, args.n_boot, colors)
+            try:
+                fig.savefig(png)
+            finally:
+                plt.close(fig)
+            write_csv(curves, table)
+            say(str(png))
+            say(str(table))
     return 0
 
 

@@ -216,6 +216,8 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
 
 def select_from_args(args: argparse.Namespace, say: Callable[[str], None] | None = None) -> tuple[MlflowClient, list[Run]]:
     """Open the store and select the runs that the options of ``add_selection_arguments`` describe."""
+    if args.tracking_uri is not None and not args.tracking_uri.strip():
+        raise UserError("--tracking-uri is empty: give the MLflow store, e.g. sqlite:///mlflow.db, or leave the option out for the default.")
     tags = parse_tags(args.tag)
     statuses = parse_statuses(args.status)
     client = open_client(args.tracking_uri or default_tracking_uri())

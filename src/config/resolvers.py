@@ -4,14 +4,19 @@ Resolvers (registered on import):
 - ``${project_root:}``: the repository root (runs/, mlflow.db and mlruns/ live there).
 - ``${mlflow_store:}``: ``$MLFLOW_TRACKING_URI``, else the project's ``mlflow.db`` (``hydrarl.paths``).
 - ``${recurrent_policy:<alias>}``: the LSTM variant of an SB3 policy alias (MlpPolicy -> MlpLstmPolicy).
+- ``${fresh_dir:<parent>}``: a new ``<parent>/<date>_<time>[_n]`` of this process's own (``hydra.run.dir``,
+  ``hydra.sweep.dir``): two runs started in the same second never share a run directory.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from omegaconf import OmegaConf
 
 from hydrarl.errors import UserError
-from hydrarl.paths import PROJECT_ROOT, default_tracking_uri
+from hydrarl.paths import PROJECT_ROOT, claim_new_dir, default_tracking_uri
 
 _RECURRENT = {
     "MlpPolicy": "MlpLstmPolicy",
@@ -26,6 +31,24 @@ def _recurrent_policy(alias: str) -> str:
     return _RECURRENT[alias]
 
 
+# (process id, parent) -> the folder fresh_dir claimed for it in that process.
+_CLAIMED: dict[tuple[int, str], str] = {}
+
+
+def fresh_dir(parent: str) -> str:
+    """A new ``<parent>/<date>_<time>`` (``_1``, ``_2`` ... when another process took it), made now
+    (``hydrarl.paths.claim_new_dir``). Hydra resolves ``hydra.run.dir`` several times per process (the
+    preflight's writable check, the run itself, each job of a multirun): the same parent gives the same
+    folder within a process, and a forked child claims its own."""
+    key = (os.getpid(), parent)
+    if key not in _CLAIMED:
+        claimed = claim_new_dir(Path(parent))
+        if not claimed.is_dir():  # not made (read-only, full): left to the writable check, which names the cause
+            return str(claimed)
+        _CLAIMED[key] = str(claimed)
+    return _CLAIMED[key]
+
+
 def register_resolvers() -> None:
     """Register the project's resolvers once (safe to call again)."""
     if not OmegaConf.has_resolver("project_root"):
@@ -34,6 +57,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("mlflow_store", default_tracking_uri)
     if not OmegaConf.has_resolver("recurrent_policy"):
         OmegaConf.register_new_resolver("recurrent_policy", _recurrent_policy)
+    if not OmegaConf.has_resolver("fresh_dir"):
+        OmegaConf.register_new_resolver("fresh_dir", fresh_dir)
 
 
 register_resolvers()

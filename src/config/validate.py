@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -39,6 +42,161 @@ def _int(value, key: str, minimum: int) -> None:
         raise UserError(f"{key}={value!r} is not allowed: it must be an integer >= {minimum}.")
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """What an algorithm constructor argument may be: a number (an integer with ``integer``; none without
+    ``number``) within ``low``..``high`` (an end in ``open_ends`` excluded: "low", "high"), or one of ``also``,
+    or what ``other`` accepts (e.g. a schedule); ``other_text`` says what that is."""
+
+    low: float | None = None
+    high: float | None = None
+    integer: bool = False
+    open_ends: tuple[str, ...] = ()
+    also: tuple = ()
+    other: Callable[[Any], bool] | None = field(default=None, compare=False)
+    other_text: str = ""
+    number: bool = True
+
+    def allows(self, value: Any) -> bool:
+        if any(value == a and type(value) is type(a) for a in self.also):
+            return True
+        if self.other is not None and self.other(value):
+            return True
+        if not self.number or not _is_number(value) or (self.integer and not isinstance(value, numbers.Integral)):
+            return False
+        above = self.low is None or (value > self.low if "low" in self.open_ends else value >= self.low)
+        below = self.high is None or (value < self.high if "high" in self.open_ends else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if not self.number:
+            return self.other_text
+        kind = "an integer" if self.integer else "a number"
+        if self.low is not None and self.high is not None:
+            left, right = "(" if "low" in self.open_ends else "[", ")" if "high" in self.open_ends else "]"
+            text = f"{kind} in {left}{self.low:g}, {self.high:g}{right}"
+        elif self.low is not None:
+            text = f"{kind} {'>' if 'low' in self.open_ends else '>='} {self.low:g}"
+        else:
+            text = kind
+        extras = [*(repr(a) if isinstance(a, str) else str(a).lower() if a is None else str(a) for a in self.also), *([self.other_text] if self.other_text else [])]
+        return text + "".join(f", or {e}" for e in extras)
+
+
+def _schedule(value: Any) -> bool:
+    """A config node that Hydra instantiates (``{_target_: ...}``): a schedule, checked by SB3 itself."""
+    return OmegaConf.is_dict(value) and "_target_" in value
+
+
+def _train_freq(value: Any) -> bool:
+    """``[n, step|episode]``: train every n steps or n episodes."""
+    return (OmegaConf.is_list(value) and len(value) == 2 and isinstance(value[0], numbers.Integral)
+            and not isinstance(value[0], bool) and value[0] >= 1 and value[1] in ("step", "episode"))
+
+
+def _auto_ent_coef(value: Any) -> bool:
+    """``auto`` or ``auto_<initial value>``: the entropy coefficient learned (SAC, TQC, CrossQ)."""
+    if not isinstance(value, str) or not value.startswith("auto"):
+        return False
+    rest = value.removeprefix("auto")
+    if not rest:
+        return True
+    try:
+        return rest.startswith("_") and float(rest[1:]) > 0
+    except ValueError:
+        return False
+
+
+def _bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+POSITIVE = Allowed(0, open_ends=("low",))
+UNIT = Allowed(0, 1)
+COUNT = Allowed(1, integer=True)
+
+# The constructor arguments of the algorithms in conf/algorithm/ (SB3, sb3-contrib, hydrarl's own) that take a
+# number or a flag, and what each may be; checked in whichever algorithm config has the key.
+ALGORITHM_VALUES: dict[str, Allowed] = {
+    "learning_rate": Allowed(0, open_ends=("low",), other=_schedule, other_text="a schedule {_target_: ...}"),
+    "batch_size": COUNT,
+    "buffer_size": COUNT,
+    "n_steps": COUNT,
+    "n_epochs": COUNT,
+    "learning_starts": Allowed(0, integer=True),
+    "gamma": UNIT,
+    "tau": Allowed(0, 1, open_ends=("low",)),
+    "gae_lambda": UNIT,
+    "train_freq": Allowed(1, integer=True, other=_train_freq, other_text="[n, step] or [n, episode]"),
+    "gradient_steps": Allowed(1, integer=True, also=(-1,)),
+    "target_update_interval": COUNT,
+    "exploration_fraction": UNIT,
+    "exploration_initial_eps": UNIT,
+    "exploration_final_eps": UNIT,
+    "ent_coef": Allowed(0, other=_auto_ent_coef, other_text="'auto' or 'auto_<initial value>' (SAC, TQC, CrossQ)"),
+    "vf_coef": Allowed(0),
+    "max_grad_norm": POSITIVE,
+    "clip_range": Allowed(0, open_ends=("low",), other=_schedule, other_text="a schedule {_target_: ...}"),
+    "clip_range_vf": Allowed(0, open_ends=("low",), also=(None,), other=_schedule, other_text="a schedule {_target_: ...}"),
+    "target_kl": Allowed(0, open_ends=("low",), also=(None,)),
+    "policy_delay": COUNT,
+    "target_policy_noise": Allowed(0),
+    "target_noise_clip": Allowed(0),
+    "top_quantiles_to_drop_per_net": Allowed(0, integer=True),
+    "n_delta": COUNT,
+    "n_top": Allowed(1, integer=True, also=(None,)),
+    "delta_std": POSITIVE,
+    "cg_max_steps": COUNT,
+    "cg_damping": POSITIVE,
+    "n_critic_updates": COUNT,
+    "sde_sample_freq": Allowed(-1, integer=True),
+    "stats_window_size": COUNT,
+    "alpha": Allowed(0),
+    "beta0": UNIT,
+    "priority_eps": POSITIVE,
+    **{key: Allowed(other=_bool, other_text="true or false", number=False) for key in
+       ("use_sde", "normalize_advantage", "optimize_memory_usage", "zero_policy", "use_sde_at_warmup")},
+}
+
+
+def check_algorithm(algorithm: DictConfig) -> None:
+    """Each constructor argument of ``ALGORITHM_VALUES`` the algorithm config has, against what it may be:
+    a UserError naming the key, the value and what is allowed (before anything is built or recorded)."""
+    for key, allowed in ALGORITHM_VALUES.items():
+        if key in algorithm and not allowed.allows(algorithm[key]):
+            value = algorithm[key]
+            shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            raise UserError(f"algorithm.{key}={shown!r} is not allowed: {allowed}.")
+
+
+# Where the metrics a run logs come from: eval/ (the Trainer's evaluation), train/ and rollout/ (SB3), time/ (the Trainer).
+METRIC_SOURCES = ("eval", "train", "rollout", "time")
+
+
+def check_metrics(cfg: DictConfig) -> None:
+    """``trainer.metric`` and ``trainer.early_stop.metric`` name metrics a run can log. Which ones it does log
+    is known only once it runs (``eval/success_rate`` where the env reports success, SB3's ``train/*`` once it
+    trains): the Trainer checks the names again against its first epoch's metrics."""
+    t = cfg.trainer
+    for key in ("metric", "early_stop.metric"):
+        name = OmegaConf.select(t, key)
+        if key != "metric" and name == t.metric:
+            continue
+        if name is None:
+            continue
+        if not isinstance(name, str) or name.split("/")[0] not in METRIC_SOURCES or not name.split("/", 1)[-1] or "/" not in name:
+            raise UserError(f"trainer.{key}={name!r} is not allowed: a metric the run logs, e.g. eval/mean_reward, "
+                            f"eval/success_rate (envs that report success), train/<SB3 loss>, time/<timing> "
+                            f"(names start with {', '.join(p + '/' for p in METRIC_SOURCES)}), or null for the default.")
+        if name.startswith("eval/") and t.n_test_rollouts == 0:
+            raise UserError(f"trainer.{key}={name} is never logged with trainer.n_test_rollouts=0 (no evaluation): "
+                            "evaluate at least one episode per epoch, or name a train/ or time/ metric.")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the values a composed config carries; raise UserError naming the key and what is allowed."""
     t = cfg.trainer
@@ -59,7 +217,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.get("seed") is not None:
         _int(cfg.seed, "seed", 0)
     device = str(t.device)
-    if device.split(":")[0] not in DEVICES or (":" in device and not device.startswith("cuda:")):
+    if device.split(":")[0] not in DEVICES or (":" in device and not (device.startswith("cuda:") and device[5:].isdigit())):
         raise UserError(f"trainer.device={device!r} is not allowed: one of auto, cpu, cuda, cuda:<index>.")
     _int(cfg.env.n_envs, "env.n_envs", 1)
     if cfg.env.vec_env not in VEC_ENVS:
@@ -75,3 +233,5 @@ def validate(cfg: DictConfig) -> None:
                         "(record: MP4s of evaluation episodes every trainer.video.every epochs).")
     _int(t.video.every, "trainer.video.every", 1)
     _int(t.video.episodes, "trainer.video.episodes", 1)
+    check_metrics(cfg)
+    check_algorithm(cfg.algorithm)

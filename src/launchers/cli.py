@@ -24,11 +24,11 @@ from omegaconf import DictConfig
 
 from hydrarl.config import override_key
 from hydrarl.config.compose import check_command_line
-from hydrarl.errors import UserError, exit_now_on_user_error, report_user_error
+from hydrarl.errors import UserError, exit_now_on_user_error, report_user_error, writable_dir
 from hydrarl.launchers.grid_report import record_failure
 from hydrarl.paths import CONF_DIR
 from hydrarl.status import Status
-from hydrarl.training.result import TrialResult
+from hydrarl.training.result import RESULT_FILE, TrialResult
 
 log = logging.getLogger("hydrarl")
 
@@ -62,8 +62,30 @@ def _resume_overrides(overrides: list[str]) -> list[str]:
     return [*kept, *others, f"trainer.resume={run_dir}", f"hydra.run.dir={run_dir}", f"hydra.output_subdir=.hydra/resumed_{stamp}"]
 
 
+# The run directory preflight found empty (made for this run): the one a run that fails its input check removes.
+_fresh_run_dir: Path | None = None
+# Hydra overrides the check composes with: they decide where the run (or the sweep) writes.
+OUTPUT_KEYS = ("hydra.run.dir", "hydra.sweep.dir")
+
+
+def _check_output_dir(multirun: bool) -> Path:
+    """The folder the command writes to (``hydra.sweep.dir`` with --multirun, else ``hydra.run.dir``), as the
+    last composition resolves it (a default one is claimed: ``${fresh_dir:...}``), made and proven writable
+    before anything else happens. Raises UserError naming the key and the cause."""
+    global _fresh_run_dir
+    hc = HydraConfig.get()
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    value = str(hc.sweep.dir if multirun else hc.run.dir)
+    if not value.strip():
+        raise UserError(f"{key} is empty: give a folder for the {'sweep' if multirun else 'run'}, or leave {key} out for a new one under runs/.")
+    out = writable_dir(Path(value), key)
+    if not multirun and not any(out.iterdir()):
+        _fresh_run_dir = out.resolve()
+    return out
+
+
 def preflight(argv: list[str]) -> list[str]:
-    """Check the command line; return it (rewritten for a resume). Raises UserError."""
+    """Check the command line and where it writes; return it (rewritten for a resume). Raises UserError."""
     args = get_args_parser().parse_args(argv)
     if args.help or args.hydra_help or args.info or args.cfg or args.shell_completion or args.config_name:
         return argv
@@ -71,18 +93,22 @@ def preflight(argv: list[str]) -> list[str]:
     overrides = list(args.overrides)
     if not multirun:
         overrides = _resume_overrides(overrides)
-    cfg = check_command_line([o for o in overrides if not o.startswith("hydra.")], multirun)
+    cfg = check_command_line([o for o in overrides if not o.startswith("hydra.") or override_key(o) in OUTPUT_KEYS], multirun)
     if multirun and cfg is not None and "mlflow" in (cfg.get("logger") or {}):
         from hydrarl.trackers.mlflow_tracker import prepare_store
 
         prepare_store(cfg.logger.mlflow.tracking_uri)  # one process creates the schema, not N workers at once
+    _check_output_dir(multirun)
     flags = [a for a in argv if a.startswith("-")]
     return [*flags, *overrides]
 
 
-def _fail_fresh_run(run_dir: Path, resuming: bool) -> None:
-    """Remove the directory Hydra made for a run that never started (never a resumed run's)."""
-    if not resuming and run_dir.exists() and not (run_dir / "checkpoints").exists():
+def _fail_fresh_run(run_dir: Path) -> None:
+    """Remove the directory made for a run that never started: only one preflight found empty (never a
+    resumed run's or a folder that held anything else), and only while no checkpoint or result is in it."""
+    if _fresh_run_dir is None or run_dir.resolve() != _fresh_run_dir:
+        return
+    if not (run_dir / "checkpoints").exists() and not (run_dir / RESULT_FILE).exists():
         logging.shutdown()
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -115,7 +141,7 @@ def task(cfg: DictConfig) -> TrialResult | None:
             return _failed_job(cfg, hc, run_dir, str(exc))
         code = report_user_error(exc)
         if not cfg.get("trial"):  # a sweep trial keeps its directory: its job.log says why it failed
-            _fail_fresh_run(run_dir, bool(cfg.trainer.resume))
+            _fail_fresh_run(run_dir)
         sys.exit(code)
     except Interrupted as exc:
         log.warning("%s", exc)

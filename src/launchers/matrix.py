@@ -1,8 +1,11 @@
 """The regression matrix: which jobs each tier runs, and whether they pass.
 
-Function tier: every valid env x algorithm pair of the config tree for one short epoch, then a
-save -> load -> predict round trip (both in one process: ``roundtrip --train``). Validity is decided by the same checks a run does (the agent
-factory), once, in this process.
+Function tier: every env x algorithm pair of the config tree is first built at the agent factory (the
+checks a run does), then each pair it builds trains for one short epoch and passes a save -> load -> predict
+round trip (both in one process: ``roundtrip --train``). A pair the factory refuses (the algorithm cannot act
+in the env: ``Incompatible``, or an extra not installed: ``MissingDependency``) is compared with the expected
+refusals, ``conf/refused_pairs.yaml``: a refusal it does not list, a listed pair that builds, and a pair that
+cannot be built for any other reason (a bad value, an unknown argument, a crash) are problems that fail the tier.
 
 Performance tier: the bars in ``conf/performance/<Env>/<algo>.yaml``; each bar runs
 ``total_runs`` seeds and passes when at least ``succ_runs`` of them pass. A run passes when the
@@ -10,7 +13,7 @@ mean of its last ``last_n`` evaluations of ``metric`` is >= ``value`` at or befo
 env steps: the early-stop rule of ``hydrarl.training.stopping``, which each run applies itself (its
 ``trainer.early_stop`` is the bar's) and reports in its TrialResult (``met_at_step``, ``best_mean``);
 the run stops once the rule holds, and the remaining runs of a bar are not started once it can no
-longer pass.
+longer pass. A bar whose pair cannot be built (refused or failing at the agent factory) fails before any run.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 import yaml
 
 from hydrarl.config.compose import available, compose
-from hydrarl.errors import UserError
+from hydrarl.errors import Incompatible, MissingDependency, UserError
 from hydrarl.launchers.scheduler import MatrixJob
 from hydrarl.paths import CONF_DIR
 from hydrarl.training.jobs import train_command
@@ -60,49 +63,169 @@ def algorithm_fast_overrides(algorithm: str) -> tuple[str, ...]:
     return tuple(fast_overrides(compose([f"algorithm={algorithm}"], check=False).algorithm))
 
 
-def _check_env_pairs(env_name: str, algorithms: list[str]) -> tuple[dict, dict]:
-    """``valid_pairs`` for one env: one env copy, each algorithm's agent built on it."""
+Pair = tuple[str, str]  # (env, algorithm)
+VALID, REFUSED, FAILED = "valid", "refused", "failed"
+
+
+@dataclass(frozen=True)
+class PairCheck:
+    """What the agent factory made of one env x algorithm pair: ``valid`` (built), ``refused`` (it cannot act
+    in this env: :class:`~hydrarl.errors.Incompatible`, or an extra not installed:
+    :class:`~hydrarl.errors.MissingDependency`) or ``failed`` (anything else: a bad value, an unknown argument,
+    a crash), and why."""
+
+    outcome: str
+    reason: str = ""
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for a failure: a UserError's message, or the exception's type and message."""
+    text = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if len(text) <= 600 else text[:597] + "..."
+
+
+def _check_env_pairs(env_name: str, requests: list[tuple[str, tuple[str, ...]]]) -> dict[Pair, PairCheck]:
+    """Build each ``(algorithm, overrides)`` of ``requests`` on ``env_name`` at the agent factory, as a run
+    composes it (``env=<env_name> algorithm=<algorithm> <overrides>``); the env is made once (from the first
+    config that composes) and shared."""
     from hydrarl.agents.factory import build_agent
     from hydrarl.envs.factory import make_vec_env
 
-    valid, refused, env = {}, {}, None
+    checks: dict[Pair, PairCheck] = {}
+    env, env_error = None, None
     try:
-        for algorithm in algorithms:
-            fast = list(algorithm_fast_overrides(algorithm))
-            cfg = compose([f"env={env_name}", f"algorithm={algorithm}", *fast])
+        for algorithm, overrides in requests:
             try:
-                env = env or make_vec_env(cfg.env, 0)
+                cfg = compose([f"env={env_name}", f"algorithm={algorithm}", *overrides])
+                if env_error is not None:
+                    raise env_error
+                if env is None:
+                    try:
+                        env = make_vec_env(cfg.env, 0)
+                    except Exception as exc:  # every pair of this env meets the same error: make it once
+                        env_error = exc
+                        raise
                 build_agent(cfg.algorithm, env, 0, "cpu", name=algorithm, env_name=env_name)
-                valid[(env_name, algorithm)] = fast
-            except UserError as exc:
-                refused[(env_name, algorithm)] = str(exc)
+                checks[(env_name, algorithm)] = PairCheck(VALID)
+            except (Incompatible, MissingDependency) as exc:
+                checks[(env_name, algorithm)] = PairCheck(REFUSED, _reason(exc))
+            except Exception as exc:  # noqa: BLE001  (a crash while building is that pair's failure, named)
+                checks[(env_name, algorithm)] = PairCheck(FAILED, _reason(exc))
     finally:
         if env is not None:
             env.close()
-    return valid, refused
+    return checks
 
 
-def valid_pairs(selected: list[tuple[str, str]], workers: int = 1) -> tuple[dict[tuple[str, str], list[str]], dict[tuple[str, str], str]]:
-    """({pair the agent factory accepts: its fast overrides}, {refused pair: reason}). Each agent is built
-    with the sizes its job will use: a default replay buffer of images (1e6 x 55 kB) cannot be allocated.
-    With ``workers`` > 1 the envs are checked in that many processes at once."""
-    by_env: dict[str, list[str]] = {}
-    for env_name, algorithm in selected:
-        by_env.setdefault(env_name, []).append(algorithm)
-    if workers > 1 and len(by_env) > 1:
+def _check_groups(groups: list[tuple[str, list[tuple[str, tuple[str, ...]]]]], workers: int) -> dict[Pair, PairCheck]:
+    """:func:`_check_env_pairs` of each ``(env, requests)`` group, in ``workers`` processes at once when > 1."""
+    if workers > 1 and len(groups) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(min(workers, len(by_env)), mp_context=multiprocessing.get_context("spawn")) as pool:
-            parts = list(pool.map(_check_env_pairs, by_env, by_env.values()))
+        with ProcessPoolExecutor(min(workers, len(groups)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = list(pool.map(_check_env_pairs, *zip(*groups, strict=True)))
     else:
-        parts = [_check_env_pairs(env_name, algorithms) for env_name, algorithms in by_env.items()]
-    valid, refused = {}, {}
-    for part_valid, part_refused in parts:
-        valid.update(part_valid)
-        refused.update(part_refused)
-    order = {pair: i for i, pair in enumerate(selected)}
-    return dict(sorted(valid.items(), key=lambda kv: order[kv[0]])), refused
+        parts = [_check_env_pairs(env_name, requests) for env_name, requests in groups]
+    return {pair: check for part in parts for pair, check in part.items()}
+
+
+def check_pairs(selected: list[Pair], workers: int = 1, overrides: tuple[str, ...] = ()) -> dict[Pair, PairCheck]:
+    """Each selected pair built at the agent factory with the sizes its function-tier job will use (its
+    :func:`algorithm_fast_overrides`, then ``overrides``): a default replay buffer of images (1e6 x 55 kB)
+    cannot be allocated. With ``workers`` > 1 the envs are checked in that many processes at once. The
+    result keeps the order of ``selected``."""
+    by_env: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+    for env_name, algorithm in selected:
+        by_env.setdefault(env_name, []).append((algorithm, (*algorithm_fast_overrides(algorithm), *overrides)))
+    checks = _check_groups(list(by_env.items()), workers)
+    return {pair: checks[pair] for pair in selected}
+
+
+# -- the expected refusals (conf/refused_pairs.yaml) ------------------------------------------------------
+
+REFUSALS_FILE = CONF_DIR / "refused_pairs.yaml"
+_GROUP_KEYS = {"reason", "algorithms", "envs", "except", "only_without_screen"}
+
+
+def _group_names(group: dict, key: str, kind: str, known: dict[str, list[str]], where: str) -> list[str]:
+    """The env or algorithm names under ``key`` of a refusals group (``envs: all``: every env), each checked."""
+    value = group.get(key) or []
+    if value == "all" and key == "envs":
+        return known["env"]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UserError(f"{where}: {key} is a list of {kind} names{' or all' if key == 'envs' else ''}, not {value!r}")
+    unknown = [v for v in value if v not in known[kind]]
+    if unknown:
+        raise UserError(f"{where}: {kind}={', '.join(unknown)} is not in conf/{kind}/; known: {', '.join(known[kind])}")
+    return value
+
+
+@dataclass(frozen=True)
+class ExpectedRefusals:
+    """The pairs the agent factory is expected to refuse, each with its group's reason (``conf/refused_pairs.yaml``)."""
+
+    path: Path
+    pairs: dict[Pair, str]
+
+    @classmethod
+    def load(cls, path: Path = REFUSALS_FILE) -> ExpectedRefusals:
+        """Read ``path``; a UserError naming the file, the group and what is allowed when it is malformed or
+        names an env or algorithm ``conf/`` does not have. A group marked ``only_without_screen`` counts only
+        on a machine with no screen."""
+        from hydrarl.agents.human import display_problem
+
+        try:
+            groups = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise UserError(f"expected refusals {path}: cannot be read ({exc})") from None
+        if not isinstance(groups, list):
+            raise UserError(f"expected refusals {path}: a list of groups (reason, algorithms, envs) is needed, not {type(groups).__name__}")
+        known = {"env": available("env"), "algorithm": available("algorithm")}
+        pairs: dict[Pair, str] = {}
+        for number, group in enumerate(groups, 1):
+            where = f"expected refusals {path}, group {number}"
+            if not isinstance(group, dict) or not {"reason", "algorithms", "envs"} <= set(group) or set(group) - _GROUP_KEYS:
+                raise UserError(f"{where}: give the keys reason, algorithms, envs (and optionally except, only_without_screen); "
+                                f"it has {sorted(group) if isinstance(group, dict) else group!r}")
+            if group.get("only_without_screen") and display_problem() is None:
+                continue
+
+            envs = [e for e in _group_names(group, "envs", "env", known, where)
+                    if e not in _group_names(group, "except", "env", known, where)]
+            for algorithm in _group_names(group, "algorithms", "algorithm", known, where):
+                for env_name in envs:
+                    pairs.setdefault((env_name, algorithm), " ".join(str(group["reason"]).split()))
+        return cls(Path(path), pairs)
+
+
+def pair_problems(checks: dict[Pair, PairCheck], expected: ExpectedRefusals) -> list[str]:
+    """What is wrong with the pairs checked, one line each: a pair that fails to build, a pair refused that
+    ``expected`` does not list (a regression), a pair built that it lists (newly valid). An env checked with
+    every algorithm (an algorithm checked in every env) that none of them builds is one line, not one per pair."""
+    problem: dict[Pair, str] = {}
+    for pair, check in checks.items():
+        if check.outcome == FAILED:
+            problem[pair] = f"cannot be built: {check.reason}"
+        elif check.outcome == REFUSED and pair not in expected.pairs:
+            problem[pair] = f"refused, but {expected.path} expects it to train: {check.reason}"
+        elif check.outcome == VALID and pair in expected.pairs:
+            problem[pair] = (f"now built by the agent factory, but {expected.path} lists it as refused "
+                             f"({expected.pairs[pair]}); remove it there so the tier trains it")
+    lines = []
+    for index, kind, other in ((0, "env", "algorithm"), (1, "algorithm", "env")):
+        every = len(available(other))
+        for name in dict.fromkeys(pair[index] for pair in problem):
+            mine = [pair for pair in checks if pair[index] == name]
+            bad = [pair for pair in mine if pair in problem]
+            if len(mine) == every and len(bad) >= 2 and all(checks[pair].outcome != VALID for pair in mine):
+                first = bad[0]
+                lines.append(f"{kind}={name}: no {other} accepts it ({len(bad)} of its {len(mine)} pairs fail, each in "
+                             f"verdict.json); e.g. {first[0]}/{first[1]} {problem[first]}")
+                for pair in bad:
+                    del problem[pair]
+    return lines + [f"{env_name}/{algorithm}: {text}" for (env_name, algorithm), text in problem.items()]
 
 
 def matches(name: str, pattern: str | None) -> bool:
@@ -110,22 +233,37 @@ def matches(name: str, pattern: str | None) -> bool:
     return not pattern or pattern.lower() in name.lower()
 
 
-def function_jobs(out: Path, pattern: str | None, say=print, keep_runs: bool = False, workers: int = 1) -> list[MatrixJob]:
-    """One job per valid pair; its run dir is deleted once it passes unless ``keep_runs``. ``workers``:
-    processes that check the pairs at the agent factory."""
+def function_jobs(out: Path, pattern: str | None, say=print, keep_runs: bool = False, workers: int = 1,
+                  overrides: tuple[str, ...] = (), refusals: Path = REFUSALS_FILE
+                  ) -> tuple[list[MatrixJob], list[str], dict[Pair, PairCheck]]:
+    """One job per pair the agent factory builds (its run dir is deleted once it passes unless ``keep_runs``),
+    the problems :func:`pair_problems` finds against the expected refusals in ``refusals``, and every check. ``workers``:
+    processes that check the pairs; ``overrides``: added to every pair's config (after its fast overrides)."""
+    expected = ExpectedRefusals.load(refusals)
     selected = [(e, a) for e in available("env") for a in available("algorithm") if matches(f"{e}/{a}", pattern)]
-    valid, refused = valid_pairs(selected, workers)
-    say(f"function tier: {len(valid)} valid env x algorithm pairs ({len(refused)} refused by the agent factory)")
+    if not selected:
+        raise UserError(f"no env x algorithm pair matches -f {pattern!r}; pairs are named <Env>/<algo>, e.g. CartPole/ppo")
+    checks = check_pairs(selected, workers, overrides)
+    problems = pair_problems(checks, expected)
+    valid = [pair for pair, check in checks.items() if check.outcome == VALID]
+    refused = sum(check.outcome == REFUSED for check in checks.values())
+    say(f"function tier: {len(checks)} env x algorithm pair(s) checked at the agent factory: {len(valid)} built, "
+        f"{refused} refused (expected: {refusals}), {len(problems)} problem(s)")
+    for line in problems:
+        say(f"FAIL {line}")
     jobs = []
-    for (env_name, algorithm), fast in valid.items():
+    for env_name, algorithm in valid:
         fast = [f"algorithm.learning_starts={FUNCTION_LEARNING_STARTS}" if o.startswith("algorithm.learning_starts=") else o
-                for o in fast]
+                for o in algorithm_fast_overrides(algorithm)]
         run_dir = out / "runs" / f"{env_name}_{algorithm}"
         train_then_check = [sys.executable, "-m", "hydrarl.launchers.roundtrip", "--train", f"env={env_name}",
-                            f"algorithm={algorithm}", *FUNCTION_TRAINER, *fast, f"hydra.run.dir={run_dir}"]
+                            f"algorithm={algorithm}", *FUNCTION_TRAINER, *fast, *overrides, f"hydra.run.dir={run_dir}"]
         jobs.append(MatrixJob(f"{env_name}/{algorithm}", train_then_check, out / "logs" / f"{env_name}_{algorithm}.log",
                               run_dir=run_dir, scratch=None if keep_runs else run_dir))
-    return jobs
+    if not jobs and not problems:
+        raise UserError(f"no env x algorithm pair the agent factory builds matches -f {pattern!r}: "
+                        f"{', '.join(f'{e}/{a}' for e, a in selected)} {'is' if len(selected) == 1 else 'are'} refused, as {refusals} expects")
+    return jobs, problems, checks
 
 
 # -- performance tier -------------------------------------------------------------------------------
@@ -163,10 +301,20 @@ class Bar:
         except TypeError as exc:
             raise UserError(f"bar {path}: {exc}") from exc
 
-    def run_overrides(self, seed: int) -> list[str]:
+    @property
+    def pair(self) -> Pair:
         env, algorithm = self.name.split("/")
+        return env, algorithm
+
+    def run_overrides(self, seed: int) -> list[str]:
+        """The overrides of the bar's run with ``seed``: its pair, then :meth:`settings`."""
+        env, algorithm = self.pair
+        return [f"env={env}", f"algorithm={algorithm}", *self.settings(seed)]
+
+    def settings(self, seed: int) -> list[str]:
+        """The overrides of the bar's run after its pair: seed, trainer (the bar's rule as the early stop), the bar's own."""
         epochs = math.ceil(self.max_steps / self.eval_after_n_steps)
-        return [f"env={env}", f"algorithm={algorithm}", f"seed={seed}", f"trainer.n_epochs={epochs}",
+        return [f"seed={seed}", f"trainer.n_epochs={epochs}",
                 f"trainer.eval_after_n_steps={self.eval_after_n_steps}", f"trainer.n_test_rollouts={self.n_test_rollouts}",
                 f"trainer.metric={self.metric}", f"trainer.early_stop.threshold={self.value}",
                 f"trainer.early_stop.last_n={self.last_n}", "trainer.progress_bar=false", *self.overrides]
@@ -196,23 +344,39 @@ def curve_verdict(points: Iterable[tuple[int | None, float]], bar: Bar) -> dict[
     return judge(progress(points, bar.last_n, bar.value), bar)
 
 
-def performance_jobs(out: Path, pattern: str | None, say=print, root: Path = BARS_DIR) -> tuple[list[MatrixJob], list[Bar]]:
+def performance_jobs(out: Path, pattern: str | None, say=print, root: Path = BARS_DIR, workers: int = 1,
+                     overrides: tuple[str, ...] = ()) -> tuple[list[MatrixJob], list[Bar], dict[str, str]]:
+    """The runs of each bar matching ``pattern`` (``overrides`` added to each), and {bar: why its pair cannot be
+    built}: each bar's pair is first built at the agent factory with the bar's settings (only its replay buffer
+    shrunk), and a bar whose pair is refused or fails gets no runs and fails (:func:`bar_verdicts`)."""
     bars = load_bars(pattern, root)
     if not bars:
         raise UserError(f"no performance bar matches -f {pattern!r}; bars: {', '.join(available('performance', root))}")
+    groups = []
+    for bar in bars:
+        env_name, algorithm = bar.pair
+        shrink = tuple(o for o in algorithm_fast_overrides(algorithm) if o.startswith("algorithm.buffer_size="))
+        groups.append((env_name, [(algorithm, (*bar.settings(1), *overrides, *shrink))]))
+    checks = _check_groups(groups, workers)
+    cannot_build = {bar.name: f"{checks[bar.pair].outcome}: {checks[bar.pair].reason}" for bar in bars
+                    if checks[bar.pair].outcome != VALID}
     jobs = []
     for bar in bars:
+        if bar.name in cannot_build:
+            say(f"FAIL {bar.name}: its pair cannot be built ({cannot_build[bar.name]}); no run started")
+            continue
         for seed in range(1, bar.total_runs + 1):
             run_dir = out / "runs" / f"{bar.name.replace('/', '_')}_seed{seed}"
-            cmd = train_command([*bar.run_overrides(seed), f"hydra.run.dir={run_dir}"])
+            cmd = train_command([*bar.run_overrides(seed), *overrides, f"hydra.run.dir={run_dir}"])
             jobs.append(MatrixJob(f"{bar.name}#seed{seed}", cmd, out / "logs" / f"{bar.name.replace('/', '_')}_seed{seed}.log",
                                   meta={"bar": bar.name, "seed": seed}, run_dir=run_dir))
     say(f"performance tier: {len(bars)} bar(s), {len(jobs)} run(s)")
-    return jobs, bars
+    return jobs, bars, cannot_build
 
 
-def bar_verdicts(jobs: list[MatrixJob], bars: list[Bar]) -> list[dict[str, Any]]:
-    """One verdict per bar from its runs' TrialResults."""
+def bar_verdicts(jobs: list[MatrixJob], bars: list[Bar], cannot_build: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """One verdict per bar from its runs' TrialResults; a bar in ``cannot_build`` fails with that reason."""
+    cannot_build = cannot_build or {}
     verdicts = []
     for bar in bars:
         runs = []
@@ -225,7 +389,8 @@ def bar_verdicts(jobs: list[MatrixJob], bars: list[Bar]) -> list[dict[str, Any]]
         passed = sum(r["passed"] for r in runs)
         best = max((r["best_mean"] for r in runs if r.get("best_mean") is not None), default=None)
         verdicts.append({"bar": bar.name, "rule": bar.rule, "passed_runs": passed, "needed_runs": bar.succ_runs,
-                         "passed": passed >= bar.succ_runs, "value_needed": bar.value, "best_value_reached": best, "runs": runs})
+                         "passed": passed >= bar.succ_runs and bar.name not in cannot_build, "value_needed": bar.value,
+                         "best_value_reached": best, "runs": runs, "cannot_build": cannot_build.get(bar.name)})
     return verdicts
 
 

@@ -86,6 +86,8 @@ class Scheduler:
 
     def __init__(self, max_procs: int = 6, spacing: float = 15.0, gpus: list[int] | None = None, min_free_mb: int = 2500,
                  poll: float = 0.2, say=print):
+        if max_procs < 1 or spacing < 0 or min_free_mb < 0:  # with no process allowed, run() would wait forever
+            raise ValueError(f"Scheduler needs max_procs >= 1, spacing >= 0, min_free_mb >= 0; got {max_procs}, {spacing}, {min_free_mb}")
         self.max_procs, self.spacing, self.min_free_mb, self.poll = max_procs, spacing, min_free_mb, poll
         self.say = say
         self.gpus = gpus if gpus is not None else [0]

@@ -36,11 +36,21 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
         return len(self._all_grids)
 
 
-def make_sampler(cfg: dict[str, Any] | None, distributions: dict[str, BaseDistribution]) -> optuna.samplers.BaseSampler:
+def make_sampler(cfg: dict[str, Any] | None, distributions: dict[str, BaseDistribution],
+                 trials_before: int = 0) -> optuna.samplers.BaseSampler:
     """``{name: tpe|random|cmaes|gp|qmc|grid|nsgaii, seed: ..., <sampler kwargs>}`` or ``{_target_: ...}``.
 
-    tpe is multivariate by default (it models parameters jointly).
+    tpe is multivariate by default (it models parameters jointly). A ``seed`` is offset by
+    ``trials_before``, the trials the study already holds: a resumed search continues the sampler's random
+    sequence instead of restarting it (with the preset's seed as such, a 5-trial study run as 3 + 2 trials
+    proposed the first 2 configurations again). The same study run in the same steps is reproducible.
     """
+    cfg = dict(cfg or {})
+    seed = cfg.get("seed")
+    if seed is not None:
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise UserError(f"hydra.sweeper.sampler.seed={seed!r} is not allowed: an integer >= 0, or null.")
+        cfg["seed"] = seed + trials_before
     if cfg and "_target_" in cfg:
         return instantiate(cfg)
     name, options = _options(cfg)

@@ -3,25 +3,36 @@
 Overrides with sweep values on the command line (``algorithm.gamma=interval(0.9,0.999)``) join the
 preset's search space; plain ones go to every trial. Each trial is ``experiment/train.py`` in its
 own process (``<sweep dir>/trial_<n>/``), a child of the study's MLflow run.
+
+Bad settings or a bad space (an unknown key, an empty or inverted range) end the search before it records
+anything: ``error: ...``, exit status 2. A search in which any trial failed lists the failed trials once
+its results are written and exits 1 (pruned trials are no failures).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
 
+from hydrarl.config import merge_overrides
+from hydrarl.config.compose import compose
 from hydrarl.errors import UserError, exit_now_on_user_error
 from hydrarl.runinfo import flatten, run_tags
 from hydrarl.status import Status
 from hydrarl.sweep.results import write_results
-from hydrarl.sweep.runner import STOP_FILE, SweepRunner
+from hydrarl.sweep.runner import STOP_FILE, FailedTrial, SweepRunner, failed_trials
 from hydrarl.sweep.settings import RLOptunaSweeperConf
+from hydrarl.sweep.space import override_value, sample_values
 from hydrarl.training.jobs import run_job
 
 log = logging.getLogger("hydrarl.sweep")
@@ -53,6 +64,34 @@ def _runner(config: DictConfig, options: dict[str, Any], space: dict[str, str], 
                        study_name=settings.study_name or f"{choices.env}-{choices.algorithm}", n_epochs=int(config.trainer.n_epochs))
 
 
+def check_space_keys(base: list[str], runner: SweepRunner) -> None:
+    """Compose a trial's command line (``base`` + one value of each searched or fixed key) as train.py would:
+    a UserError names a key the config lacks (and the keys it has) before any trial runs. Keys a
+    ``custom_search_space`` hook adds are checked by each trial."""
+    values = {**runner.fixed, **sample_values(runner.distributions)}
+    probe = merge_overrides([o for o in base if not o.startswith("hydra.")], [f"{k}={override_value(v)}" for k, v in values.items()])
+    global_hydra = GlobalHydra.instance()
+    hydra, hydra_cfg = global_hydra.hydra, HydraConfig.instance().cfg
+    global_hydra.clear()  # compose starts a Hydra of its own; the sweeper's is put back after
+    try:
+        compose(probe)
+    except UserError as exc:
+        raise UserError(f"search space: {exc}") from exc
+    finally:
+        global_hydra.clear()
+        if hydra is not None:
+            global_hydra.initialize(hydra)
+        HydraConfig.instance().cfg = hydra_cfg  # compose set the probe's; the sweeper's ${hydra:...} stay its own
+
+
+def report_failures(failed: list[FailedTrial], n_trials: int) -> None:
+    """The failed trials on stderr: number, reason and job.log of each (the others are recorded)."""
+    print(f"error: {len(failed)} of {n_trials} trials of this search failed (the others ran to their end and are recorded):",
+          file=sys.stderr)
+    for trial in failed:
+        print(f"  trial {trial.number}: {trial.reason}" + (f"  ({trial.log})" if trial.log else ""), file=sys.stderr)
+
+
 def _parent_run(config: DictConfig, runner: SweepRunner, study):
     """The study's MLflow run (re-opened on resume); None without the mlflow logger."""
     if "mlflow" not in (config.get("logger") or {}):
@@ -74,32 +113,43 @@ def _parent_run(config: DictConfig, runner: SweepRunner, study):
 
 def run_search(config: DictConfig, options: dict[str, Any], arguments: list[str]) -> None:
     """Run (or resume) the search that ``config``, its ``hydra.sweeper`` ``options`` (the fields of
-    RLOptunaSweeperConf) and the command line describe."""
+    RLOptunaSweeperConf) and the command line describe. Exits 2 on bad input (nothing recorded), 1 when
+    any trial of the study failed (after its results are written)."""
     HydraConfig.instance().set_config(config)
-    with exit_now_on_user_error():
-        base, space = split_arguments(arguments)
-        runner = _runner(config, options, space, base)
-        study = runner.open_study()
-        parent = _parent_run(config, runner, study)
-        if parent is not None:
-            runner.extra_trial_cfg["mlflow_parent_run_id"] = parent.run_id
-    log.info("search %s in %s: %d trials at most, %d at once; delete %s to stop after the running ones",
-             runner.study_name, runner.sweep_dir, runner.s.n_trials, runner.s.n_jobs, runner.sweep_dir / STOP_FILE)
-    status = Status.FAILED
-    try:
-        study = runner.run(study)
-        files = write_results(study, runner, base)
-        status = Status.COMPLETED
-        if parent is not None:
-            best = [t for t in study.trials if t.values is not None]
-            if best and len(study.directions) == 1:
-                parent.log_metrics({"best_value": study.best_value, "trials": len(study.trials)}, step=len(study.trials))
-            for path in files:
-                parent.log_artifact(path, "plots" if path.parent.name == "plots" else None)
-        log.info("results: %s", runner.sweep_dir / "optimization_results.yaml")
-    except KeyboardInterrupt:
-        status = Status.KILLED
-        raise
-    finally:
-        if parent is not None:
-            parent.finish(status)
+    with ExitStack() as held:
+        with exit_now_on_user_error():
+            base, space = split_arguments(arguments)
+            runner = _runner(config, options, space, base)  # settings and space checked
+            check_space_keys(base, runner)
+            held.enter_context(runner.locked())  # a live sweeper on this sweep dir: exit 2, naming it
+            # The lock is ours, so whatever this sweep dir left RUNNING belongs to a dead sweeper. Its MLflow
+            # runs are closed here: close_stale_runs(tracking_uri, under=runner.sweep_dir) (trackers.mlflow_tracker).
+            study = runner.open_study()
+            parent = _parent_run(config, runner, study)
+            if parent is not None:
+                runner.extra_trial_cfg["mlflow_parent_run_id"] = parent.run_id
+        log.info("search %s in %s: %d trials at most, %d at once; delete %s to stop after the running ones",
+                 runner.study_name, runner.sweep_dir, runner.s.n_trials, runner.s.n_jobs, runner.sweep_dir / STOP_FILE)
+        status = Status.FAILED
+        try:
+            study = runner.run(study)
+            files = write_results(study, runner, base)
+            finished = [t for t in study.trials if t.state.is_finished()]
+            status = Status.FAILED if finished and all(t.state == TrialState.FAIL for t in finished) else Status.COMPLETED
+            if parent is not None:
+                best = [t for t in study.trials if t.values is not None]
+                if best and len(study.directions) == 1:
+                    parent.log_metrics({"best_value": study.best_value, "trials": len(study.trials)}, step=len(study.trials))
+                for path in files:
+                    parent.log_artifact(path, "plots" if path.parent.name == "plots" else None)
+            log.info("results: %s", runner.sweep_dir / "optimization_results.yaml")
+        except KeyboardInterrupt:
+            status = Status.KILLED
+            raise
+        finally:
+            if parent is not None:
+                parent.finish(status)
+    failed = failed_trials(study)
+    if failed:
+        report_failures(failed, len(finished))
+        sys.exit(1)

@@ -1,7 +1,7 @@
 """What a finished search leaves in its sweep directory.
 
 - ``optimization_results.yaml``: best trial (value, params, overrides, run dir) or the Pareto front,
-  trial counts by state, the epoch cap, the storage to reopen the study;
+  trial counts by state, the failed trials (number, reason, job.log), the epoch cap, the storage to reopen the study;
 - ``best_overrides.txt``: one line to pass straight back: ``python experiment/train.py $(cat best_overrides.txt)``;
 - ``best_config.yaml``: the resolved config the best trial ran with;
 - ``plots/``: optimisation history, parameter importances, parallel coordinates (Pareto front
@@ -22,7 +22,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from hydrarl.config import merge_overrides
-from hydrarl.sweep.runner import EPOCH_CAP_ATTR, SweepRunner
+from hydrarl.sweep.runner import EPOCH_CAP_ATTR, SweepRunner, failed_trials
 
 log = logging.getLogger("hydrarl.sweep")
 
@@ -99,6 +99,9 @@ def write_results(study: optuna.Study, runner: SweepRunner, base: list[str]) -> 
             files.append(sweep_dir / "best_config.yaml")
     elif complete:
         summary["pareto_front"] = [_describe(t, base) for t in study.best_trials]
+    failed = failed_trials(study)
+    if failed:
+        summary["failed_trials"] = [{"number": f.number, "reason": f.reason, "log": str(f.log) if f.log else None} for f in failed]
     reevaluated = {k.split("/", 1)[1]: v for k, v in study.user_attrs.items() if k.startswith("reevaluation/")}
     if reevaluated:
         summary["reevaluation"] = reevaluated

@@ -6,8 +6,12 @@ launchers do (kept for comparison). Trials run through ``run_trial(TrialJob) -> 
 subprocess of train.py in real sweeps and a plain function in tests.
 
 The study lives in its storage; re-running the same command resumes it: ``n_trials`` is the
-study's total, trial numbers (and so run directories) continue, the epoch cap is kept, and trials
-left RUNNING by a killed sweeper are marked failed and queued again with the same parameters.
+study's total, trial numbers (and so run directories) continue, the epoch cap is kept, and the sampler's
+seed is offset by the trials already in the study (so it proposes new configurations, not the first ones
+again). The runner holds the sweep directory's lock (:class:`hydrarl.locks.DirLock`) while it works, and
+its trials' processes die with it; so when a re-run takes the lock, a trial the study still has RUNNING
+belongs to a dead sweeper and is adopted: continued under its own number and run directory, each job (seed)
+told from the result its run left, resumed from its checkpoint, or run again there.
 
 The epoch cap stops new trials after ``epoch_cap_factor`` x the fewest epochs of an early-stopped
 trial: a capped trial gets ``trainer.epoch_cap`` and keeps its ``trainer.n_epochs``, so its
@@ -21,8 +25,9 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,20 +37,22 @@ import optuna
 from optuna.trial import TrialState
 
 from hydrarl.analysis.curves import aggregate
-from hydrarl.config import merge_overrides
+from hydrarl.config import merge_overrides, override_key
 from hydrarl.errors import UserError
+from hydrarl.locks import DirLock
 from hydrarl.status import Status
 from hydrarl.sweep.components import make_pruner, make_sampler, open_storage, storage_url
 from hydrarl.sweep.reporter import PRUNER_ATTR
 from hydrarl.sweep.settings import RLOptunaSweeperConf
 from hydrarl.sweep.space import override_value, parse_space
-from hydrarl.training.jobs import Job, JobOutcome
+from hydrarl.training.jobs import Job, JobOutcome, failure_reason
+from hydrarl.training.result import read_result
 
 log = logging.getLogger("hydrarl.sweep")
 
 STOP_FILE = "delete_me_to_stop_hyperopt"
 EPOCH_CAP_ATTR = "hydrarl.epoch_cap"
-ABANDONED_ATTR = "hydrarl.abandoned"
+JOB_LOG = "job.log"  # a trial job's output, in its run directory (training.jobs.run_job)
 
 
 @dataclass
@@ -56,10 +63,35 @@ class TrialJob:
     overrides: list[str]
     run_dir: Path
     trial_cfg: dict[str, Any]
+    resume: bool = False     # an adopted job: continue the checkpoint its run directory holds
+    result: dict[str, Any] | None = None  # an adopted job whose run finished: its TrialResult, nothing to run
 
     def as_job(self, base_overrides: list[str]) -> Job:
-        """The train.py job: ``base_overrides`` (minus keys the trial sets) + the trial's overrides."""
-        return Job(merge_overrides(base_overrides, self.overrides), self.run_dir, self.trial_cfg)
+        """The train.py job: ``base_overrides`` (minus keys the trial sets) + the trial's overrides
+        (+ ``trainer.resume=<run dir>``, which train.py expands to the run's own overrides and directory)."""
+        overrides = merge_overrides(base_overrides, self.overrides)
+        if self.resume:
+            overrides.append(f"trainer.resume={self.run_dir}")
+        return Job(overrides, self.run_dir, self.trial_cfg)
+
+
+@dataclass
+class FailedTrial:
+    """A failed trial of a study, as a search's end lists it."""
+
+    number: int
+    reason: str              # one line: the run's own reason (failure_reason)
+    log: Path | None         # the job.log of the run that failed
+
+
+def failed_trials(study: optuna.Study) -> list[FailedTrial]:
+    """The study's failed trials (pruned ones are not failures), with the reason and job.log of each."""
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        run_dirs = t.user_attrs.get("run_dirs") or []
+        failed.append(FailedTrial(t.number, failure_reason(t.user_attrs.get("error")),
+                                  Path(run_dirs[-1]) / JOB_LOG if run_dirs else None))
+    return failed
 
 
 def objective_value(result: dict[str, Any], name: str) -> float | None:
@@ -74,23 +106,23 @@ class SweepRunner:
     ``settings``: the ``hydra.sweeper`` config (its ``study_name`` is not read: ``study_name`` is the
     resolved one); ``sweep_dir`` holds the trials' run directories, the stop file and the default
     journal; ``n_epochs`` is the trainer's ``n_epochs`` (trials run at most this many epochs, fewer
-    under the epoch cap, unless the search space sets ``trainer.n_epochs``).
+    under the epoch cap, unless the search space sets ``trainer.n_epochs``). Settings and space are
+    checked here (UserError), before anything is recorded.
     """
 
     def __init__(self, settings: RLOptunaSweeperConf, run_trial: Callable[[TrialJob], JobOutcome], *, sweep_dir: Path,
                  study_name: str, n_epochs: int, extra_trial_cfg: dict | None = None):
+        settings.validate()
         self.s = settings
         self.sweep_dir, self.study_name, self.n_epochs = Path(sweep_dir), study_name, int(n_epochs)
         self.run_trial = run_trial
         self.extra_trial_cfg = extra_trial_cfg or {}
         self.distributions, self.fixed = parse_space(settings.params)
-        if settings.aggregate not in ("mean", "iqm"):
-            raise UserError(f"hydra.sweeper.aggregate={settings.aggregate} is unknown; mean or iqm.")
-        if len(settings.objectives) != len(settings.directions):
-            raise UserError(f"hydra.sweeper: {len(settings.directions)} direction(s) but objectives {settings.objectives}.")
         self.storage = storage_url(settings.storage, self.sweep_dir)
         self.hook = self._import_hook(settings.custom_search_space)
         self._lock = threading.Lock()
+        self._dir_lock = DirLock(self.sweep_dir, "search")
+        self.adopted: list[tuple[optuna.Trial, list[TrialJob]]] = []  # a dead sweeper's trials, run first
         self.busy_seconds = 0.0   # summed wall time of this invocation's jobs
         self.wall_seconds = 0.0   # wall time of this invocation's loop
 
@@ -105,32 +137,61 @@ class SweepRunner:
             raise UserError(f"hydra.sweeper.custom_search_space={path} cannot be imported: {exc}") from exc
 
     # -- study ----------------------------------------------------------------------------
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the sweep directory's lock for the block (nothing more if an outer block holds it); a
+        UserError naming the holder when another live sweeper has it."""
+        if self._dir_lock.fd is not None:
+            yield
+            return
+        self._dir_lock.acquire()
+        try:
+            yield
+        finally:
+            self._dir_lock.release()
+
     def open_study(self) -> optuna.Study:
-        study = optuna.create_study(
-            study_name=self.study_name,
-            storage=open_storage(self.storage),
-            sampler=make_sampler(self.s.sampler, self.distributions),
-            pruner=make_pruner(self.s.pruner),
-            directions=self.s.directions,
-            load_if_exists=True,
-        )
-        if [d.name.lower() for d in study.directions] != [d.lower() for d in self.s.directions]:
-            raise UserError(f"study {self.study_name} exists with directions {study.directions}; this search asks for {self.s.directions}.")
-        study.set_user_attr(PRUNER_ATTR, dict(self.s.pruner or {}))
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-            if trial.state == TrialState.RUNNING:  # its sweeper died: run the same parameters again
-                study._storage.set_trial_user_attr(trial._trial_id, ABANDONED_ATTR, True)
-                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-                if trial.params:  # none when the sweeper died between asking and sampling: nothing to repeat
-                    study.enqueue_trial(trial.params, skip_if_exists=False)
-                log.warning("trial %d was left running by an earlier sweeper; %s", trial.number,
-                            "its parameters are queued again" if trial.params else "it had no parameters yet")
+        """Create or load the study (under the sweep directory's lock) and adopt the trials a dead sweeper
+        left RUNNING (:attr:`adopted`, run first by :meth:`run`)."""
+        with self.locked():
+            study = optuna.create_study(study_name=self.study_name, storage=open_storage(self.storage),
+                                        pruner=make_pruner(self.s.pruner), directions=self.s.directions, load_if_exists=True)
+            if [d.name.lower() for d in study.directions] != [d.lower() for d in self.s.directions]:
+                raise UserError(f"study {self.study_name} exists with directions {study.directions}; this search asks for {self.s.directions}.")
+            study.sampler = make_sampler(self.s.sampler, self.distributions, trials_before=len(study.get_trials(deepcopy=False)))
+            study.set_user_attr(PRUNER_ATTR, dict(self.s.pruner or {}))
+            self.adopted = [self._adopt(study, t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
         return study
 
+    def _adopt(self, study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> tuple[optuna.Trial, list[TrialJob]]:
+        """A trial left RUNNING by a dead sweeper (its lock was free), continued under its number: each job
+        keeps the result its run left, resumes from its checkpoint, or runs again in its run directory."""
+        from hydrarl.training.checkpoint import find_last_checkpoint  # torch: only when adopting
+
+        trial = optuna.trial.Trial(study, frozen._trial_id)
+        stored = frozen.user_attrs.get("overrides")
+        if stored:  # the trial's own command line, seed aside (each job sets its own)
+            overrides = [o for o in stored if override_key(o) != "seed"]
+        else:  # its sweeper died before starting it: sample what is missing as study.ask does
+            for name, distribution in self.distributions.items():
+                trial._suggest(name, distribution)
+            overrides = self._overrides(trial, self.epoch_cap(study))
+        jobs = self._jobs(trial.number, trial._trial_id, overrides, self._seeds(self.s.repeats))
+        for job in jobs:
+            job.result = read_result(job.run_dir)
+            try:
+                job.resume = job.result is None and bool(find_last_checkpoint(job.run_dir))
+            except UserError:  # no checkpoint: run it again in its directory
+                job.resume = False
+        trial.set_user_attr("overrides", jobs[0].overrides)
+        hows = ["its result kept" if j.result is not None else "resumed from its checkpoint" if j.resume else "run again" for j in jobs]
+        log.warning("trial %d was left running by a sweeper that died; adopted under its number: %s", trial.number,
+                    "; ".join(f"{j.run_dir.name}: {how}" for j, how in zip(jobs, hows, strict=True)) if len(jobs) > 1 else hows[0])
+        return trial, jobs
+
     def counted(self, study: optuna.Study) -> int:
-        """Trials that count towards n_trials: finished ones, not those abandoned by a dead sweeper."""
-        done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        return sum(1 for t in study.get_trials(deepcopy=False, states=done) if not t.user_attrs.get(ABANDONED_ATTR))
+        """Trials that count towards n_trials: the finished ones."""
+        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
 
     def epoch_cap(self, study: optuna.Study) -> int:
         """The most epochs a new trial runs: the study's cap, at most ``n_epochs``."""
@@ -156,39 +217,41 @@ class SweepRunner:
         if self.s.max_duration_minutes is not None and time.time() - started >= 60 * self.s.max_duration_minutes:
             return f"max_duration_minutes={self.s.max_duration_minutes} passed"
         if self.s.max_failure_rate is not None:
-            finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and not t.user_attrs.get(ABANDONED_ATTR)]
+            finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
             failed = sum(t.state == TrialState.FAIL for t in finished)
             if len(finished) >= 4 and failed / len(finished) > self.s.max_failure_rate:
                 return f"max_failure_rate={self.s.max_failure_rate} exceeded ({failed} of {len(finished)} failed)"
         return None
 
     # -- one trial ---------------------------------------------------------------------------
-    def _jobs(self, study: optuna.Study, trial, seeds: list[int], tag: str = "", trial_id: int | None = None,
-              params: dict[str, Any] | None = None) -> list[TrialJob]:
-        """The jobs (one per seed) of ``trial``; ``tag`` marks re-evaluations (which do not report)."""
-        trial_id = trial._trial_id if trial_id is None else trial_id
+    def _overrides(self, trial: optuna.Trial | optuna.trial.FixedTrial, cap: int, params: dict[str, Any] | None = None) -> list[str]:
+        """The overrides of ``trial``'s configuration, seed aside: its sampled values (or ``params``), the
+        fixed ones, the custom space's, ``trainer.n_epochs`` and (below it) the epoch ``cap``."""
         values = {**self.fixed, **(trial.params if params is None else params)}
         if self.hook is not None:
             values.update(self.hook(trial) or {})
         n_epochs = int(values.pop("trainer.n_epochs", self.n_epochs))  # searched or not
         overrides = [f"{k}={override_value(v)}" for k, v in values.items()]
         overrides.append(f"trainer.n_epochs={n_epochs}")
-        stop = min(n_epochs, self.epoch_cap(study))
-        if stop < n_epochs:  # the same configuration (schedules over n_epochs), stopped earlier
-            overrides.append(f"trainer.epoch_cap={stop}")
-        base = self.sweep_dir / f"trial_{trial.number:04d}{tag}"
+        if cap < n_epochs:  # the same configuration (schedules over n_epochs), stopped earlier
+            overrides.append(f"trainer.epoch_cap={cap}")
+        return overrides
+
+    def _jobs(self, number: int, trial_id: int, overrides: list[str], seeds: list[int], tag: str = "") -> list[TrialJob]:
+        """The jobs (one per seed) of trial ``number``; ``tag`` marks re-evaluations (which do not report)."""
+        base = self.sweep_dir / f"trial_{number:04d}{tag}"
         jobs = []
         for i, seed in enumerate(seeds):
             trial_cfg = {"storage": self.storage, "study_name": self.study_name, "trial_id": trial_id,
-                         "number": trial.number, "report": i == 0 and not tag, **self.extra_trial_cfg}
+                         "number": number, "report": i == 0 and not tag, **self.extra_trial_cfg}
             run_dir = base if len(seeds) == 1 else base / f"seed_{seed}"
-            jobs.append(TrialJob(trial.number, [*overrides, f"seed={seed}"], run_dir, trial_cfg))
+            jobs.append(TrialJob(number, [*overrides, f"seed={seed}"], run_dir, trial_cfg))
         return jobs
 
     def _run(self, jobs: list[TrialJob]) -> list[JobOutcome]:
         outcomes = []
         for job in jobs:
-            outcome = self.run_trial(job)
+            outcome = JobOutcome(job.result, 0, 0.0, job.run_dir) if job.result is not None else self.run_trial(job)
             with self._lock:
                 self.busy_seconds += outcome.seconds
             outcomes.append(outcome)
@@ -196,15 +259,21 @@ class SweepRunner:
                 break  # a failed or pruned seed decides the trial
         return outcomes
 
+    @staticmethod
+    def _fail(study: optuna.Study, trial: optuna.Trial, error: str, where: Path | None = None) -> None:
+        """Tell the study ``trial`` failed; its reason on the console (one line) and in its user attrs."""
+        trial.set_user_attr("error", error[-2000:])
+        trial.set_user_attr("stop_reason", Status.FAILED)
+        study.tell(trial, state=TrialState.FAIL)
+        log.warning("trial %d failed: %s%s; the search goes on", trial.number, failure_reason(error),
+                    f" (log: {where / JOB_LOG})" if where is not None and (where / JOB_LOG).exists() else "")
+
     def _tell(self, study: optuna.Study, trial: optuna.Trial, outcomes: list[JobOutcome]) -> None:
         results = [o.result for o in outcomes if o.result is not None]
         trial.set_user_attr("run_dirs", [str(o.run_dir) for o in outcomes])
         if len(results) < len(outcomes) or not results:
-            error = next((o.error for o in outcomes if o.result is None), "no result")
-            trial.set_user_attr("error", (error or "")[-2000:])
-            trial.set_user_attr("stop_reason", Status.FAILED)
-            study.tell(trial, state=TrialState.FAIL)
-            log.warning("trial %d failed (%s); the search goes on", trial.number, (error or "").splitlines()[0])
+            failed = next((o for o in outcomes if o.result is None), outcomes[-1] if outcomes else None)
+            self._fail(study, trial, (failed.error if failed else None) or "no result", failed.run_dir if failed else None)
             return
         first = results[0]
         trial.set_user_attr("epochs_run", first["epochs_run"])
@@ -215,17 +284,13 @@ class SweepRunner:
             log.info("trial %d pruned after %d epochs", trial.number, first["epochs_run"])
             return
         if first["status"] == Status.FAILED:
-            trial.set_user_attr("error", (first.get("error") or "")[-2000:])
-            study.tell(trial, state=TrialState.FAIL)
+            self._fail(study, trial, first.get("error") or "the run's status is failed", outcomes[0].run_dir)
             return
         values = []
         for name in self.s.objectives:
             per_seed = [objective_value(r, name) for r in results]
             if any(v is None or not math.isfinite(v) for v in per_seed):
-                trial.set_user_attr("error", f"objective {name} is missing or not finite: {per_seed}")
-                trial.set_user_attr("stop_reason", Status.FAILED)
-                study.tell(trial, state=TrialState.FAIL)
-                log.warning("trial %d failed: objective %s = %s", trial.number, name, per_seed)
+                self._fail(study, trial, f"objective {name} is missing or not finite: {per_seed}", outcomes[0].run_dir)
                 return
             trial.set_user_attr(f"per_seed/{name}", per_seed)
             values.append(float(aggregate(np.asarray(per_seed), self.s.aggregate)))
@@ -237,13 +302,21 @@ class SweepRunner:
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, study: optuna.Study | None = None) -> optuna.Study:
-        """Run trials until a stop condition holds; ``study`` if already opened with :meth:`open_study`."""
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        """Run trials until a stop condition holds; ``study`` if already opened with :meth:`open_study`.
+        Adopted trials start first; the sweep directory's lock is held throughout."""
+        with self.locked():
+            return self._loop(study or self.open_study())
+
+    def _loop(self, study: optuna.Study) -> optuna.Study:
         (self.sweep_dir / STOP_FILE).touch()
-        study = study or self.open_study()
         started, reason = time.time(), None
         running: dict[Future, tuple[optuna.Trial, list[TrialJob]]] = {}
+        # Trials start from the pool's threads, which live until the pool shuts down: a trial's process
+        # dies with its thread (training.jobs.run_job), so with this sweeper, never before it.
         with ThreadPoolExecutor(max_workers=self.s.n_jobs, thread_name_prefix="trial") as pool:
+            for trial, jobs in self.adopted:  # already in the study: they count, and run first
+                running[pool.submit(self._run, jobs)] = (trial, jobs)
+            self.adopted = []
             while True:
                 barrier_wait = not self.s.asynchronous and bool(running)  # a batch is still running
                 while not barrier_wait and len(running) < self.s.n_jobs:
@@ -252,11 +325,10 @@ class SweepRunner:
                         break
                     trial = study.ask(self.distributions)
                     try:
-                        jobs = self._jobs(study, trial, self._seeds(self.s.repeats))
+                        jobs = self._jobs(trial.number, trial._trial_id, self._overrides(trial, self.epoch_cap(study)),
+                                          self._seeds(self.s.repeats))
                     except Exception as exc:  # noqa: BLE001 - e.g. a custom_search_space hook that raises
-                        trial.set_user_attr("error", repr(exc))
-                        study.tell(trial, state=TrialState.FAIL)
-                        log.warning("trial %d failed before it started: %r", trial.number, exc)
+                        self._fail(study, trial, f"before it started: {exc!r}")
                         continue
                     trial.set_user_attr("overrides", jobs[0].overrides)
                     running[pool.submit(self._run, jobs)] = (trial, jobs)
@@ -295,7 +367,8 @@ class SweepRunner:
         for rank, frozen in enumerate(top):
             trial = optuna.trial.FixedTrial(frozen.params, number=frozen.number)
             seeds = self._seeds(self.s.reevaluate_repeats, offset=10_000 * (rank + 1))
-            jobs = self._jobs(study, trial, seeds, tag="_reeval", trial_id=frozen._trial_id, params=frozen.params)
+            jobs = self._jobs(frozen.number, frozen._trial_id, self._overrides(trial, self.epoch_cap(study), frozen.params),
+                              seeds, tag="_reeval")
             outcomes = [self.run_trial(j) for j in jobs]
             scores = [objective_value(o.result, self.s.objectives[0]) for o in outcomes if o.result]
             study.set_user_attr(f"reevaluation/{frozen.number}", scores)

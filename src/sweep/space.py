@@ -20,24 +20,31 @@ from hydrarl.errors import UserError
 
 def _distribution(override: Override) -> BaseDistribution:
     value = override.value()
-    key = override.get_key_element()
+    key, text = override.get_key_element(), override.input_line.split("=", 1)[1]
     log = "log" in getattr(value, "tags", set())
     if isinstance(value, ChoiceSweep):
         return CategoricalDistribution([v if isinstance(v, (int, float, str, bool)) or v is None else compact(v) for v in value.list])
     if isinstance(value, RangeSweep):
         start, stop, step = value.start, value.stop, value.step
-        n = math.ceil((stop - start) / step)  # Python's range: stop excluded
-        if n < 1:
-            raise UserError(f"search space: {key}={override.input_line.split('=', 1)[1]} is empty.")
+        if not step > 0 or not start < stop:  # Python's range: stop excluded, so start < stop for one value
+            raise UserError(f"search space: {key}={text} is empty or inverted; write range(low, high[, step]) "
+                            "with low < high and step > 0.")
+        if log and start <= 0:
+            raise UserError(f"search space: {key}={text} is on a log scale, so its low end must be > 0.")
+        n = math.ceil((stop - start) / step)
         if all(isinstance(x, int) for x in (start, stop, step)):
             return IntDistribution(start, start + (n - 1) * step, step=step, log=log and step == 1)
         return FloatDistribution(float(start), float(start + (n - 1) * step), step=float(step))
     if isinstance(value, IntervalSweep):
         low, high = value.start, value.end
+        if not low < high:
+            raise UserError(f"search space: {key}={text} is empty or inverted; write interval(low, high) with low < high.")
+        if log and low <= 0:
+            raise UserError(f"search space: {key}={text} is on a log scale, so its low end must be > 0.")
         if isinstance(low, int) and isinstance(high, int):
             return IntDistribution(low, high, log=log)
         return FloatDistribution(float(low), float(high), log=log)
-    raise UserError(f"search space: {key}={override.input_line.split('=', 1)[1]} is not a choice, range or interval.")
+    raise UserError(f"search space: {key}={text} is not a choice, range or interval.")
 
 
 def compact(value: Any) -> str:
@@ -54,13 +61,21 @@ def parse_space(params: dict[str, Any]) -> tuple[dict[str, BaseDistribution], di
         line = f"{key}={expression}"
         try:
             (override,) = parser.parse_overrides([line])
-        except Exception as exc:  # noqa: BLE001 - Hydra's grammar errors
-            raise UserError(f"search space: cannot parse '{line}': {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - Hydra's grammar errors (several lines: keep the reason's)
+            reason = [text for text in str(exc).splitlines() if text.strip() and not text.startswith("See https")]
+            raise UserError(f"search space: cannot parse '{line}': {reason[-1] if reason else exc!r}") from exc
         if override.is_sweep_override():
             distributions[key] = _distribution(override)
         else:
             fixed[key] = override.value()
     return distributions, fixed
+
+
+def sample_values(distributions: dict[str, BaseDistribution]) -> dict[str, Any]:
+    """One value of each distribution (a choice's first, a range's or interval's low end): what a check of
+    the search space's keys composes."""
+    return {key: dist.choices[0] if isinstance(dist, CategoricalDistribution) else dist.low
+            for key, dist in distributions.items()}
 
 
 def override_value(value: Any) -> str:

@@ -19,6 +19,7 @@ from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from hydrarl.errors import UserError
 from hydrarl.status import Status
 from hydrarl.trackers import Trackers
 from hydrarl.training.callbacks import StopFlag, TrainerCallback, capture_sb3_logs, sb3_metrics, schedules_over_run
@@ -150,9 +151,21 @@ class Trainer:
         stop = self.t.early_stop
         return rule_met(self._values(stop.metric or metric), stop.last_n, stop.threshold)
 
+    def _check_metric_names(self, metrics: dict[str, float]) -> None:
+        """``trainer.metric`` and ``trainer.early_stop.metric`` against an evaluated epoch's metrics: the
+        evaluation logs the same ``eval/*`` names every epoch, so an ``eval/`` name missing from them is
+        never logged (a score of None, no best model). A UserError listing what the run does log: the run
+        ends FAILED. (Names from other sources were checked before training: ``config.validate.check_metrics``.)"""
+        if not any(k.startswith("eval/") for k in metrics):
+            return
+        for key, name in (("trainer.metric", self.t.metric), ("trainer.early_stop.metric", self.t.early_stop.metric)):
+            if name is not None and name.startswith("eval/") and name not in metrics:
+                raise UserError(f"{key}={name} is not a metric this run logs; it logs: {', '.join(sorted(metrics))}.")
+
     def _record(self, metrics: dict[str, float]) -> bool:
         """Append the epoch to the history, update best, early stop and (in a sweep) pruning;
         True if the score improved."""
+        self._check_metric_names(metrics)
         state = self.state
         state.history.append(metrics)
         metric = score_metric(self.t.metric, metrics)

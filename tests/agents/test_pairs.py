@@ -1,81 +1,71 @@
-"""Every env x algorithm pair, at the agent factory: it composes, and ``build_agent`` either builds the
-agent or refuses with a UserError that names both, with the sizes the regression matrix's function tier
-builds it with (``valid_pairs``: the fast overrides). Training every pair the factory accepts for one
-short epoch, then a save -> load -> predict round trip, is that tier's job (``./run_testing.sh -t
-function``, the last step of ``make test``); here only what the factory decides."""
+"""Every env x algorithm pair, at the agent factory, as the regression matrix's function tier checks it
+(``check_pairs``: the fast overrides): built, or refused (``Incompatible``) exactly where the expected
+refusals (``conf/refused_pairs.yaml``, the tier's own file) say, each refusal naming both; anything else
+wrong with a config (a bad value, an unknown argument, a misspelt class) is a plain UserError, never a
+refusal. Training every pair the factory accepts for one short epoch, then a save -> load -> predict round
+trip, is that tier's job (``./run_testing.sh -t function``, the last step of ``make test``); here only
+what the factory decides."""
 
 import pytest
 
 from hydrarl.agents.factory import build_agent
-from hydrarl.agents.human import display_problem
 from hydrarl.config.compose import available
 from hydrarl.envs.factory import make_vec_env
-from hydrarl.errors import UserError
-from hydrarl.launchers.matrix import FUNCTION_TRAINER
+from hydrarl.errors import Incompatible, MissingDependency, UserError
+from hydrarl.launchers.matrix import FUNCTION_TRAINER, REFUSED, ExpectedRefusals, check_pairs, pair_problems
 from hydrarl.training.train import run
 from tests.helpers.compose import compose_cfg, fast_overrides
 
 ENVS = available("env")
 ALGORITHMS = available("algorithm")
-HER = [a for a in ALGORITHMS if a.endswith("_her")]
-FETCH = [e for e in ENVS if e.startswith("Fetch")]
-
-# Pairs that must be refused, and pairs that must train (the rest may do either).
-MUST_REFUSE = {
-    ("CartPole", "sac"), ("LunarLander", "td3"), ("Pendulum", "dqn"), ("HalfCheetah", "qrdqn"),
-    ("CartPole", "sac_her"), ("Pendulum", "td3_her"), ("FetchReach", "dqn"), ("FetchReach", "crossq"),
-    ("FetchPush", "ars"),
-    ("CarRacing", "sac"), ("CarRacing", "td3"), ("CarRacing", "ars"), ("CarRacing", "crossq"), ("CarRacing", "sac_her"),
-    ("CarRacingContinuous", "dqn"), ("CarRacingContinuous", "qrdqn"), ("CarRacingContinuous", "ars"),
-    ("CarRacingContinuous", "crossq"), ("CarRacingContinuous", "td3_her"),
-    ("Pendulum", "per_ddqn"), ("FetchReach", "per_ddqn"), ("CarRacingContinuous", "per_ddqn"),
-} | {(e, "pid") for e in ENVS if e != "CarRacingContinuous"  # pid: RGB frames + Box(3) actions only
-} | {(e, "human") for e in ENVS if e != "CarRacingContinuous" or display_problem()}  # human: there only, with a screen
-MUST_TRAIN = {(e, a) for e in FETCH for a in HER} | {
-    (e, a) for e in ("CartPole", "LunarLander") for a in ("dqn", "qrdqn", "ppo", "a2c", "trpo", "ars", "recurrent_ppo")
-} | {(e, a) for e in ("Pendulum", "MountainCarContinuous", "HalfCheetah", "Ant") for a in ("sac", "td3", "ddpg", "tqc", "crossq", "ppo", "a2c", "trpo", "ars", "recurrent_ppo")
-} | {(e, "per_ddqn") for e in ("CartPole", "LunarLander", "CarRacing")
-} | {("CarRacing", a) for a in ("dqn", "qrdqn", "ppo", "a2c", "trpo", "recurrent_ppo")
-} | {("CarRacingContinuous", a) for a in ("sac", "td3", "ddpg", "tqc", "ppo", "a2c", "trpo", "recurrent_ppo")
-} | {(e, a) for e in ENVS for a in ("random", "constant")}  # controllers act in every env
-MUST_TRAIN |= {("CarRacingContinuous", "pid")}
-
-
-def test_the_known_pairs_exist():
-    """The sets above name only envs and algorithms of the config tree (a renamed one fails here, not silently)."""
-    unknown = {(e, a) for e, a in MUST_REFUSE | MUST_TRAIN if e not in ENVS or a not in ALGORITHMS}
-    assert not unknown, f"unknown env or algorithm in MUST_REFUSE/MUST_TRAIN: {sorted(unknown)}"
-    assert not MUST_REFUSE & MUST_TRAIN
 
 
 @pytest.fixture(scope="module")
-def fast():
-    """Each algorithm's fast overrides (the keys it has of ``FAST_ALGORITHM``), as the function tier sets them."""
-    return {a: fast_overrides(a) for a in ALGORITHMS}
+def expected():
+    """The expected refusals (loading checks that every env and algorithm they name exists)."""
+    return ExpectedRefusals.load()
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_the_factory_builds_or_refuses_every_pair_naming_both(env, fast):
-    """As ``valid_pairs`` decides which pairs the function tier trains: every MUST_TRAIN pair is built, no
-    MUST_REFUSE pair is, and each refusal is a UserError that names the env and the algorithm."""
-    valid, refused, vec_env = [], {}, None
-    for algorithm in ALGORITHMS:
-        cfg = compose_cfg([f"env={env}", f"algorithm={algorithm}", *fast[algorithm]])
-        try:
-            if vec_env is None:
-                vec_env = make_vec_env(cfg.env, 0)
-            build_agent(cfg.algorithm, vec_env, 0, "cpu", name=algorithm, env_name=env)
-            valid.append((env, algorithm))
-        except UserError as exc:
-            refused[(env, algorithm)] = str(exc)
-    if vec_env is not None:
-        vec_env.close()
-    wrongly_refused = {pair: reason for pair, reason in refused.items() if pair in MUST_TRAIN}
-    assert not wrongly_refused, f"refused pairs that must train: {wrongly_refused}"
-    wrongly_built = sorted(pair for pair in valid if pair in MUST_REFUSE)
-    assert not wrongly_built, f"built pairs that must be refused: {wrongly_built}"
-    unnamed = {pair: reason for pair, reason in refused.items() if env not in reason or pair[1] not in reason}
+def test_the_factory_builds_or_refuses_every_pair_as_the_expected_refusals_say(env, expected):
+    """As the function tier decides which pairs it trains: no pair fails to build, every refusal is listed in
+    the expected refusals and every listed pair is refused; each refusal names the env and the algorithm."""
+    checks = check_pairs([(env, algorithm) for algorithm in ALGORITHMS])
+    problems = pair_problems(checks, expected)
+    assert not problems, "\n".join(problems)
+    unnamed = {pair: check.reason for pair, check in checks.items()
+               if check.outcome == REFUSED and (env not in check.reason or pair[1] not in check.reason)}
     assert not unnamed, f"refusals that do not name both the env and the algorithm: {unnamed}"
+
+
+@pytest.fixture(scope="module")
+def pendulum():
+    env = make_vec_env(compose_cfg(["env=Pendulum"]).env, 0)
+    yield env
+    env.close()
+
+
+# Faults of an algorithm config, whichever env it meets: a UserError naming what is wrong, not a refusal. Composed
+# without the value checks of hydrarl.config.validate (which catch some of these first), as the factory may meet them.
+@pytest.mark.parametrize(("overrides", "says"), [
+    (["algorithm.learning_rate=not_a_number"], "learning rate schedule must be a float"),
+    (["~algorithm.learning_rate", "+algorithm.lr=0.001"], "has no argument lr"),
+    (["algorithm._target_=stable_baselines3.SACX"], "cannot import _target_ stable_baselines3.SACX"),
+    (["algorithm._target_=hydrarl.agents.no_such_module.Agent"], "cannot import _target_ hydrarl.agents.no_such_module"),
+    (["algorithm.policy=MlpPolicyy"], "has no policy 'MlpPolicyy'"),
+])
+def test_a_fault_of_the_algorithm_config_is_a_user_error_not_a_refusal(overrides, says, pendulum):
+    cfg = compose_cfg(["env=Pendulum", "algorithm=sac", *fast_overrides("sac"), *overrides], check=False)
+    with pytest.raises(UserError) as fault:
+        build_agent(cfg.algorithm, pendulum, 0, "cpu", name="sac", env_name="Pendulum")
+    assert not isinstance(fault.value, Incompatible | MissingDependency), f"counted as a refusal: {fault.value}"
+    assert says in str(fault.value) and "algorithm=sac" in str(fault.value)
+
+
+def test_a_class_from_a_package_not_installed_is_a_missing_dependency(pendulum):
+    cfg = compose_cfg(["env=Pendulum", "algorithm=sac", "algorithm._target_=no_such_package_here.SAC"], check=False)
+    with pytest.raises(MissingDependency, match="no_such_package_here"):
+        build_agent(cfg.algorithm, pendulum, 0, "cpu", name="sac", env_name="Pendulum")
 
 
 # One refusal of each kind the factory makes (action space, HER without goals, policy for the observations,
@@ -86,7 +76,7 @@ def test_the_factory_builds_or_refuses_every_pair_naming_both(env, fast):
 ])
 def test_a_refused_pair_stops_a_run_before_anything_is_written(env, algorithm, tmp_path):
     cfg = compose_cfg([f"env={env}", f"algorithm={algorithm}", *FUNCTION_TRAINER, *fast_overrides(algorithm)])
-    with pytest.raises(UserError) as refusal:
+    with pytest.raises(Incompatible) as refusal:
         run(cfg, tmp_path / "run")
     assert env in str(refusal.value) and algorithm in str(refusal.value)
     assert not (tmp_path / "run" / "checkpoints").exists(), "a refused pair must leave no checkpoint"

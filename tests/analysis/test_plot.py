@@ -21,6 +21,7 @@ from hydrarl.analysis.runs import metric_history, select_runs
 from hydrarl.errors import UserError
 from hydrarl.paths import PROJECT_ROOT
 from tests.helpers.cli import run_cli
+from tests.helpers.disks import readonly_dir
 
 PLOT = PROJECT_ROOT / "experiment" / "plot.py"
 
@@ -195,6 +196,15 @@ def test_bad_input_exit_2(store, tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_read_only_out_is_refused_before_the_histories_are_read(store, tmp_path, capsys):
+    uri, _ = store
+    with readonly_dir(tmp_path / "ro") as ro:
+        assert main(["--tracking-uri", uri, "--experiment", "Toy", "--metric", "m", "--out", str(ro)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"error: --out={ro} cannot be written (Read-only file system); choose a folder you can write to, with free space.\n"
+    assert "last step" not in captured.out
 
 
 @pytest.fixture(scope="module")

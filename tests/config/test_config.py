@@ -1,6 +1,7 @@
 """The config tree: every option composes, algorithm files hold only constructor arguments, value checks."""
 
 import inspect
+import re
 
 import pytest
 from hydra.utils import get_class
@@ -8,6 +9,7 @@ from omegaconf import OmegaConf
 
 from hydrarl.config import validate
 from hydrarl.config.compose import available
+from hydrarl.config.validate import check_algorithm
 from hydrarl.errors import UserError
 from tests.helpers.compose import compose_cfg
 
@@ -75,14 +77,44 @@ def test_trainer_seed_is_gone_and_says_to_use_seed():
         ("trainer.eval_after_n_steps=-5", "trainer.eval_after_n_steps"),
         ("trainer.n_test_rollouts=1.5", "trainer.n_test_rollouts"),
         ("trainer.device=tpu", "trainer.device"),
+        ("trainer.device=cuda:x", "trainer.device='cuda:x' is not allowed"),
         ("trainer.early_stop.threshold=high", "trainer.early_stop.threshold"),
         ("trainer.early_stop.last_n=0", "trainer.early_stop.last_n"),
         ("env.n_envs=0", "env.n_envs"),
         ("env.vec_env=threads", "env.vec_env"),
         ("seed=-3", "seed"),
+        ("algorithm.batch_size=-4", "algorithm.batch_size=-4 is not allowed: an integer >= 1"),
+        ("algorithm.batch_size=2.5", "algorithm.batch_size=2.5 is not allowed: an integer >= 1"),
+        ("algorithm.gamma=1.5", "algorithm.gamma=1.5 is not allowed: a number in [0, 1]"),
+        ("algorithm.buffer_size=0", "algorithm.buffer_size=0 is not allowed: an integer >= 1"),
+        ("algorithm.tau=0", "algorithm.tau=0 is not allowed: a number in (0, 1]"),
+        ("algorithm.learning_rate=fast", "algorithm.learning_rate='fast' is not allowed: a number > 0, or a schedule"),
+        ("algorithm.ent_coef=-0.1", "algorithm.ent_coef=-0.1 is not allowed: a number >= 0, or 'auto'"),
+        ("algorithm.train_freq=[4,epoch]", "algorithm.train_freq=[4, 'epoch'] is not allowed: an integer >= 1, or [n, step]"),
+        ("algorithm.gradient_steps=0", "algorithm.gradient_steps=0 is not allowed: an integer >= 1, or -1"),
+        ("algorithm.learning_starts=-1", "algorithm.learning_starts=-1 is not allowed: an integer >= 0"),
+        ("trainer.metric=reward", "trainer.metric='reward' is not allowed: a metric the run logs"),
+        ("trainer.early_stop.metric=score", "trainer.early_stop.metric='score' is not allowed"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(override, needle):
-    with pytest.raises(UserError, match=needle.replace(".", r"\.")) as info:
-        validate(compose_cfg([override]))
+    with pytest.raises(UserError, match=re.escape(needle)) as info:
+        validate(compose_cfg(["env=Pendulum", "algorithm=sac", override]))
     assert "allowed" in str(info.value)
+
+
+@pytest.mark.parametrize("algorithm", available("algorithm"))
+def test_every_algorithm_default_passes_the_value_table(algorithm):
+    for env in ("Pendulum", "CartPole", "FetchReach"):
+        check_algorithm(compose_cfg([f"env={env}", f"algorithm={algorithm}"]).algorithm)
+
+
+@pytest.mark.parametrize("override", ["algorithm.train_freq=[1,episode]", "algorithm.gradient_steps=-1", "algorithm.ent_coef=auto_0.1",
+                                      "algorithm.gamma=1", "algorithm.learning_starts=0", "trainer.metric=train/actor_loss"])
+def test_edge_values_sb3_accepts_are_allowed(override):
+    validate(compose_cfg(["env=Pendulum", "algorithm=sac", override]))
+
+
+def test_an_eval_metric_without_evaluation_is_refused():
+    with pytest.raises(UserError, match=r"trainer\.metric=eval/mean_reward is never logged with trainer\.n_test_rollouts=0"):
+        validate(compose_cfg(["trainer.metric=eval/mean_reward", "trainer.n_test_rollouts=0"]))

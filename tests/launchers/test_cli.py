@@ -82,6 +82,8 @@ BAD_INPUT = [
     (["env=Pendulum", "algorithm=sac", "restore_policy=/nowhere/model.zip"], ["restore_policy=/nowhere/model.zip"]),
     (["env=Pendulum,CartPole"], ["--multirun"]),
     (["trainer.resume=/nowhere"], ["no checkpoint to resume from"]),
+    (["env=Pendulum", "algorithm=sac", "algorithm.batch_size=-4"], ["algorithm.batch_size=-4 is not allowed: an integer >= 1"]),
+    (["env=Pendulum", "algorithm=sac", "algorithm.gamma=1.5"], ["algorithm.gamma=1.5 is not allowed: a number in [0, 1]"]),
     (["env=Pendulum", "algorithm=sac", "logger.mlflow.tracking_uri=file:///tmp/old-mlruns"], ["cannot be opened", "sqlite:///"]),
 ]
 
@@ -98,6 +100,20 @@ def test_bad_input_exits_2_with_one_message_and_records_nothing(tmp_path, tracki
     if (tmp_path / "mlflow.db").exists():
         client = MlflowClient(tracking_uri)
         assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+def test_a_metric_the_run_never_logs_ends_it_failed_after_the_first_evaluation(tmp_path, tracking_uri):
+    run_dir = tmp_path / "run"
+    proc = run_cli(["env=CartPole", "algorithm=a2c", "trainer.metric=eval/success_rate", f"logger.mlflow.tracking_uri={tracking_uri}",
+                    f"hydra.run.dir={run_dir}", *SHORT[:-1], "trainer.eval_after_n_steps=100", "trainer.n_test_rollouts=1"], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: trainer.metric=eval/success_rate is not a metric this run logs; it logs: eval/max_reward, ")
+    assert "eval/mean_reward" in line and "train/policy_loss" in line and "Traceback" not in proc.stderr
+    assert "epoch 1/" not in proc.stderr + proc.stdout  # not one epoch reported with a score of None
+    client = MlflowClient(tracking_uri)
+    (r,) = client.search_runs([client.get_experiment_by_name("CartPole").experiment_id])
+    assert r.info.status == "FAILED" and not (run_dir / "checkpoints").exists()
 
 
 def test_missing_optional_dependency_names_the_extra(tmp_path):

@@ -1,7 +1,9 @@
 """The search loop on a synthetic objective (seconds): samplers, pruning, the epoch cap, stop
-conditions, failure isolation, resume after SIGKILL, repeats, multi-objective, no batch barrier."""
+conditions, failure isolation and reasons, resume after SIGKILL (adoption), the sweep dir's lock, the
+sampler's seed on resume, checks of settings and space, repeats, multi-objective, no batch barrier."""
 
 import functools
+import json
 import os
 import signal
 import subprocess
@@ -15,8 +17,9 @@ from optuna.trial import TrialState
 from hydrarl.analysis.curves import iqm
 from hydrarl.errors import UserError
 from hydrarl.paths import PROJECT_ROOT
-from hydrarl.sweep.runner import EPOCH_CAP_ATTR, STOP_FILE, SweepRunner
+from hydrarl.sweep.runner import EPOCH_CAP_ATTR, STOP_FILE, SweepRunner, failed_trials
 from hydrarl.sweep.settings import RLOptunaSweeperConf
+from hydrarl.training.jobs import failure_reason
 from tests.helpers import sweep_objective
 from tests.helpers.sweep_objective import synthetic
 
@@ -191,27 +194,106 @@ SweepRunner(s, functools.partial(synthetic, duration=0.4), sweep_dir=Path(sys.ar
 """
 
 
-def test_resume_after_sigkill_keeps_completed_trials_and_honours_the_total(tmp_path):
+def test_resume_after_sigkill_adopts_running_trials_and_honours_the_total(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", RESUMABLE, str(tmp_path)], env=env, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
-        if "trial 2:" in line:
+        if "trial 3 started" in line:  # trials 0-2 started before it, and it runs (0.4 s)
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna_journal.log")))
-    before = {t.number: t.value for t in optuna.load_study(study_name="k", storage=storage).trials if t.state == TrialState.COMPLETE}
-    assert before
+    killed = optuna.load_study(study_name="k", storage=storage).trials
+    before = {t.number: t.value for t in killed if t.state == TrialState.COMPLETE}
+    running = {t.number: t.params for t in killed if t.state == TrialState.RUNNING}
+    assert before and running
     done = subprocess.run([sys.executable, "-c", RESUMABLE, str(tmp_path)], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+    for number in running:
+        assert f"trial {number} was left running by a sweeper that died; adopted under its number" in done.stderr
     study = optuna.load_study(study_name="k", storage=storage)
     after = {t.number: t.value for t in study.trials if t.state == TrialState.COMPLETE}
     assert all(after[n] == v for n, v in before.items())
-    abandoned = [t for t in study.trials if t.user_attrs.get("hydrarl.abandoned")]
-    counted = [t for t in study.trials if t.state.is_finished() and not t.user_attrs.get("hydrarl.abandoned")]
-    assert len(counted) == 8 and all(t.state == TrialState.COMPLETE for t in counted)
-    # Abandoned trials with parameters run again with them (one killed before sampling has none).
-    assert {tuple(t.params.items()) for t in abandoned if t.params} <= {tuple(t.params.items()) for t in counted}
+    # The killed trials finish under their own numbers and parameters; none runs twice; 8 in all.
+    assert [t.number for t in study.trials] == list(range(8)) and set(after) == set(range(8))
+    assert all(study.trials[n].params == params for n, params in running.items())
+    assert len({t.params["x"] for t in study.trials}) == 8
+
+
+def test_a_second_runner_on_a_held_sweep_dir_is_refused(tmp_path):
+    first = runner(tmp_path, n_trials=1)
+    with first.locked():
+        with pytest.raises(UserError, match="search .* is in use by a live process"):
+            runner(tmp_path, n_trials=1).run()
+    assert runner(tmp_path, n_trials=1).run().trials  # free again
+
+
+def test_an_adopted_trial_keeps_results_resumes_checkpoints_and_reruns_the_rest_per_seed(tmp_path):
+    first = runner(tmp_path, n_trials=1, repeats=3)
+    study = first.open_study()
+    trial = study.ask(first.distributions)  # as a sweeper that died after starting the trial leaves it
+    jobs = first._jobs(trial.number, trial._trial_id, first._overrides(trial, first.epoch_cap(study)), first._seeds(3))
+    trial.set_user_attr("overrides", jobs[0].overrides)
+    seed_0, seed_1, seed_2 = (job.run_dir for job in jobs)
+    kept = synthetic(jobs[0]).result
+    seed_0.mkdir(parents=True)
+    (seed_0 / "trial_result.json").write_text(json.dumps(kept))
+    (seed_1 / "checkpoints" / "last").mkdir(parents=True)
+    (seed_1 / "checkpoints" / "last" / "trainer_state.json").write_text("{}")
+
+    calls = []
+    again = runner(tmp_path, lambda job: calls.append(job) or synthetic(job), n_trials=1, repeats=3)
+    study = again.run()
+    assert len(study.trials) == 1 and study.trials[0].state == TrialState.COMPLETE
+    assert [(job.run_dir, job.resume) for job in calls] == [(seed_1, True), (seed_2, False)]
+    assert f"trainer.resume={seed_1}" in calls[0].as_job([]).overrides
+    assert study.trials[0].user_attrs["per_seed/score"][0] == kept["score"]
+
+
+@pytest.mark.parametrize("name", ["random", "tpe"])
+def test_a_resumed_search_proposes_new_parameter_sets(tmp_path, name):
+    runner(tmp_path, n_trials=3, sampler={"name": name, "seed": 0}).run()
+    study = runner(tmp_path, n_trials=5, sampler={"name": name, "seed": 0}).run()
+    assert len(study.trials) == 5 and len({t.params["x"] for t in study.trials}) == 5
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("n_trials", 0), ("n_jobs", 0), ("repeats", 0), ("reevaluate_top_k", -1), ("reevaluate_repeats", 0),
+    ("direction", "maximise"), ("objectives", []), ("epoch_cap_factor", 0), ("max_duration_minutes", -1),
+    ("max_failure_rate", 1.5), ("aggregate", "median"), ("seed", -1), ("n_trials", 2.5),
+])
+def test_bad_sweeper_settings_are_user_errors_before_anything_is_recorded(tmp_path, setting, value):
+    with pytest.raises(UserError, match=f"hydra.sweeper.{setting}=") as error:
+        runner(tmp_path / "sweep", **{setting: value})
+    assert "\n" not in str(error.value) and not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("expression, says", [
+    ("choice()", "empty choice is not legal"), ("range(5, 1)", "empty or inverted"), ("range(0, 5, 0)", "empty or inverted"),
+    ("interval(1.0, 0.5)", "empty or inverted"), ("interval(0.5, 0.5)", "empty or inverted"),
+    ("tag(log, interval(0, 1))", "log scale"), ("tag(log, range(0, 4))", "log scale"),
+])
+def test_bad_search_spaces_are_user_errors(tmp_path, expression, says):
+    with pytest.raises(UserError, match="search space: ") as error:
+        runner(tmp_path / "sweep", params={"x": expression})
+    assert says in str(error.value) and "\n" not in str(error.value) and not (tmp_path / "sweep").exists()
+
+
+def test_failed_trials_say_why_in_one_line(tmp_path, caplog):
+    study = runner(tmp_path, functools.partial(synthetic, crash_above=-1), n_trials=2).run()
+    assert [(f.number, f.reason) for f in failed_trials(study)] == [(0, "RuntimeError: deliberate crash"), (1, "RuntimeError: deliberate crash")]
+    assert "trial 1 failed: RuntimeError: deliberate crash; the search goes on" in caplog.text
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("exit status 2\n$ train.py x=1\nerror: unknown config key 'x'. Keys: a, b.", "error: unknown config key 'x'. Keys: a, b."),
+    ("exit status 1\nerror: an older start's\nTraceback (most recent call last):\n  File \"a.py\", line 1, in <module>\n    f()\n"
+     "RuntimeError: boom\n\nSet the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.", "RuntimeError: boom"),
+    ("exit status -9 (killed by SIGKILL)\n[INFO] - epoch 1/4", "exit status -9 (killed by SIGKILL)"),
+    ("objective score is missing or not finite: [nan]", "objective score is missing or not finite: [nan]"),
+])
+def test_failure_reason_is_the_runs_own_reason(text, reason):
+    assert failure_reason(text) == reason
 
 
 def test_custom_search_space_hook_adds_conditional_parameters(tmp_path):

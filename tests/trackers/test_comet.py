@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from mlflow.tracking import MlflowClient
 
 from hydrarl.errors import UserError
 from hydrarl.paths import PROJECT_ROOT
+from hydrarl.trackers import comet_tracker
+from hydrarl.trackers.base import RunRecord
 from hydrarl.trackers.comet_tracker import CometTracker
 from tests.helpers.cli import run_cli
 
@@ -176,3 +179,90 @@ def test_resume_continues_the_same_comet_experiment(tmp_path):
     steps = [m["payload"]["metric"]["step"] for m in messages(archives[1])
              if m["type"] == "metric_msg" and m["payload"]["metric"]["metricName"] == "eval/mean_reward"]
     assert steps == [400]
+
+
+@pytest.mark.skipif(not NO_NETWORK, reason="needs `unshare -n` to cut the network (an online run must not reach Comet)")
+def test_online_run_without_a_network_falls_back_to_an_offline_archive(tmp_path):
+    """A key, mode=online and no network: the run succeeds at once, its Comet data goes to an offline archive in the
+    run dir, one warning names the archive and the upload command; resuming it offline continues the experiment."""
+    run_dir = tmp_path / "run"
+    common = [*BASE, "seed=5", "logger=[comet]", "logger.comet.mode=online", f"hydra.run.dir={run_dir}"]
+    started = time.monotonic()
+    done = run_offline([*common, "trainer.n_epochs=1"], tmp_path, tmp_path / "home", COMET_API_KEY=SECRET)
+    seconds = time.monotonic() - started
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    (archive,) = (run_dir / "comet").glob("*.zip")
+    warnings = [line for line in output.splitlines() if "[WARNING]" in line and "comet_tracker" in line]
+    assert warnings == [f"{warnings[0].split(' - ')[0]} - comet: Comet was unreachable when the run started; its Comet data "
+                        f"is in {archive} (upload it with: comet upload {archive})"]
+    assert "will not be logged" not in output  # comet_ml's own message, untrue here
+    print(f"online run without a network: {seconds:.1f} s")
+    assert params_of(archive)["seed"] == 5
+    steps = [m["payload"]["metric"]["step"] for m in messages(archive)
+             if m["type"] == "metric_msg" and m["payload"]["metric"]["metricName"] == "eval/mean_reward"]
+    assert steps == [200]
+    with zipfile.ZipFile(archive) as z:
+        assert all(SECRET.encode() not in z.read(name) for name in z.namelist())
+    # Resuming (still online, still no network) continues the same experiment in a second archive.
+    resumed = run_offline([f"trainer.resume={run_dir}", "trainer.n_epochs=2"], tmp_path, tmp_path / "home", COMET_API_KEY=SECRET)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    (second,) = set((run_dir / "comet").glob("*.zip")) - {archive}
+    assert f"comet upload {second}" in resumed.stderr + resumed.stdout
+    assert archive.stem in json.loads(zipfile.ZipFile(second).read("experiment.json")).values()
+
+
+def test_connection_retries_are_short_only_while_an_experiment_starts(monkeypatch, tmp_path):
+    """comet_ml's ~30 s of retries before it reports no connection become one quick retry, during the start only; a
+    setting the user made is kept."""
+    from comet_ml.config import get_config
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("COMET_HTTP_SESSION_RETRY_TOTAL", raising=False)
+    monkeypatch.setenv("COMET_GET_OR_ADD_EXPERIMENT_RETRY_CONNECT", "2")
+    with comet_tracker._quick_handshake():
+        config = get_config()
+        assert config.get_int(None, "comet.http_session.retry_total") == 1
+        assert config.get_int(None, "comet.get_or_add_experiment.retry_connect") == 2
+    assert get_config().get_int(None, "comet.http_session.retry_total") == 3  # comet_ml's default again
+    assert os.environ["COMET_GET_OR_ADD_EXPERIMENT_RETRY_CONNECT"] == "2"
+
+
+class _ConnectionLostExperiment:
+    """Stands in for comet_ml's online Experiment whose connection drops after a good start: its fallback streamer
+    writes an archive into the offline directory and hands it to the offline-ZIP callback when the experiment ends."""
+
+    def __init__(self, offline_directory: str, **_):
+        self.alive, self.offline_directory, self.uploader = True, Path(offline_directory), None
+
+    def set_offline_zip_uploader(self, callback):
+        self.uploader = callback
+
+    def end(self):
+        self.offline_directory.mkdir(parents=True, exist_ok=True)
+        archive = self.offline_directory / "0123456789abcdef0123456789abcdef-AbCdEf.zip"
+        archive.write_bytes(b"")
+        self.uploader(str(archive))
+        return True
+
+    def get_key(self):
+        return "0123456789abcdef0123456789abcdef"
+
+    def __getattr__(self, name):  # set_name, log_metrics, ...
+        return lambda *args, **kwargs: None
+
+
+def test_a_connection_lost_during_the_run_names_the_fallback_archive(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("COMET_API_KEY", SECRET)
+    monkeypatch.setattr(comet_tracker.comet_ml, "Experiment", _ConnectionLostExperiment)
+    tracker = CometTracker(tmp_path, mode="online")
+    tracker.start(RunRecord(run_dir=tmp_path, run_name="run", params={}, tags={"env": "Pendulum"}))
+    tracker.log_metrics({"eval/mean_reward": 1.0}, step=200)
+    with caplog.at_level("WARNING", logger=comet_tracker.__name__):
+        tracker.finish("completed")
+    archive = tmp_path / "comet" / "0123456789abcdef0123456789abcdef-AbCdEf.zip"
+    assert tracker.fallback == "during_run" and tracker.archive == archive
+    assert [r.getMessage() for r in caplog.records] == [
+        f"comet: the connection to Comet was lost during the run; all its Comet data is in {archive} (upload it with: "
+        f"comet upload --force-reupload {archive})"]
