@@ -14,6 +14,7 @@ from hydrarl.status import Status
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class RunRecord:
     """What a tracker needs to open (or re-open) a run."""
@@ -52,6 +53,9 @@ class Tracker:
         """Keep an MP4 of evaluation episodes recorded at ``step`` (env steps)."""
         self.log_artifact(path, "videos")
 
+    def record_error(self, cause: str) -> None:
+        """Record with the run the one-line cause of its failure (called before ``finish(failed)``)."""
+
     def finish(self, status: str) -> None:
         """Close the run as ``status`` (a :class:`Status`: TrialResult.status, or killed for an interrupted run)."""
 
@@ -65,8 +69,17 @@ class Trackers(Tracker):
         self.trackers = trackers
 
     def start(self, record: RunRecord) -> None:
+        """Open the run in each tracker; if one fails, the runs already opened end FAILED before the error
+        propagates (none is left RUNNING)."""
+        started: list[Tracker] = []
         for tracker in self.trackers:
-            tracker.start(record)
+            try:
+                tracker.start(record)
+            except BaseException as exc:
+                Trackers(started).record_error(f"{tracker.name} tracker failed to start: {type(exc).__name__}: {exc}")
+                Trackers(started).finish(Status.FAILED)
+                raise
+            started.append(tracker)
 
     @property
     def ids(self) -> dict[str, str]:
@@ -92,6 +105,9 @@ class Trackers(Tracker):
 
     def log_video(self, path: Path, step: int) -> None:
         self._each("log_video", Path(path), step)
+
+    def record_error(self, cause: str) -> None:
+        self._each("record_error", cause)
 
     def finish(self, status: str) -> None:
         self._each("finish", Status(status))

@@ -3,23 +3,37 @@
 No global ``mlflow.start_run`` state is used, so parallel workers never share a run. For a
 ``sqlite:///<dir>/mlflow.db`` store, new experiments keep their artifacts in ``<dir>/mlruns``
 (what ``mlflow ui`` started in ``<dir>`` expects), wherever the job was started from.
+
+A failed run carries its one-line cause in the tag ``hydrarl.error``. A run whose process died without
+ending it (SIGKILL, power loss) stays RUNNING in the store; :func:`close_stale_runs` ends such runs as
+KILLED, telling them from live ones by the lock (``hydrarl.locks``) every live run holds on its run
+directory, the ``run_dir`` tag of its MLflow run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import re
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
-from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH, MAX_TAG_VAL_LENGTH
 
 from hydrarl.errors import UserError
+from hydrarl.locks import DirLock, is_locked
 from hydrarl.status import Status
 from hydrarl.trackers.base import RunRecord, Tracker
+
+log = logging.getLogger("hydrarl")
+
+ERROR_TAG = "hydrarl.error"    # a failed run's one-line cause
+CLOSED_TAG = "hydrarl.closed"  # why close_stale_runs ended a run as KILLED
+STALE = "closed as KILLED: RUNNING, but no live process holds its run directory (its process died: SIGKILL, power loss)"
 
 
 def sqlite_artifact_root(tracking_uri: str) -> Path | None:
@@ -74,6 +88,9 @@ class MlflowTracker(Tracker):
             self._run_id = resume_id
             self.client.update_run(resume_id, status="RUNNING")
             self.client.set_tag(resume_id, "hydrarl.resumed", "true")
+            for tag in (CLOSED_TAG, ERROR_TAG):  # an earlier end's reasons no longer hold
+                if tag in self.client.get_run(resume_id).data.tags:
+                    self.client.delete_tag(resume_id, tag)
             return
         run = self.client.create_run(experiment_id, run_name=self.run_name or record.run_name, tags=record.tags)
         self._run_id = run.info.run_id
@@ -90,9 +107,83 @@ class MlflowTracker(Tracker):
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self._run_id, str(path), artifact_path)
 
+    def record_error(self, cause: str) -> None:
+        if self.client is not None and self._run_id is not None:
+            self.client.set_tag(self._run_id, ERROR_TAG, cause[:MAX_TAG_VAL_LENGTH])
+
     def finish(self, status: str) -> None:
         if self.client is not None and self._run_id is not None:
             self.client.set_terminated(self._run_id, status=Status(status).mlflow)
+
+
+def _running_runs(client: MlflowClient) -> Iterator:
+    """Every RUNNING run of the store, in every active experiment."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    token = None
+    while experiments:
+        page = client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=1000, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            break
+
+
+def _is_under(path: Path, under: Path | None) -> bool:
+    return under is None or path.resolve().is_relative_to(under.resolve())
+
+
+def close_stale_runs(tracking_uri: str, under: Path | None = None, report: Callable[[str], None] = log.info) -> list[str]:
+    """End as KILLED (tag ``hydrarl.closed`` saying why) the RUNNING runs of the store at ``tracking_uri``
+    whose run directory (tag ``run_dir``; only those under ``under`` when given) no live process holds;
+    return their ids. Each run directory's lock is taken while its runs are closed, so a run that starts or
+    resumes there meanwhile is never closed. Runs without a ``run_dir`` tag are left alone. A sqlite store
+    that does not exist yet holds nothing (and is not created). ``report`` gets one line per closed run.
+
+    Call it before taking the lock of ``under`` (or of a directory in it) yourself: a directory whose lock
+    this process holds counts as held by a live process, so its runs are left alone."""
+    root = sqlite_artifact_root(tracking_uri)
+    if root is not None and not Path(tracking_uri.removeprefix("sqlite:///")).exists():
+        return []
+    with store_lock(tracking_uri):  # a store another process is creating has its schema when the lock is free
+        client = MlflowClient(tracking_uri=tracking_uri)
+    by_dir: dict[Path, list] = {}
+    for run in _running_runs(client):
+        run_dir = run.data.tags.get("run_dir")
+        if run_dir and _is_under(Path(run_dir), under):
+            by_dir.setdefault(Path(run_dir), []).append(run)
+    closed = []
+    for run_dir, runs in by_dir.items():
+        with _held(run_dir) as free:
+            if not free:
+                continue
+            for run in runs:
+                client.set_tag(run.info.run_id, CLOSED_TAG, STALE)
+                client.set_terminated(run.info.run_id, status="KILLED")
+                closed.append(run.info.run_id)
+                report(f"closed {run.info.run_id} ({run.info.run_name}) as KILLED: no live process holds {run_dir}")
+    return closed
+
+
+@contextlib.contextmanager
+def _held(run_dir: Path) -> Iterator[bool]:
+    """Hold the lock of ``run_dir`` for the block; yields False (holding nothing) when a live process has it.
+    A directory that no longer exists is held by nobody (and is not created)."""
+    if not run_dir.is_dir():
+        yield True
+        return
+    lock = DirLock(run_dir, "run directory")
+    try:
+        lock.acquire()
+    except UserError:
+        yield False
+        return
+    except OSError:  # a lock file that cannot be written (a read-only folder): ask without taking it
+        yield not is_locked(run_dir)
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from typing import Any
 from hydrarl.status import Status
 
 RESULT_FILE = "trial_result.json"  # <run dir>/trial_result.json: the TrialResult of a finished run
+ERROR_FILE = "error.txt"            # <run dir>/error.txt: the traceback of a crashed run
 
 
 # The statuses a TrialResult can have (an interrupted run returns none).
@@ -52,12 +53,22 @@ class TrialResult:
         return asdict(self)
 
     def write(self, run_dir: Path) -> Path:
-        """Write ``<run_dir>/trial_result.json`` atomically (a temp file, then ``os.replace``)."""
-        path = Path(run_dir) / RESULT_FILE
-        tmp = path.with_name(f".{RESULT_FILE}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        """Write ``<run_dir>/trial_result.json`` atomically (:func:`write_atomic`)."""
+        return write_atomic(Path(run_dir) / RESULT_FILE, json.dumps(self.to_dict(), indent=1))
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file beside it and ``os.replace``: readers see the old
+    file or the whole new one. A failed write (a full disk) leaves no partial file, the temporary one removed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
         os.replace(tmp, path)
-        return path
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def read_result(run_dir: Path) -> dict[str, Any] | None:

@@ -2,6 +2,11 @@
 
 Everything that can be wrong with the input (values, env, algorithm, their pairing, a missing
 extra) is found before any tracker run is opened or any training step taken.
+
+A run holds the lock of its run directory (``hydrarl.locks``) from before it records anything until it
+ends: a second process there is refused, and a RUNNING MLflow run whose directory nobody holds is known to
+be dead (``close_stale_runs``, called here for this directory before the run starts). A crash ends the
+tracker runs FAILED with a one-line cause, whatever else fails on the way (a full disk).
 """
 
 from __future__ import annotations
@@ -17,19 +22,20 @@ from stable_baselines3.common.utils import set_random_seed
 from hydrarl.agents.factory import build_agent
 from hydrarl.envs.factory import make_vec_env
 from hydrarl.errors import UserError
+from hydrarl.locks import DirLock
 from hydrarl.runinfo import flatten, run_tags
 from hydrarl.status import Status
-from hydrarl.trackers import RunRecord, make_trackers
+from hydrarl.trackers import RunRecord, Trackers, make_trackers
 from hydrarl.training.checkpoint import (
     MODEL,
     NORMALIZATION,
-    STATE,
     TrainerState,
-    find_last_checkpoint,
-    load_checkpoint,
+    checkpoint_candidates,
+    load_newest_checkpoint,
     load_normalization,
+    resume_seed,
 )
-from hydrarl.training.result import RESULT_FILE, TrialResult
+from hydrarl.training.result import ERROR_FILE, RESULT_FILE, TrialResult, write_atomic
 from hydrarl.training.seeding import EVAL_SEED_OFFSET, draw_seed
 from hydrarl.training.trainer import EpochReporter, Interrupted, Trainer
 
@@ -84,11 +90,10 @@ def _prepare(cfg: DictConfig, run_dir: Path):
     Returns ``(env, eval_env, model, state, device)``; the caller closes the envs.
     """
     t = cfg.trainer
-    resume_from = find_last_checkpoint(Path(t.resume)) if t.resume else None
-    if resume_from is None and (run_dir / "checkpoints").exists():
+    candidates = checkpoint_candidates(Path(t.resume)) if t.resume else []
+    if not candidates and (run_dir / "checkpoints").exists():
         raise UserError(f"{run_dir} already holds a run; resume it with trainer.resume={run_dir} or start a new run.")
-    state = TrainerState.load(resume_from / STATE) if resume_from else None
-    seed = state.seed if state else (cfg.seed if cfg.seed is not None else draw_seed())
+    seed = resume_seed(candidates) if candidates else (cfg.seed if cfg.seed is not None else draw_seed())
     device = resolve_device(str(t.device))
     torch.set_num_threads(t.torch_threads)
     set_random_seed(seed)
@@ -96,10 +101,9 @@ def _prepare(cfg: DictConfig, run_dir: Path):
     eval_env = make_vec_env(cfg.env, seed + EVAL_SEED_OFFSET, n_envs=1, training=False)
     try:
         model = build_agent(cfg.algorithm, env, seed, device, name=cfg.algorithm_name, env_name=cfg.env_name)
-        if resume_from:
-            env = load_normalization(resume_from, env)
-            model, state = load_checkpoint(resume_from, type(model), env, device)
-            log.info("resuming %s from epoch %d, step %d", run_dir, state.epoch, state.num_timesteps)
+        if candidates:
+            model, state, used = load_newest_checkpoint(candidates, type(model), env, device)
+            log.info("resuming %s from %s: epoch %d, step %d", run_dir, used.name, state.epoch, state.num_timesteps)
         else:
             state = TrainerState(seed=seed)
             if cfg.restore_policy:
@@ -111,6 +115,49 @@ def _prepare(cfg: DictConfig, run_dir: Path):
     return env, eval_env, model, state, device
 
 
+def _close_stale(cfg: DictConfig, run_dir: Path) -> None:
+    """End as KILLED the MLflow runs a dead process left RUNNING in ``run_dir`` (before this run takes it)."""
+    options = (cfg.get("logger") or {}).get("mlflow")
+    if options is None:
+        return
+    from hydrarl.trackers.mlflow_tracker import close_stale_runs
+
+    try:
+        close_stale_runs(options.tracking_uri, under=run_dir, report=log.warning)
+    except Exception as exc:  # noqa: BLE001 - the store is checked, with a clear error, when the tracker opens it
+        log.warning("could not look for stale runs in %s: %s", options.tracking_uri, _one_line(exc))
+
+
+def _one_line(exc: BaseException) -> str:
+    """``<type>: <first line of the message>`` (a UserError: its message, written for the user): the cause
+    of a failure, fit for a tag and a log line."""
+    lines = str(exc).strip().splitlines()
+    if isinstance(exc, UserError) and lines:
+        return lines[0]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _record_failure(exc: Exception, trackers: Trackers, run_dir: Path, state: TrainerState) -> None:
+    """After a crash: print its one-line cause; write ``error.txt`` (the traceback) and a failed
+    ``trial_result.json``; give the trackers the cause and ``error.txt``; end their runs FAILED. Each step
+    is tried whatever happened to the others (a full disk fails the writes, not the tracker runs' end)."""
+    cause, details = _one_line(exc), traceback.format_exc()
+    log.error("run failed: %s (traceback in %s)", cause, run_dir / ERROR_FILE)
+    steps = (
+        (ERROR_FILE, lambda: write_atomic(run_dir / ERROR_FILE, details)),
+        (RESULT_FILE, lambda: TrialResult(None, state.epoch, False, Status.FAILED, state.tracker_ids.get("mlflow"),
+                                          num_timesteps=state.num_timesteps, run_dir=str(run_dir), error=details).write(run_dir)),
+        ("the cause on the tracker runs", lambda: trackers.record_error(cause)),
+        (f"{ERROR_FILE} on the tracker runs", lambda: trackers.log_artifact(run_dir / ERROR_FILE)),
+        ("the end of the tracker runs", lambda: trackers.finish(Status.FAILED)),
+    )
+    for what, step in steps:
+        try:
+            step()
+        except Exception as err:  # noqa: BLE001 - the next steps are tried regardless
+            log.error("after the failure, %s could not be recorded: %s", what, _one_line(err))
+
+
 def run(cfg: DictConfig, run_dir: Path, reporter: EpochReporter | None = None) -> TrialResult:
     """Train as ``cfg`` (composed and validated by ``hydrarl.config.compose``) says, writing checkpoints
     under ``run_dir``; return the TrialResult, also written to ``<run_dir>/trial_result.json`` (atomically)
@@ -118,18 +165,28 @@ def run(cfg: DictConfig, run_dir: Path, reporter: EpochReporter | None = None) -
     search, the regression matrix); an interrupted run has none.
     ``reporter``: see ``Trainer``.
 
-    Raises UserError for bad input (before anything is recorded), Interrupted when stopped by a
-    signal (after a checkpoint), and re-raises any crash after marking the tracker runs FAILED.
+    Holds the lock of ``run_dir`` throughout (a UserError if a live process holds it). Raises UserError for
+    bad input (before anything is recorded), Interrupted when stopped by a signal (after a checkpoint), and
+    re-raises any crash after marking the tracker runs FAILED (tag ``hydrarl.error`` on MLflow: the cause).
     """
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).absolute()  # the run_dir tag: where close_stale_runs finds the lock, from anywhere
+    _close_stale(cfg, run_dir)
+    lock = DirLock(run_dir, "run directory").acquire()
+    try:
+        return _run(cfg, run_dir, reporter)
+    finally:
+        lock.release()
+
+
+def _run(cfg: DictConfig, run_dir: Path, reporter: EpochReporter | None) -> TrialResult:
+    """:func:`run` with the run directory's lock held."""
     env, eval_env, model, state, device = _prepare(cfg, run_dir)
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         resolved["seed"] = state.seed
         trackers = make_trackers(cfg.logger, run_dir)  # a bad logger option fails here, before anything is written
-        run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / RESULT_FILE).unlink(missing_ok=True)  # a resumed run's earlier result no longer holds
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+        write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(resolved))
         trackers.start(RunRecord(
             run_dir=run_dir,
             run_name=f"{cfg.env_name}-{cfg.algorithm_name}" + (f"-trial{cfg.trial.number}" if cfg.get("trial") else "") + f"-seed{state.seed}",
@@ -138,10 +195,11 @@ def run(cfg: DictConfig, run_dir: Path, reporter: EpochReporter | None = None) -
             resume_ids=state.tracker_ids,
         ))
         state.tracker_ids = trackers.ids
-        trainer = Trainer(cfg, model, env, eval_env, trackers, run_dir, state, run_id=state.tracker_ids.get("mlflow"),
-                          reporter=reporter)
         try:
+            trainer = Trainer(cfg, model, env, eval_env, trackers, run_dir, state, run_id=state.tracker_ids.get("mlflow"),
+                              reporter=reporter)
             result = trainer.fit()
+            result.write(run_dir)
         except Interrupted:
             _log_artifacts(trackers, run_dir)
             trackers.finish(Status.KILLED)
@@ -149,16 +207,11 @@ def run(cfg: DictConfig, run_dir: Path, reporter: EpochReporter | None = None) -
         except KeyboardInterrupt:
             trackers.finish(Status.KILLED)
             raise
-        except Exception:
-            (run_dir / "error.txt").write_text(traceback.format_exc())
-            TrialResult(None, state.epoch, False, Status.FAILED, state.tracker_ids.get("mlflow"), num_timesteps=state.num_timesteps,
-                        run_dir=str(run_dir), error=traceback.format_exc()).write(run_dir)
-            trackers.log_artifact(run_dir / "error.txt")
-            trackers.finish(Status.FAILED)
+        except Exception as exc:
+            _record_failure(exc, trackers, run_dir, state)
             raise
         _log_artifacts(trackers, run_dir)
         trackers.finish(result.status)
-        result.write(run_dir)
         return result
     finally:
         env.close()
