@@ -27,3 +27,12 @@ for _key, _value in _PRIVACY_DEFAULTS.items():
 if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
     for _key, _value in _HEADLESS_DEFAULTS.items():
         os.environ.setdefault(_key, _value)
+
+# gymnasium-robotics prints a notice about its Adroit hand envs (which we do not use) on stderr at every
+# import; drop it, so a run's stderr holds only what concerns the run (bad input: one `error:` line).
+try:
+    from farama_notifications import notifications as _farama_notifications
+
+    _farama_notifications.pop("gymnasium_robotics", None)
+except ImportError:
+    pass

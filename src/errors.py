@@ -64,13 +64,21 @@ def missing_module_name(exc: BaseException) -> str | None:
     return None
 
 
-def writable_dir(directory: Path, what: str) -> Path:
-    """Create ``directory`` (and parents) and prove a file can be written there, before any work whose
-    output goes there; a UserError naming ``what`` (e.g. "hydra.run.dir", "--out") and the cause otherwise."""
+def writable_dir(directory: Path, what: str, create: bool = True) -> Path:
+    """Prove a file can be written in ``directory`` before any work whose output goes there; a UserError
+    naming ``what`` (e.g. "hydra.run.dir", "--out") and the cause otherwise. With ``create`` the folder (and
+    its parents) is made; without, nothing is made: the folder, or where it does not exist yet its nearest
+    existing ancestor (which must be a folder), is probed with a temporary file that is removed at once."""
     directory = Path(directory)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write_test_"):
+        if create:
+            directory.mkdir(parents=True, exist_ok=True)
+            probe = directory
+        else:
+            probe = next(p for p in (directory.absolute(), *directory.absolute().parents) if p.exists())
+            if not probe.is_dir():
+                raise NotADirectoryError(20, "Not a directory", str(probe))
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".write_test_"):
             pass
     except OSError as exc:
         raise UserError(f"{what}={directory} cannot be written ({exc.strerror or exc}); "

@@ -29,6 +29,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv
 
 from hydrarl.agents.controllers import Controller, ControllerMismatch
+from hydrarl.errors import UserError
 
 STEP_LENGTH = 0.05  # m, the env's carrier move at step_ratio = ±1
 PUSH, CROSS_RIGHT, CROSS_LEFT = 0, 1, 2
@@ -68,7 +69,7 @@ class BumpsOracle(Controller):
         if not 0.0 < self.release <= 0.3:
             bad.append(f"algorithm.release={self.release} (give metres in (0, 0.3])")
         if bad:
-            raise ControllerMismatch(f"algorithm=bumps_oracle: bad settings: {'; '.join(bad)}.")
+            raise UserError(f"algorithm=bumps_oracle: bad settings: {'; '.join(bad)}.")
 
     def _act(self, observation, state, episode_start, deterministic):
         obs = np.asarray(observation, dtype=np.float64)

@@ -60,17 +60,17 @@ from stable_baselines3.common.preprocessing import maybe_transpose
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 from stable_baselines3.common.utils import is_vectorized_observation, safe_mean
 
-from hydrarl.errors import UserError
+from hydrarl.errors import Incompatible, UserError
 
 SelfController = TypeVar("SelfController", bound="Controller")
 
 ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
 
-class ControllerMismatch(UserError, ValueError):
-    """A controller that cannot serve its env (spaces, or a machine without a screen). A UserError;
-    also a ValueError so that ``build_agent`` rephrases it as "algorithm=<name> cannot be built for
-    env=<env>: ...", naming the pair the controller itself does not know."""
+class ControllerMismatch(Incompatible):
+    """A controller that cannot act in its env: spaces it was not made for, or (a human at the keyboard) a machine
+    without a screen. A refusal of the pairing (``Incompatible``), which ``build_agent`` words with the pair's names.
+    A bad setting of a controller is no refusal: a plain UserError naming ``algorithm.<key>`` and what is allowed."""
 
 
 class ControllerPolicy(BasePolicy):

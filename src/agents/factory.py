@@ -24,9 +24,9 @@ from gymnasium import spaces
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.vec_env import VecEnv
 
-from hydrarl.agents.controllers import ControllerMismatch
 from hydrarl.errors import Incompatible, MissingDependency, UserError
 
 GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
@@ -114,20 +114,61 @@ def build_agent(
     _check_her(kwargs, env, name, env_name)
     try:
         return cls(env=env, seed=seed, device=device, verbose=0, **kwargs)
-    except ControllerMismatch as exc:  # a controller made for other spaces (or for a screen)
-        raise Incompatible(f"algorithm={name} cannot act in env={env_name}: {exc}") from exc
-    except AssertionError as exc:
-        if "action space" in str(exc):  # SB3's check of the algorithm's supported action spaces
-            supported = re.findall(r"<class '[\w.]+\.(\w+)'>", str(exc))
-            raise Incompatible(
-                f"algorithm={name} ({cls.__name__}) cannot act in env={env_name}: it supports "
-                f"{' or '.join(supported) or 'other'} actions, the env has {env.action_space}."
-            ) from exc
-        raise UserError(f"algorithm={name} cannot be built for env={env_name}: {exc}") from exc
-    except (ValueError, KeyError) as exc:
-        raise UserError(f"algorithm={name} cannot be built for env={env_name}: {exc}") from exc
-    except MemoryError as exc:  # numpy refuses a replay buffer larger than the machine
-        raise UserError(
-            f"algorithm={name} cannot be built for env={env_name}: {exc}. Its replay buffer does not fit in memory; "
-            f"set a smaller algorithm.buffer_size (now {kwargs.get('buffer_size', '?')})."
-        ) from exc
+    except Exception as exc:  # noqa: BLE001 - every failure is mapped, or re-raised as it is (a bug)
+        raise _construction_error(exc, cls, config, env, name, env_name) from exc
+
+
+def _construction_error(exc: Exception, cls: type, config: dict[str, Any], env: VecEnv, name: str,
+                        env_name: str) -> Exception:
+    """What the constructor's failure ``exc`` means for the user; ``exc`` itself when it is no input fault.
+
+    - a UserError of the agent (a controller refusing the env's spaces, a bad setting): the same kind, naming the pair;
+    - a failure while the policy is built (e.g. a negative layer width inside torch): a fault of
+      ``algorithm.policy_kwargs``;
+    - SB3's check of supported action spaces: Incompatible;
+    - another AssertionError or ValueError whose message names constructor arguments (``batch_size must be
+      greater than 1``): a fault of those ``algorithm.<key>``, with what SB3 allows;
+    - MemoryError: the replay buffer does not fit (``algorithm.buffer_size``).
+    """
+    text = str(exc).strip()
+    pair = f"algorithm={name} ({cls.__name__})"
+    if isinstance(exc, MissingDependency):
+        return exc
+    if isinstance(exc, Incompatible):
+        return Incompatible(f"{pair} cannot act in env={env_name}: {text}")
+    if isinstance(exc, UserError):
+        return UserError(f"{pair} cannot be built for env={env_name}: {text}")
+    if _raised_building_policy(exc, cls, config.get("policy")):
+        return UserError(f"algorithm.policy_kwargs={config.get('policy_kwargs')} cannot build the policy of {pair} "
+                         f"for env={env_name}: {type(exc).__name__}: {text.splitlines()[0] if text else ''}; give "
+                         "arguments the policy accepts (e.g. net_arch: a list of positive layer widths).")
+    if isinstance(exc, AssertionError) and "action space" in text:  # SB3's check of the supported action spaces
+        supported = re.findall(r"<class '[\w.]+\.(\w+)'>", text)
+        return Incompatible(f"{pair} cannot act in env={env_name}: it supports "
+                            f"{' or '.join(supported) or 'other'} actions, the env has {env.action_space}.")
+    if isinstance(exc, MemoryError):  # numpy refuses a replay buffer larger than the machine
+        return UserError(f"{pair} cannot be built for env={env_name}: {exc}. Its replay buffer does not fit in memory; "
+                         f"set a smaller algorithm.buffer_size (now {config.get('buffer_size', '?')}).")
+    if isinstance(exc, AssertionError | ValueError | KeyError):
+        named = [key for key in config if key != "policy" and re.search(rf"(?<![\w.]){re.escape(key)}(?!\w)", text)]
+        if named:
+            values = ", ".join(f"algorithm.{key}={config[key]!r}" for key in named)
+            return UserError(f"{values} is not allowed for {pair} (env={env_name}): {text}")
+        return UserError(f"{pair} cannot be built for env={env_name}: {text}")
+    return exc
+
+
+def _raised_building_policy(exc: BaseException, cls: type, policy: object) -> bool:
+    """Whether ``exc`` was raised building ``cls``'s policy from ``policy_kwargs``: inside the constructor of an SB3
+    policy (its networks), or calling it with an argument it lacks."""
+    policy_class = getattr(cls, "policy_aliases", {}).get(policy) if isinstance(policy, str) else policy
+    if (isinstance(exc, TypeError) and isinstance(policy_class, type)
+            and str(exc).startswith(f"{policy_class.__name__}.__init__()")):
+        return True
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "__init__" and isinstance(frame.f_locals.get("self"), BasePolicy):
+            return True
+        tb = tb.tb_next
+    return False

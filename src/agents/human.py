@@ -31,7 +31,7 @@ from stable_baselines3.common.type_aliases import GymEnv
 
 from hydrarl.agents.controllers import Controller, ControllerMismatch
 from hydrarl.agents.pid import FRAME_SHAPE, check_carracing_spaces
-from hydrarl.errors import MissingDependency
+from hydrarl.errors import MissingDependency, UserError
 
 REAL_DRIVERS_WITHOUT_X = {"kmsdrm", "fbcon", "directfb", "wayland", "windows", "cocoa"}
 
@@ -84,9 +84,9 @@ class HumanController(Controller):
     def _setup_controller(self) -> None:
         check_carracing_spaces(self.observation_space, self.action_space, "algorithm=human (HumanController)")
         if self.n_envs != 1:
-            raise ControllerMismatch(f"algorithm=human drives one car, but the env has {self.n_envs} copies: give env.n_envs=1.")
+            raise UserError(f"algorithm=human drives one car, but the env has {self.n_envs} copies: give env.n_envs=1.")
         if self.scale < 1 or self.fps < 0:
-            raise ControllerMismatch(f"algorithm=human: scale={self.scale} and fps={self.fps:g} must be >= 1 and >= 0.")
+            raise UserError(f"algorithm=human: scale={self.scale} and fps={self.fps:g} must be >= 1 and >= 0.")
         reason = display_problem()
         if reason:
             raise ControllerMismatch(headless_message(reason))

@@ -45,6 +45,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv
 
 from hydrarl.agents.controllers import Controller, ControllerMismatch
+from hydrarl.errors import UserError
 
 FRAME_SHAPE = (96, 96, 3)
 STEER_LOW, STEER_HIGH = -1.0, 1.0
@@ -155,7 +156,7 @@ class PIDController(Controller):
         if not 0.0 <= self.brake <= 1.0:
             bad.append(f"algorithm.brake={self.brake} (give a value in [0, 1])")
         if bad:
-            raise ControllerMismatch(f"algorithm=pid: bad settings: {'; '.join(bad)}.")
+            raise UserError(f"algorithm=pid: bad settings: {'; '.join(bad)}.")
 
     # -- perception -------------------------------------------------------------------------------
     def frames_hwc(self, observation: np.ndarray) -> np.ndarray:

@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from hydrarl.analysis.output import out_argument, output_folder
 from hydrarl.analysis.tables import text_table
+from hydrarl.cli_args import ArgumentParser, number
 from hydrarl.errors import UserError, exit_on_user_error
 from hydrarl.paths import CONF_DIR
 from hydrarl.training.checkpoint import MODEL, load_normalization
@@ -302,7 +303,7 @@ def write_tables(results: list[AgentResult], out: Path) -> tuple[Path, Path, Pat
 # -- command line -------------------------------------------------------------------------------------
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="experiment/evaluate.py",
         description="Evaluate trained runs and controllers over many episodes and print one table.",
     )
@@ -310,11 +311,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--controller", action="append", default=[], metavar="'ENV/ALGO [KEY=VALUE ...]'",
                    help="a controller from the config tree, e.g. CartPole/random, with optional overrides in the same "
                         "quoted argument, e.g. 'Bumps/bumps_oracle env.kwargs.privileged=true' (repeatable)")
-    p.add_argument("--episodes", type=int, default=50, help="episodes per agent (default 50)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the env and the agent's own randomness (default 0)")
+    p.add_argument("--episodes", type=number(int, "episodes per agent", least=1), default=50, help="episodes per agent (default 50)")
+    p.add_argument("--seed", type=number(int, "seed of the env and the agent", least=0), default=0, help="seeds the env and the agent's own randomness (default 0)")
     p.add_argument("--checkpoint", choices=CHECKPOINTS, default="best", help="checkpoint of a run directory (default best)")
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic policy")
-    p.add_argument("--video", type=int, default=0, metavar="N",
+    p.add_argument("--video", type=number(int, "episodes recorded per agent", least=0), default=0, metavar="N",
                    help="also record each agent's first N episodes (same seeds) as <out>/videos/<agent>.mp4 (default 0: none)")
     p.add_argument("--out", type=out_argument, default=None, help="output directory (default runs/evaluate/<date>_<time>/)")
     return p
@@ -323,14 +324,10 @@ def parser() -> argparse.ArgumentParser:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.episodes < 1:
-        raise UserError(f"--episodes {args.episodes}: give at least 1 episode.")
     if not args.agents and not args.controller:
         raise UserError("nothing to evaluate: give run directories or model.zip files, and/or --controller <Env>/<algo>.")
-    if args.video < 0 or args.video > args.episodes:
+    if args.video > args.episodes:
         raise UserError(f"--video {args.video}: give 0 (no video) up to --episodes ({args.episodes}).")
-    if args.seed < 0:
-        raise UserError(f"--seed {args.seed}: give an integer >= 0.")
     torch.set_num_threads(1)
     agents = [agent_from_path(p, args.checkpoint) for p in args.agents] + [agent_from_controller(c) for c in args.controller]
     with output_folder(args.out, "evaluate") as out:

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 from pathlib import Path
 
 import numpy as np
 
 from hydrarl.analysis.output import out_argument, output_folder
+from hydrarl.cli_args import ArgumentParser, number
 from hydrarl.errors import UserError, exit_on_user_error
 
 MOTORS = ("hip roll", "hip yaw", "hip pitch", "knee", "foot")
@@ -34,25 +34,42 @@ VECTORS = {"foot_height": ("left", "right"), "foot_force": ("left", "right"),
            "torque": JOINTS, "pd_target": JOINTS, "action": JOINTS}     # info keys with one value per column
 
 
+RENDERS = ("none", "record")  # render=<value>: record also writes gait.mp4
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="experiment/plot_gait.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="experiment/plot_gait.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("agent", nargs="?", metavar="RUN_DIR|MODEL_ZIP", help="a trained Cassie run (default: the zero action)")
-    p.add_argument("render", nargs="?", choices=["render=none", "render=record"], default="render=none",
-                   help="render=record also writes gait.mp4 of the episode")
+    p.add_argument("render", nargs="?", default=None, metavar="render=none|record",
+                   help="render=record also writes gait.mp4 of the episode (default render=none)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="checkpoint of a run directory (default best)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the episode's reset (phase, speed) and any sensor noise (default 0)")
-    p.add_argument("--speed", type=float, default=None, metavar="M_PER_S", help="commanded forward speed (default: drawn from env speeds)")
-    p.add_argument("--steps", type=int, default=None, metavar="N",
+    p.add_argument("--seed", type=number(int, "seed of the episode's reset and sensor noise", least=0), default=0,
+                   help="seeds the episode's reset (phase, speed) and any sensor noise (default 0)")
+    p.add_argument("--speed", type=number(float, "commanded forward speed in m/s"), default=None, metavar="M_PER_S",
+                   help="commanded forward speed (default: drawn from env speeds)")
+    p.add_argument("--steps", type=number(int, "policy steps to play", least=1), default=None, metavar="N",
                    help="play at most N policy steps (the env's time limit lowered; default: the whole episode)")
     p.add_argument("--env", default="Cassie", help="env config for the zero action (default Cassie)")
     p.add_argument("--out", type=out_argument, default=None, help="output folder (default runs/gait/<date>_<time>)")
     return p
 
 
-def _split_render(args: argparse.Namespace) -> None:
-    """``render=record`` may come first when no run is given (argparse then sees it as the agent)."""
-    if args.agent in ("render=none", "render=record"):
-        args.agent, args.render = None, args.agent
+def split_render(args: argparse.Namespace) -> bool:
+    """Sort the two positional words (argparse fills ``agent`` first, so a lone ``render=record`` lands there):
+    ``args.agent`` becomes the run (or None) and the result is whether to record. A UserError for a render
+    other than ``render=none|record`` or for two runs or two renders."""
+    words = [word for word in (args.agent, args.render) if word is not None]
+    renders = [word for word in words if word.startswith("render=")]
+    agents = [word for word in words if not word.startswith("render=")]
+    if len(agents) > 1:
+        raise UserError(f"one run at a time: {' and '.join(agents)} given; the second word may be render=none or render=record.")
+    if len(renders) > 1:
+        raise UserError(f"{' and '.join(renders)}: give render once, render=none or render=record.")
+    value = renders[0].partition("=")[2] if renders else "none"
+    if value not in RENDERS:
+        raise UserError(f"render={value} is unknown: render must be none or record (render=record also writes gait.mp4).")
+    args.agent = agents[0] if agents else None
+    return value == "record"
 
 
 def load_agent(args: argparse.Namespace):
@@ -144,14 +161,7 @@ def plot(series: dict[str, np.ndarray], rate: float, title: str, path: Path) -> 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    _split_render(args)
-    record = args.render == "render=record"
-    if args.seed < 0:
-        raise UserError(f"--seed {args.seed}: give an integer >= 0.")
-    if args.steps is not None and args.steps < 1:
-        raise UserError(f"--steps {args.steps}: give an integer >= 1.")
-    if args.speed is not None and not math.isfinite(args.speed):
-        raise UserError(f"--speed {args.speed}: give a finite speed in m/s.")
+    record = split_render(args)
     import torch
 
     torch.set_num_threads(1)

@@ -12,12 +12,13 @@ import argparse
 from pathlib import Path
 
 from hydrarl.analysis.runs import open_client
+from hydrarl.cli_args import ArgumentParser
 from hydrarl.errors import UserError, exit_on_user_error
 from hydrarl.paths import default_tracking_uri
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="experiment/runs.py", description="Upkeep of the MLflow store of recorded runs.")
+    p = ArgumentParser(prog="experiment/runs.py", description="Upkeep of the MLflow store of recorded runs.")
     commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     close = commands.add_parser("close-stale", help="end as KILLED the RUNNING runs whose process is dead",
                                 description="End as KILLED the RUNNING runs whose run directory no live process holds "

@@ -20,6 +20,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from hydrarl.analysis.runs import add_selection_arguments, select_from_args
+from hydrarl.cli_args import ArgumentParser
 from hydrarl.errors import UserError, exit_on_user_error
 from hydrarl.trackers.base import RunRecord
 from hydrarl.trackers.comet_tracker import CometTracker, configured_api_key
@@ -29,7 +30,7 @@ MODEL_FOLDERS = ("best_model", "final_model")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mlflow_to_comet.py", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="experiment/mlflow_to_comet.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_selection_arguments(p)
     p.add_argument("--offline", metavar="DIR", type=Path, help="write offline archives to DIR instead of uploading")

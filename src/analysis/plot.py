@@ -23,6 +23,7 @@ import hydrarl  # noqa: F401  (privacy defaults)
 from hydrarl.analysis.curves import AGGREGATES, Curve, aggregate_runs
 from hydrarl.analysis.output import out_argument, output_folder
 from hydrarl.analysis.runs import add_selection_arguments, metric_history, select_from_args
+from hydrarl.cli_args import ArgumentParser, number
 from hydrarl.errors import UserError, exit_on_user_error
 
 DEFAULT_METRICS = ("eval/success_rate", "eval/mean_reward")  # the first one the runs have
@@ -30,16 +31,16 @@ PROGRESS_EVERY = 25  # runs between progress lines while fetching histories
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="plot.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="experiment/plot.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_selection_arguments(p)
     g = p.add_argument_group("curves")
     g.add_argument("--metric", nargs="+", action="extend", metavar="KEY",
                    help="metrics to plot, one PNG each (default eval/success_rate where the runs have it, else eval/mean_reward)")
     g.add_argument("--group-by", default="algorithm", metavar="KEY", help="tag (or param) whose value makes one curve (default algorithm)")
     g.add_argument("--agg", choices=AGGREGATES, default="mean", help="aggregate over runs at each step (default mean)")
-    g.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the 95%% band (default 2000)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the bootstrap RNG (default 0)")
-    g.add_argument("--min-runs", type=int, default=1, help="draw only steps that at least this many runs of a group reach (default 1)")
+    g.add_argument("--n-boot", type=number(int, "bootstrap resamples", least=1), default=2000, help="bootstrap resamples for the 95%% band (default 2000)")
+    g.add_argument("--seed", type=number(int, "seed of the bootstrap RNG", least=0), default=0, help="seed of the bootstrap RNG (default 0)")
+    g.add_argument("--min-runs", type=number(int, "runs a step needs to be drawn", least=1), default=1, help="draw only steps that at least this many runs of a group reach (default 1)")
     g.add_argument("--out", type=out_argument, default=None, help="output folder (default runs/plots/<date>_<time>)")
     return p
 
@@ -168,8 +169,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     note = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    if args.n_boot < 1 or args.min_runs < 1:
-        raise UserError("--n-boot and --min-runs must be at least 1.")
     client, runs = select_from_args(args)
     groups = group_runs(runs, args.group_by)
     metrics = choose_metrics(runs, args.metric)

@@ -8,6 +8,7 @@ validated. ``check_command_line`` does the same for a whole command line, sweeps
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from hydra import compose as hydra_compose
@@ -71,12 +72,23 @@ def _unknown_key_message(key: str, base: DictConfig) -> str:
     return f"unknown config key '{key}'.{hint} To add a new key, prefix it with '+' (e.g. +{key}=...)."
 
 
+GRAMMAR_URL = "https://hydra.cc/docs/advanced/override_grammar/basic/"
+
+
 def _parse(overrides: list[str]) -> list:
-    """Hydra's parse of the overrides; a UserError for text its grammar rejects."""
-    try:
-        return OverridesParser.create().parse_overrides(overrides)
-    except HydraException as exc:
-        raise UserError(f"cannot parse the command line: {exc}") from exc
+    """Hydra's parse of the overrides; for text its grammar rejects, a one-line UserError naming the override
+    and why (Hydra's own message less its "Error parsing override" and link lines)."""
+    parser = OverridesParser.create()
+    parsed = []
+    for text in overrides:
+        try:
+            parsed.extend(parser.parse_overrides([text]))
+        except HydraException as exc:
+            why = [line.strip() for line in str(exc).splitlines()
+                   if line.strip() and not line.startswith(("See https://", "Error parsing override"))]
+            raise UserError(f"cannot parse the override '{text}': {'; '.join(why) or 'not in the override grammar'} "
+                            f"(grammar: {GRAMMAR_URL}).") from exc
+    return parsed
 
 
 def compose(overrides: list[str], check: bool = True) -> DictConfig:
@@ -111,22 +123,65 @@ def compose(overrides: list[str], check: bool = True) -> DictConfig:
     return cfg
 
 
-def check_command_line(overrides: list[str], multirun: bool) -> DictConfig:
-    """Check a command line's overrides, sweeps included (each group value of a sweep is checked, the
-    first value of each sweep composed); return that first config. Raises UserError."""
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+PARAMS_PREFIX = "hydra.sweeper.params."
+
+
+def _sweep_values(override) -> list[str]:
+    """The values of a sweep override as override text (choices and ranges list them; intervals cannot: [])."""
+    try:
+        return [str(v) for v in override.sweep_string_iterator()]
+    except Exception:  # noqa: BLE001  (an interval: no finite list)
+        return []
+
+
+def check_command_line(overrides: list[str], multirun: bool, hydra_keys: tuple[str, ...] = ()) -> DictConfig:
+    """Check a command line's overrides, sweeps included; return the config of its first job. Raises UserError.
+
+    Each group value of a sweep is checked against ``conf/``. A grid (the basic sweeper: one job per
+    combination of the sweeps' values) has every combination composed and validated, so a bad value of any
+    job is refused before the first job runs; otherwise (a search) the first value of each sweep is composed.
+    ``hydra.*`` overrides take part only for ``hydra_keys`` (e.g. the output folders); Hydra takes no sweep
+    values for them: a ``hydra.sweeper.params.<key>=<sweep>`` has ``<key>`` checked, then is refused with the
+    way to search it."""
     parsed = _parse(overrides)
     probe: list[str] = []
+    sweeps: list[tuple[str, list[str]]] = []  # (key, values) of each listable sweep, in command-line order
+    hydra_sweep = None
     for override in parsed:
+        key = override.get_key_element()
+        if override_key(override.input_line).startswith("hydra."):
+            if override.is_sweep_override():
+                hydra_sweep = hydra_sweep or override
+                inner = override_key(override.input_line).removeprefix(PARAMS_PREFIX)
+                values = _sweep_values(override)
+                if inner != override_key(override.input_line) and values:
+                    probe.append(f"{inner}={values[0]}")  # the searched key must exist
+            elif override_key(override.input_line) in hydra_keys:
+                probe.append(override.input_line)
+            continue
         if not override.is_sweep_override():
             probe.append(override.input_line)
             continue
         if not multirun:
             raise UserError(f"'{override.input_line}' is a sweep; add --multirun to run one job per value.")
-        try:  # choices and ranges list their values; intervals cannot
-            values = [str(v) for v in override.sweep_string_iterator()] if not override.is_hydra_override() else []
-        except Exception:  # noqa: BLE001
-            values = []
-        check_group(override.get_key_element(), values)
-        if values and not override.is_hydra_override():
-            probe.append(f"{override.get_key_element()}={values[0]}")
-    return compose(probe)
+        values = _sweep_values(override)
+        check_group(key, values)
+        if values:
+            sweeps.append((key, values))
+            probe.append(f"{key}={values[0]}")
+    cfg = compose(probe)
+    if hydra_sweep is not None:
+        line = hydra_sweep.input_line
+        key, expression = override_key(line), line.split("=", 1)[1]
+        inner = key.removeprefix(PARAMS_PREFIX)
+        how = f"to search {inner}, give it on the command line: {inner}={expression}" if inner != key else "give it one value"
+        raise UserError(f"'{line}' gives sweep values to a hydra.* key, which Hydra does not allow; {how}.")
+    if multirun and sweeps and HydraConfig.get().sweeper.get("_target_") == BASIC_SWEEPER:
+        first_job = HydraConfig.instance().cfg
+        keys = {key for key, _ in sweeps}
+        plain = [o for o in probe if o.split("=", 1)[0] not in keys]
+        for combination in itertools.islice(itertools.product(*(values for _, values in sweeps)), 1, None):
+            compose([*plain, *(f"{key}={value}" for (key, _), value in zip(sweeps, combination, strict=True))])
+        HydraConfig.instance().cfg = first_job  # the first job's hydra node again (sweep dir, sweeper)
+    return cfg

@@ -7,14 +7,34 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hydra._internal.utils import _locate
 from omegaconf import DictConfig, OmegaConf
 
-from hydrarl.errors import UserError
+from hydrarl.errors import UserError, missing_module_name
 
 DEVICES = ("auto", "cpu", "cuda")
 VEC_ENVS = ("dummy", "subproc")
 RENDER_MODES = ("none", "record")
 WRAPPER_ONLY = ("train", "eval")
+
+
+def check_wrapper_target(entry, index: int) -> None:
+    """``env.wrappers.<index>._target_`` names something that can be imported (a wrapper class or a function
+    that wraps an env): a UserError naming the entry and the import's cause otherwise. A target whose own
+    module imports an optional module that is missing is left to the env's build, which names the extra."""
+    target = entry.get("_target_") if OmegaConf.is_dict(entry) or isinstance(entry, dict) else None
+    if not isinstance(target, str) or not target.strip():
+        raise UserError(f"env.wrappers.{index} must be a {{_target_: <module>.<Wrapper>, ...}} entry, "
+                        f"e.g. {{_target_: gymnasium.wrappers.ClipAction}}; it is {entry!r}.")
+    try:
+        _locate(target)  # Hydra's own lookup of a _target_ (hydra.utils.get_object, which also logs the failure)
+    except Exception as exc:  # noqa: BLE001  (an ImportError, or whatever the module raises on import)
+        missing = missing_module_name(exc)
+        if missing is not None and not (target == missing or target.startswith(missing + ".")):
+            return  # the target's module exists but needs an optional module: the env's build names the extra
+        cause = exc.__cause__ or exc
+        raise UserError(f"env.wrappers.{index}._target_={target} cannot be found ({str(cause).strip().splitlines()[0]}): "
+                        "a wrapper as <module>.<Wrapper>, e.g. gymnasium.wrappers.ClipAction.") from None
 
 
 def wrapper_only(entry, index: int) -> str | None:
@@ -175,23 +195,47 @@ def check_algorithm(algorithm: DictConfig) -> None:
 
 # Where the metrics a run logs come from: eval/ (the Trainer's evaluation), train/ and rollout/ (SB3), time/ (the Trainer).
 METRIC_SOURCES = ("eval", "train", "rollout", "time")
+# What the Trainer's evaluation logs every epoch (hydrarl.training.evaluation.summarize): these five always,
+# eval/success_rate where the env reports info["is_success"].
+EVAL_METRICS = ("eval/mean_reward", "eval/std_reward", "eval/min_reward", "eval/max_reward", "eval/mean_ep_length",
+                "eval/success_rate")
+
+
+def env_eval_metrics(env: DictConfig) -> tuple[str, ...] | None:
+    """The ``eval/`` names a run on this env can log: :data:`EVAL_METRICS` and the env's own per-episode
+    numbers (``info["episode_metrics"]``) that its config lists as ``episode_metrics: [name, ...]``. None
+    (not known before the first evaluation) for an env registered by a module of its own (``id:
+    <module>:<Env>``) whose config lists none: such an env may report numbers of its own."""
+    own = env.get("episode_metrics")
+    if own is None and ":" in str(env.get("id", "")):
+        return None
+    return (*EVAL_METRICS, *(f"eval/{name}" for name in (own or ())))
+
+
+def is_metric_name(name: Any) -> bool:
+    """Whether ``name`` has the form of a metric a run logs: ``<source>/<name>`` with a source of ``METRIC_SOURCES``."""
+    source, _, metric = name.partition("/") if isinstance(name, str) else ("", "", "")
+    return source in METRIC_SOURCES and bool(metric)
 
 
 def check_metrics(cfg: DictConfig) -> None:
-    """``trainer.metric`` and ``trainer.early_stop.metric`` name metrics a run can log. Which ones it does log
-    is known only once it runs (``eval/success_rate`` where the env reports success, SB3's ``train/*`` once it
-    trains): the Trainer checks the names again against its first epoch's metrics."""
+    """``trainer.metric`` and ``trainer.early_stop.metric`` name metrics a run can log: an ``eval/`` name the
+    evaluation logs (:func:`env_eval_metrics`), or a ``train/``, ``rollout/`` or ``time/`` name. Whether the
+    env reports success (``eval/success_rate``), and SB3's names, are known only once the run trains: the
+    Trainer checks the names again against its first epoch's metrics."""
     t = cfg.trainer
+    known = env_eval_metrics(cfg.env)
     for key in ("metric", "early_stop.metric"):
         name = OmegaConf.select(t, key)
         if key != "metric" and name == t.metric:
             continue
         if name is None:
             continue
-        if not isinstance(name, str) or name.split("/")[0] not in METRIC_SOURCES or not name.split("/", 1)[-1] or "/" not in name:
-            raise UserError(f"trainer.{key}={name!r} is not allowed: a metric the run logs, e.g. eval/mean_reward, "
-                            f"eval/success_rate (envs that report success), train/<SB3 loss>, time/<timing> "
-                            f"(names start with {', '.join(p + '/' for p in METRIC_SOURCES)}), or null for the default.")
+        eval_names = ", ".join(known or EVAL_METRICS)
+        if not is_metric_name(name) or (name.startswith("eval/") and known is not None and name not in known):
+            raise UserError(f"trainer.{key}={name!r} is not allowed: a metric the run logs: {eval_names} "
+                            f"(eval/success_rate where the env reports success), train/<SB3 loss>, rollout/<SB3 stat>, "
+                            f"time/<timing>, or null for the default.")
         if name.startswith("eval/") and t.n_test_rollouts == 0:
             raise UserError(f"trainer.{key}={name} is never logged with trainer.n_test_rollouts=0 (no evaluation): "
                             "evaluate at least one episode per epoch, or name a train/ or time/ metric.")
@@ -227,6 +271,7 @@ def validate(cfg: DictConfig) -> None:
     if not OmegaConf.is_list(cfg.env.wrappers):
         raise UserError("env.wrappers must be a list of {_target_: ...} entries.")
     for index, entry in enumerate(cfg.env.wrappers):
+        check_wrapper_target(entry, index)
         wrapper_only(entry, index)
     if cfg.get("render", "none") not in RENDER_MODES:
         raise UserError(f"render={cfg.render!r} is not allowed: one of {', '.join(RENDER_MODES)} "

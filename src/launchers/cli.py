@@ -24,10 +24,12 @@ from omegaconf import DictConfig
 
 from hydrarl.config import override_key
 from hydrarl.config.compose import check_command_line
+from hydrarl.config.resolvers import release_claims
 from hydrarl.errors import UserError, exit_now_on_user_error, report_user_error, writable_dir
 from hydrarl.launchers.grid_report import record_failure
 from hydrarl.paths import CONF_DIR
 from hydrarl.status import Status
+from hydrarl.sweep.settings import SWEEPER_TARGET
 from hydrarl.training.result import RESULT_FILE, TrialResult
 
 log = logging.getLogger("hydrarl")
@@ -66,22 +68,41 @@ def _resume_overrides(overrides: list[str]) -> list[str]:
 _fresh_run_dir: Path | None = None
 # Hydra overrides the check composes with: they decide where the run (or the sweep) writes.
 OUTPUT_KEYS = ("hydra.run.dir", "hydra.sweep.dir")
+SWEEPER_PREFIX = "hydra.sweeper."
 
 
 def _check_output_dir(multirun: bool) -> Path:
     """The folder the command writes to (``hydra.sweep.dir`` with --multirun, else ``hydra.run.dir``), as the
-    last composition resolves it (a default one is claimed: ``${fresh_dir:...}``), made and proven writable
-    before anything else happens. Raises UserError naming the key and the cause."""
+    last composition resolves it, proven writable before anything else happens. A single run's folder is made
+    here (a default one is claimed: ``${fresh_dir:...}``) and, when found empty, remembered as this run's to
+    remove if the run is refused; a multirun's is only probed (nothing made: a refused search or grid leaves
+    no sweep dir). Raises UserError naming the key and the cause."""
     global _fresh_run_dir
     hc = HydraConfig.get()
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     value = str(hc.sweep.dir if multirun else hc.run.dir)
     if not value.strip():
         raise UserError(f"{key} is empty: give a folder for the {'sweep' if multirun else 'run'}, or leave {key} out for a new one under runs/.")
-    out = writable_dir(Path(value), key)
+    out = writable_dir(Path(value), key, create=not multirun)
     if not multirun and not any(out.iterdir()):
         _fresh_run_dir = out.resolve()
     return out
+
+
+def _check_sweeper_keys(overrides: list[str]) -> None:
+    """Each ``hydra.sweeper.<name>`` override against the settings the composed sweeper has (for a search, the
+    fields of :class:`hydrarl.sweep.settings.RLOptunaSweeperConf`): a UserError naming the unknown one and
+    the allowed names, instead of Hydra's "Could not override" when the sweeper starts."""
+    sweeper = HydraConfig.get().sweeper
+    allowed = [str(k) for k in sweeper.keys() if not str(k).startswith("_")]
+    for override in overrides:
+        key = override_key(override)
+        if not key.startswith(SWEEPER_PREFIX):
+            continue
+        name = key.removeprefix(SWEEPER_PREFIX).split(".")[0]
+        if name not in allowed:
+            which = "the rl_optuna sweeper (src/sweep/settings.py)" if sweeper.get("_target_") == SWEEPER_TARGET else "this multirun's sweeper"
+            raise UserError(f"hydra.sweeper.{name} is not a setting of {which}; its settings are: {', '.join(allowed)}.")
 
 
 def preflight(argv: list[str]) -> list[str]:
@@ -91,14 +112,21 @@ def preflight(argv: list[str]) -> list[str]:
         return argv
     multirun = bool(args.multirun)
     overrides = list(args.overrides)
-    if not multirun:
+    if multirun:
+        resume = next((o for o in overrides if override_key(o) == "trainer.resume"), None)
+        if resume is not None:
+            raise UserError(f"{resume} continues one run in its own directory; it cannot be part of a --multirun: "
+                            "drop --multirun and any sweep values.")
+    else:
         overrides = _resume_overrides(overrides)
-    cfg = check_command_line([o for o in overrides if not o.startswith("hydra.") or override_key(o) in OUTPUT_KEYS], multirun)
-    if multirun and cfg is not None and "mlflow" in (cfg.get("logger") or {}):
+    cfg = check_command_line(overrides, multirun, hydra_keys=OUTPUT_KEYS)
+    _check_sweeper_keys(overrides)
+    search = multirun and HydraConfig.get().sweeper.get("_target_") == SWEEPER_TARGET
+    if multirun and not search and "mlflow" in (cfg.get("logger") or {}):
         from hydrarl.trackers.mlflow_tracker import prepare_store
 
-        prepare_store(cfg.logger.mlflow.tracking_uri)  # one process creates the schema, not N workers at once
-    _check_output_dir(multirun)
+        prepare_store(cfg.logger.mlflow.tracking_uri)  # one process creates the schema, not N grid jobs at once
+    release_claims(keep=_check_output_dir(multirun))  # folders claimed for settings this command overrides
     flags = [a for a in argv if a.startswith("-")]
     return [*flags, *overrides]
 
@@ -111,6 +139,7 @@ def _fail_fresh_run(run_dir: Path) -> None:
     if not (run_dir / "checkpoints").exists() and not (run_dir / RESULT_FILE).exists():
         logging.shutdown()
         shutil.rmtree(run_dir, ignore_errors=True)
+        release_claims()  # and the parents claimed for it (runs/<env>/<algorithm>) when nothing else is there
 
 
 def _failed_job(cfg: DictConfig, hc, run_dir: Path, error: str) -> TrialResult:
@@ -171,6 +200,10 @@ def main() -> None:
     """Entry point of ``experiment/train.py``."""
     register_plugins()
     with exit_now_on_user_error():
-        argv = preflight(sys.argv[1:])
+        try:
+            argv = preflight(sys.argv[1:])
+        except UserError:
+            release_claims()  # a refused command leaves no folder behind
+            raise
     sys.argv = [sys.argv[0], *argv]
     hydra.main(config_path=str(CONF_DIR), config_name="main", version_base="1.3")(task)()

@@ -2,7 +2,7 @@
 
 Hydra's launchers run every job even when some fail (``task`` returns a failure instead of raising), but
 Hydra itself exits 0 whatever the jobs did, so a script chaining a grid with the next step could not tell.
-Each failed job appends ``<job>\\t<last line of its error>`` to ``<sweep dir>/failed_jobs.txt`` (appends from
+Each failed job appends ``<job>\\t<why it failed>`` to ``<sweep dir>/failed_jobs.txt`` (appends from
 parallel joblib workers are whole lines); :class:`GridReport`, a Hydra callback in ``conf/main.yaml``, clears
 that file when the multirun starts and, when it ends, prints the failures to stderr and exits 1. Every job
 that could run has run and is recorded by then. The ``rl_optuna`` sweeper's trials are separate processes
@@ -17,13 +17,16 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from hydrarl.training.jobs import failure_reason
+
 FAILED_FILE = "failed_jobs.txt"
 
 
 def record_failure(sweep_dir: str | Path, job: str, error: str) -> None:
-    """Append one failed job (its sweep subdir name and the last line of ``error``: a one-line message as it is,
-    of a traceback the exception) to the sweep's list."""
-    last = next((line.strip() for line in reversed(str(error).splitlines()) if line.strip()), "failed")
+    """Append one failed job (its sweep subdir name and the one line that says why, as
+    :func:`hydrarl.training.jobs.failure_reason` finds it: a one-line message as it is, of a traceback the
+    exception line) to the sweep's list."""
+    last = failure_reason(str(error)).strip()
     path = Path(sweep_dir) / FAILED_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as out:

@@ -233,16 +233,23 @@ def matches(name: str, pattern: str | None) -> bool:
     return not pattern or pattern.lower() in name.lower()
 
 
-def function_jobs(out: Path, pattern: str | None, say=print, keep_runs: bool = False, workers: int = 1,
-                  overrides: tuple[str, ...] = (), refusals: Path = REFUSALS_FILE
-                  ) -> tuple[list[MatrixJob], list[str], dict[Pair, PairCheck]]:
-    """One job per pair the agent factory builds (its run dir is deleted once it passes unless ``keep_runs``),
-    the problems :func:`pair_problems` finds against the expected refusals in ``refusals``, and every check. ``workers``:
-    processes that check the pairs; ``overrides``: added to every pair's config (after its fast overrides)."""
-    expected = ExpectedRefusals.load(refusals)
+def select_pairs(pattern: str | None) -> list[Pair]:
+    """The env x algorithm pairs the ``-f`` filter selects; a UserError when it selects none (checked before the
+    tier makes its output folder)."""
     selected = [(e, a) for e in available("env") for a in available("algorithm") if matches(f"{e}/{a}", pattern)]
     if not selected:
         raise UserError(f"no env x algorithm pair matches -f {pattern!r}; pairs are named <Env>/<algo>, e.g. CartPole/ppo")
+    return selected
+
+
+def function_jobs(out: Path, selected: list[Pair], say=print, keep_runs: bool = False, workers: int = 1,
+                  overrides: tuple[str, ...] = (), refusals: Path = REFUSALS_FILE
+                  ) -> tuple[list[MatrixJob], list[str], dict[Pair, PairCheck]]:
+    """One job per pair of ``selected`` (:func:`select_pairs`) the agent factory builds (its run dir is deleted once
+    it passes unless ``keep_runs``), the problems :func:`pair_problems` finds against the expected refusals in
+    ``refusals``, and every check. ``workers``: processes that check the pairs; ``overrides``: added to every
+    pair's config (after its fast overrides)."""
+    expected = ExpectedRefusals.load(refusals)
     checks = check_pairs(selected, workers, overrides)
     problems = pair_problems(checks, expected)
     valid = [pair for pair, check in checks.items() if check.outcome == VALID]
@@ -261,8 +268,8 @@ def function_jobs(out: Path, pattern: str | None, say=print, keep_runs: bool = F
         jobs.append(MatrixJob(f"{env_name}/{algorithm}", train_then_check, out / "logs" / f"{env_name}_{algorithm}.log",
                               run_dir=run_dir, scratch=None if keep_runs else run_dir))
     if not jobs and not problems:
-        raise UserError(f"no env x algorithm pair the agent factory builds matches -f {pattern!r}: "
-                        f"{', '.join(f'{e}/{a}' for e, a in selected)} {'is' if len(selected) == 1 else 'are'} refused, as {refusals} expects")
+        raise UserError(f"no pair -f selects can be built: {', '.join(f'{e}/{a}' for e, a in selected)} "
+                        f"{'is' if len(selected) == 1 else 'are'} refused, as {refusals} expects")
     return jobs, problems, checks
 
 
@@ -321,7 +328,12 @@ class Bar:
 
 
 def load_bars(pattern: str | None, root: Path = BARS_DIR) -> list[Bar]:
-    return [Bar.load(root / f"{name}.yaml", root) for name in available("performance", root) if matches(name, pattern)]
+    """The bars under ``root`` the ``-f`` filter selects; a UserError when it selects none (checked before the tier
+    makes its output folder)."""
+    bars = [Bar.load(root / f"{name}.yaml", root) for name in available("performance", root) if matches(name, pattern)]
+    if not bars:
+        raise UserError(f"no performance bar matches -f {pattern!r}; bars: {', '.join(available('performance', root))}")
+    return bars
 
 
 def judge(reached: Progress, bar: Bar) -> dict[str, Any]:
@@ -344,14 +356,11 @@ def curve_verdict(points: Iterable[tuple[int | None, float]], bar: Bar) -> dict[
     return judge(progress(points, bar.last_n, bar.value), bar)
 
 
-def performance_jobs(out: Path, pattern: str | None, say=print, root: Path = BARS_DIR, workers: int = 1,
-                     overrides: tuple[str, ...] = ()) -> tuple[list[MatrixJob], list[Bar], dict[str, str]]:
-    """The runs of each bar matching ``pattern`` (``overrides`` added to each), and {bar: why its pair cannot be
-    built}: each bar's pair is first built at the agent factory with the bar's settings (only its replay buffer
+def performance_jobs(out: Path, bars: list[Bar], say=print, workers: int = 1,
+                     overrides: tuple[str, ...] = ()) -> tuple[list[MatrixJob], dict[str, str]]:
+    """The runs of each of ``bars`` (:func:`load_bars`; ``overrides`` added to each), and {bar: why its pair cannot
+    be built}: each bar's pair is first built at the agent factory with the bar's settings (only its replay buffer
     shrunk), and a bar whose pair is refused or fails gets no runs and fails (:func:`bar_verdicts`)."""
-    bars = load_bars(pattern, root)
-    if not bars:
-        raise UserError(f"no performance bar matches -f {pattern!r}; bars: {', '.join(available('performance', root))}")
     groups = []
     for bar in bars:
         env_name, algorithm = bar.pair
@@ -371,7 +380,7 @@ def performance_jobs(out: Path, pattern: str | None, say=print, root: Path = BAR
             jobs.append(MatrixJob(f"{bar.name}#seed{seed}", cmd, out / "logs" / f"{bar.name.replace('/', '_')}_seed{seed}.log",
                                   meta={"bar": bar.name, "seed": seed}, run_dir=run_dir))
     say(f"performance tier: {len(bars)} bar(s), {len(jobs)} run(s)")
-    return jobs, bars, cannot_build
+    return jobs, cannot_build
 
 
 def bar_verdicts(jobs: list[MatrixJob], bars: list[Bar], cannot_build: dict[str, str] | None = None) -> list[dict[str, Any]]:

@@ -24,17 +24,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import hydrarl  # noqa: F401  (privacy defaults)
 from hydrarl.analysis.tables import text_table
+from hydrarl.cli_args import ArgumentParser, number
 from hydrarl.errors import UserError, exit_on_user_error, writable_dir
 from hydrarl.launchers.forkserver import ForkServer
-from hydrarl.launchers.matrix import BARS_DIR, REFUSALS_FILE, VALID, bar_verdicts, function_jobs, hopeless, performance_jobs
+from hydrarl.launchers.matrix import (
+    BARS_DIR,
+    REFUSALS_FILE,
+    VALID,
+    bar_verdicts,
+    function_jobs,
+    hopeless,
+    load_bars,
+    performance_jobs,
+    select_pairs,
+)
 from hydrarl.launchers.scheduler import Scheduler
 from hydrarl.paths import tool_output_dir
 
@@ -44,20 +53,6 @@ def parse_gpus(text: str) -> list[int]:
     if not re.fullmatch(r"\s*\(?\s*\d+(\s*,\s*\d+)*\s*,?\s*\)?\s*", text):
         raise UserError(f"-g {text!r} is not allowed: give GPU indices (integers >= 0) such as 0, 0,1 or '(0,1)'")
     return [int(i) for i in re.findall(r"\d+", text)]
-
-
-def number(kind: type, least: float, what: str) -> Callable[[str], float]:
-    """An argparse type: a finite ``kind`` (int or float) >= ``least``; the message says what is allowed."""
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not math.isfinite(value) or value < least:
-            allowed = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: give {allowed} >= {least:g} ({what})")
-        return value
-    return parse
 
 
 def override(text: str) -> str:
@@ -73,13 +68,6 @@ def override(text: str) -> str:
     if parsed.is_sweep_override() or parsed.get_key_element().lstrip("+~").startswith("hydra."):
         raise argparse.ArgumentTypeError(f"{text!r} is not allowed: one value of a config key (no sweep, no hydra.* key)")
     return text
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are UserErrors: one ``error:`` line, exit status 2, no usage block."""
-
-    def error(self, message: str):
-        raise UserError(f"{message} (./run_testing.sh -h lists the options)")
 
 
 # Function tier: relative seconds of a pair's job, measured (2 jobs on 2 cores): PenguinPi's simulators
@@ -100,12 +88,12 @@ def longest_first(jobs: list) -> list:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="run_testing.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="./run_testing.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-g", default="0", help="GPU ids, e.g. 0 or '(0,1)' (default 0; CPU when there is no nvidia-smi)")
-    p.add_argument("-p", type=number(int, 1, "the most jobs at once"), default=6, help="most jobs at once, >= 1 (default 6)")
-    p.add_argument("-m", type=number(int, 0, "MB of free GPU memory a job needs to start"), default=2500,
+    p.add_argument("-p", type=number(int, "the most jobs at once", least=1), default=6, help="most jobs at once, >= 1 (default 6)")
+    p.add_argument("-m", type=number(int, "MB of free GPU memory a job needs to start", least=0), default=2500,
                    help="start a job only on a GPU with this many MB free, >= 0 (default 2500)")
-    p.add_argument("-s", type=number(float, 0, "seconds between launches"), default=15, help="seconds between launches, >= 0 (default 15)")
+    p.add_argument("-s", type=number(float, "seconds between launches", least=0), default=15, help="seconds between launches, >= 0 (default 15)")
     p.add_argument("-t", choices=["function", "performance"], default="performance", help="tier (default performance)")
     p.add_argument("-f", default=None, help="only <Env>/<algo> names containing this text")
     p.add_argument("-o", type=Path, default=None, help="output directory (default runs/testing/<tier>_<time>)")
@@ -125,18 +113,21 @@ def main(argv: list[str] | None = None) -> int:
     gpus = parse_gpus(args.g)
     if args.t == "performance" and not args.b.is_dir():
         raise UserError(f"-b {args.b}: not a folder of performance bars (<Env>/<algo>.yaml files); the default is {BARS_DIR}")
+    # A filter that selects nothing is refused before the output folder is made.
+    selected = select_pairs(args.f) if args.t == "function" else []
+    bars = load_bars(args.f, args.b) if args.t == "performance" else []
     out = writable_dir(args.o or tool_output_dir("testing", f"{args.t}_"), "-o")
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     overrides = tuple(args.O)
-    jobs, bars, problems, checks, cannot_build = [], [], [], {}, {}
+    jobs, problems, checks, cannot_build = [], [], {}, {}
     server = ForkServer(out / "logs" / "fork_server.log") if args.t == "function" else None  # its imports overlap the checks
     interrupted = False
     try:
         if args.t == "function":
-            jobs, problems, checks = function_jobs(out, args.f, say, keep_runs=args.k, workers=args.p, overrides=overrides,
+            jobs, problems, checks = function_jobs(out, selected, say, keep_runs=args.k, workers=args.p, overrides=overrides,
                                            refusals=args.r)
         else:
-            jobs, bars, cannot_build = performance_jobs(out, args.f, say, args.b, workers=args.p, overrides=overrides)
+            jobs, cannot_build = performance_jobs(out, bars, say, workers=args.p, overrides=overrides)
         (out / "test_cmds.txt").write_text("".join(" ".join(j.command) + "\n" for j in jobs))
         say(f"{len(jobs)} job(s), at most {args.p} at once, {args.s:g} s apart; commands in {out / 'test_cmds.txt'}")
         if jobs:

@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
+from sqlalchemy.engine import make_url
 
 from hydrarl.errors import UserError
 from hydrarl.sweep.space import grid_space
@@ -52,7 +54,7 @@ def make_sampler(cfg: dict[str, Any] | None, distributions: dict[str, BaseDistri
             raise UserError(f"hydra.sweeper.sampler.seed={seed!r} is not allowed: an integer >= 0, or null.")
         cfg["seed"] = seed + trials_before
     if cfg and "_target_" in cfg:
-        return instantiate(cfg)
+        return _instantiate(cfg, "sampler")
     name, options = _options(cfg)
     name = name or "tpe"
     samplers = optuna.samplers
@@ -76,7 +78,7 @@ def make_sampler(cfg: dict[str, Any] | None, distributions: dict[str, BaseDistri
 def make_pruner(cfg: dict[str, Any] | None) -> optuna.pruners.BasePruner:
     """``{name: median|hyperband|successive_halving|wilcoxon|none, <pruner kwargs>}`` or ``{_target_: ...}``."""
     if cfg and "_target_" in cfg:
-        return instantiate(cfg)
+        return _instantiate(cfg, "pruner")
     name, options = _options(cfg)
     pruners = optuna.pruners
     builders = {
@@ -94,6 +96,15 @@ def make_pruner(cfg: dict[str, Any] | None) -> optuna.pruners.BasePruner:
     return _build(builders[name], options, "pruner")
 
 
+def _instantiate(cfg: dict[str, Any], what: str):
+    """``{_target_: ...}`` built by Hydra; a UserError naming the key when it cannot be."""
+    try:
+        return instantiate(cfg)
+    except InstantiationException as exc:
+        reason = next((line for line in str(exc).splitlines() if line.strip()), repr(exc))
+        raise UserError(f"hydra.sweeper.{what}._target_={cfg['_target_']} cannot be built: {reason}") from exc
+
+
 def _build(cls: type, options: dict[str, Any], what: str):
     try:
         return cls(**options)
@@ -106,6 +117,18 @@ def storage_url(storage: str | None, sweep_dir: Path) -> str:
     if not storage:
         return f"journal:{Path(sweep_dir).resolve() / JOURNAL_FILE}"
     return storage
+
+
+def check_storage(url: str) -> None:
+    """A UserError unless ``url`` is ``journal:<path>`` or a SQLAlchemy URL whose database driver is installed;
+    nothing is opened or created (a server is first reached when the study opens)."""
+    if url.startswith("journal:"):
+        return
+    try:
+        make_url(url).get_dialect().import_dbapi()
+    except Exception as exc:  # noqa: BLE001 - not a URL, an unknown dialect, a driver that is not installed
+        raise UserError(f"hydra.sweeper.storage={url} cannot be used ({exc}); give a SQLAlchemy URL whose driver is "
+                        "installed, such as sqlite:///optuna.db, or null for a journal file in the sweep dir.") from exc
 
 
 def open_storage(url: str) -> BaseStorage:

@@ -4,8 +4,10 @@ Overrides with sweep values on the command line (``algorithm.gamma=interval(0.9,
 preset's search space; plain ones go to every trial. Each trial is ``experiment/train.py`` in its
 own process (``<sweep dir>/trial_<n>/``), a child of the study's MLflow run.
 
-Bad settings or a bad space (an unknown key, an empty or inverted range) end the search before it records
-anything: ``error: ...``, exit status 2. A search in which any trial failed lists the failed trials once
+Bad settings (an unknown objective, sampler, pruner or storage) or a bad space (an unknown key, an empty or
+inverted range, a value the key does not allow) end the search before it records anything: ``error: ...``, exit
+status 2. With the mlflow logger, the store's schema is made once the checks pass, and the MLflow runs a dead
+sweeper's trials left RUNNING in the sweep dir are ended as KILLED. A search in which any trial failed lists the failed trials once
 its results are written and exits 1 (pruned trials are no failures).
 """
 
@@ -32,7 +34,7 @@ from hydrarl.status import Status
 from hydrarl.sweep.results import write_results
 from hydrarl.sweep.runner import STOP_FILE, FailedTrial, SweepRunner, failed_trials
 from hydrarl.sweep.settings import RLOptunaSweeperConf
-from hydrarl.sweep.space import override_value, sample_values
+from hydrarl.sweep.space import override_value, probe_values
 from hydrarl.training.jobs import run_job
 
 log = logging.getLogger("hydrarl.sweep")
@@ -64,17 +66,21 @@ def _runner(config: DictConfig, options: dict[str, Any], space: dict[str, str], 
                        study_name=settings.study_name or f"{choices.env}-{choices.algorithm}", n_epochs=int(config.trainer.n_epochs))
 
 
-def check_space_keys(base: list[str], runner: SweepRunner) -> None:
-    """Compose a trial's command line (``base`` + one value of each searched or fixed key) as train.py would:
-    a UserError names a key the config lacks (and the keys it has) before any trial runs. Keys a
-    ``custom_search_space`` hook adds are checked by each trial."""
-    values = {**runner.fixed, **sample_values(runner.distributions)}
-    probe = merge_overrides([o for o in base if not o.startswith("hydra.")], [f"{k}={override_value(v)}" for k, v in values.items()])
+def check_space(base: list[str], runner: SweepRunner) -> None:
+    """Compose and validate trials' command lines (``base`` + values of each searched or fixed key) as train.py
+    would, before any trial runs: a UserError names a key the config lacks (and the keys it has), or a value a
+    key does not allow (and what it allows), so a space its trials would fail on is refused, not run. The values
+    are each key's :func:`~hydrarl.sweep.space.edge_values` (every choice, both ends of a range or interval), in
+    as few configurations as the most values a key has. Keys a ``custom_search_space`` hook adds are checked by
+    each trial."""
+    plain = [o for o in base if not o.startswith("hydra.")]
     global_hydra = GlobalHydra.instance()
     hydra, hydra_cfg = global_hydra.hydra, HydraConfig.instance().cfg
     global_hydra.clear()  # compose starts a Hydra of its own; the sweeper's is put back after
     try:
-        compose(probe)
+        for values in probe_values(runner.distributions):
+            values = {**runner.fixed, **values}
+            compose(merge_overrides(plain, [f"{k}={override_value(v)}" for k, v in values.items()]))
     except UserError as exc:
         raise UserError(f"search space: {exc}") from exc
     finally:
@@ -82,6 +88,21 @@ def check_space_keys(base: list[str], runner: SweepRunner) -> None:
         if hydra is not None:
             global_hydra.initialize(hydra)
         HydraConfig.instance().cfg = hydra_cfg  # compose set the probe's; the sweeper's ${hydra:...} stay its own
+
+
+def _prepare_mlflow(config: DictConfig, sweep_dir: Path) -> None:
+    """With the mlflow logger: the store's schema made (once, here, not by the trials at once), and the runs a
+    dead sweeper's trials left RUNNING under ``sweep_dir`` ended as KILLED. Called with the sweep dir's lock
+    held, so no live process runs a trial there (a re-run adopts them; a fresh one starts a new MLflow run)."""
+    if "mlflow" not in (config.get("logger") or {}):
+        return
+    from hydrarl.trackers.mlflow_tracker import close_stale_runs, prepare_store
+
+    uri = config.logger.mlflow.tracking_uri
+    prepare_store(uri)
+    closed = close_stale_runs(uri, under=sweep_dir)
+    if closed:
+        log.warning("%d MLflow run(s) left RUNNING by a sweeper that died closed as KILLED", len(closed))
 
 
 def report_failures(failed: list[FailedTrial], n_trials: int) -> None:
@@ -120,10 +141,9 @@ def run_search(config: DictConfig, options: dict[str, Any], arguments: list[str]
         with exit_now_on_user_error():
             base, space = split_arguments(arguments)
             runner = _runner(config, options, space, base)  # settings and space checked
-            check_space_keys(base, runner)
+            check_space(base, runner)
             held.enter_context(runner.locked())  # a live sweeper on this sweep dir: exit 2, naming it
-            # The lock is ours, so whatever this sweep dir left RUNNING belongs to a dead sweeper. Its MLflow
-            # runs are closed here: close_stale_runs(tracking_uri, under=runner.sweep_dir) (trackers.mlflow_tracker).
+            _prepare_mlflow(config, runner.sweep_dir)  # the lock is ours: what is RUNNING there is a dead sweeper's
             study = runner.open_study()
             parent = _parent_run(config, runner, study)
             if parent is not None:

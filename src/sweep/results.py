@@ -51,8 +51,6 @@ def _plots(study: optuna.Study, directory: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
     directory.mkdir(parents=True, exist_ok=True)
     single = len(study.directions) == 1
     makers = {"history": ovm.plot_optimization_history, "importances": ovm.plot_param_importances,
@@ -60,7 +58,9 @@ def _plots(study: optuna.Study, directory: Path) -> list[Path]:
     written = []
     for name, maker in makers.items():
         try:
-            ax = maker(study)
+            with warnings.catch_warnings():  # Optuna's "experimental", matplotlib's "identical ylims" (one trial): noise here
+                warnings.simplefilter("ignore")
+                ax = maker(study)
             figure = (ax if hasattr(ax, "savefig") else getattr(ax, "figure", None) or ax.flat[0].figure)
             figure.set_size_inches(8, 5)
             figure.tight_layout()

@@ -41,7 +41,7 @@ from hydrarl.config import merge_overrides, override_key
 from hydrarl.errors import UserError
 from hydrarl.locks import DirLock
 from hydrarl.status import Status
-from hydrarl.sweep.components import make_pruner, make_sampler, open_storage, storage_url
+from hydrarl.sweep.components import check_storage, make_pruner, make_sampler, open_storage, storage_url
 from hydrarl.sweep.reporter import PRUNER_ATTR
 from hydrarl.sweep.settings import RLOptunaSweeperConf
 from hydrarl.sweep.space import override_value, parse_space
@@ -106,8 +106,9 @@ class SweepRunner:
     ``settings``: the ``hydra.sweeper`` config (its ``study_name`` is not read: ``study_name`` is the
     resolved one); ``sweep_dir`` holds the trials' run directories, the stop file and the default
     journal; ``n_epochs`` is the trainer's ``n_epochs`` (trials run at most this many epochs, fewer
-    under the epoch cap, unless the search space sets ``trainer.n_epochs``). Settings and space are
-    checked here (UserError), before anything is recorded.
+    under the epoch cap, unless the search space sets ``trainer.n_epochs``). Settings, space, sampler, pruner
+    and storage URL are checked here (UserError), before anything is recorded: the sampler is built once to
+    check it (:meth:`open_study` builds the one it uses, its seed offset by the study's trials).
     """
 
     def __init__(self, settings: RLOptunaSweeperConf, run_trial: Callable[[TrialJob], JobOutcome], *, sweep_dir: Path,
@@ -118,7 +119,10 @@ class SweepRunner:
         self.run_trial = run_trial
         self.extra_trial_cfg = extra_trial_cfg or {}
         self.distributions, self.fixed = parse_space(settings.params)
+        make_sampler(settings.sampler, self.distributions)
+        self.pruner = make_pruner(settings.pruner)
         self.storage = storage_url(settings.storage, self.sweep_dir)
+        check_storage(self.storage)
         self.hook = self._import_hook(settings.custom_search_space)
         self._lock = threading.Lock()
         self._dir_lock = DirLock(self.sweep_dir, "search")
@@ -155,7 +159,7 @@ class SweepRunner:
         left RUNNING (:attr:`adopted`, run first by :meth:`run`)."""
         with self.locked():
             study = optuna.create_study(study_name=self.study_name, storage=open_storage(self.storage),
-                                        pruner=make_pruner(self.s.pruner), directions=self.s.directions, load_if_exists=True)
+                                        pruner=self.pruner, directions=self.s.directions, load_if_exists=True)
             if [d.name.lower() for d in study.directions] != [d.lower() for d in self.s.directions]:
                 raise UserError(f"study {self.study_name} exists with directions {study.directions}; this search asks for {self.s.directions}.")
             study.sampler = make_sampler(self.s.sampler, self.distributions, trials_before=len(study.get_trials(deepcopy=False)))

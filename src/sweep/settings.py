@@ -9,9 +9,12 @@ recorded. It lives here, below the plugin, which imports the search engine and n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from types import NoneType, UnionType
+from typing import Any, get_args, get_type_hints
 
+from hydrarl.config.validate import METRIC_SOURCES, is_metric_name
 from hydrarl.errors import UserError
+from hydrarl.training.result import TrialResult
 
 SWEEPER_TARGET = "hydra_plugins.rl_optuna_sweeper.rl_optuna_sweeper.RLOptunaSweeper"
 DIRECTIONS = ("maximize", "minimize")
@@ -24,6 +27,22 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def result_fields() -> list[str]:
+    """The TrialResult fields an objective can name: its numbers (``score``, ``best_mean``, ``num_timesteps`` ...)."""
+    def numeric(hint: Any) -> bool:
+        kinds = set(get_args(hint)) - {NoneType} if isinstance(hint, UnionType) else {hint}
+        return bool(kinds) and kinds <= {int, float}
+
+    return [name for name, hint in get_type_hints(TrialResult).items() if numeric(hint)]
+
+
+def is_objective(name: str) -> bool:
+    """Whether ``name`` is something a trial's TrialResult can hold: one of :func:`result_fields`, ``best_score``,
+    or a metric name a run logs (``<source>/<name>``, the sources of ``hydrarl.config.validate.METRIC_SOURCES``).
+    Whether a run does log a metric is known once it runs (a trial without it fails, naming it)."""
+    return name in result_fields() or name == "best_score" or is_metric_name(name)
 
 
 @dataclass
@@ -84,6 +103,11 @@ class RLOptunaSweeperConf:
         if not isinstance(self.objectives, (list, tuple)) or not self.objectives or \
                 not all(isinstance(name, str) and name for name in self.objectives):
             raise bad("objectives", "a non-empty list of TrialResult fields or metric names, e.g. [score]")
+        unknown = [name for name in self.objectives if not is_objective(name)]
+        if unknown:
+            raise bad("objectives", f"{', '.join(map(repr, unknown))} is neither a TrialResult field nor a metric a run "
+                                    f"logs; give {', '.join(result_fields())}, best_score, or a metric name starting with "
+                                    f"{', '.join(p + '/' for p in METRIC_SOURCES)} (e.g. eval/mean_reward)")
         if len(self.objectives) != len(self.directions):
             raise UserError(f"hydra.sweeper: {len(self.directions)} direction(s) {self.directions} for "
                             f"{len(self.objectives)} objective(s) {list(self.objectives)}; give one direction per objective.")

@@ -71,11 +71,22 @@ def parse_space(params: dict[str, Any]) -> tuple[dict[str, BaseDistribution], di
     return distributions, fixed
 
 
-def sample_values(distributions: dict[str, BaseDistribution]) -> dict[str, Any]:
-    """One value of each distribution (a choice's first, a range's or interval's low end): what a check of
-    the search space's keys composes."""
-    return {key: dist.choices[0] if isinstance(dist, CategoricalDistribution) else dist.low
-            for key, dist in distributions.items()}
+def edge_values(distribution: BaseDistribution) -> list[Any]:
+    """The values of ``distribution`` that bound what it can produce: every choice of a categorical one, both
+    ends of a range or interval (a trial's value lies between them). What a check of the search space composes
+    and validates: if these pass the config's value checks, so does every value a trial can get."""
+    if isinstance(distribution, CategoricalDistribution):
+        return list(distribution.choices)
+    return list(dict.fromkeys([distribution.low, distribution.high]))
+
+
+def probe_values(distributions: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
+    """Configurations that together take every :func:`edge_values` value of each key: the first takes each
+    key's first value (a choice's first, a range's low end), the next ones the next values (a key with fewer
+    starts again from its first). As many as the most values a key has."""
+    edges = {key: edge_values(dist) for key, dist in distributions.items()}
+    rounds = max((len(values) for values in edges.values()), default=1)
+    return [{key: values[r % len(values)] for key, values in edges.items()} for r in range(rounds)]
 
 
 def override_value(value: Any) -> str:

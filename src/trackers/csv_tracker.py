@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from hydrarl.errors import writable_dir
 from hydrarl.trackers.base import Tracker
 
 
@@ -14,7 +15,9 @@ class CsvTracker(Tracker):
     name = "csv"
 
     def __init__(self, path: Path):
+        """``path``: the CSV file; its folder must be writable (checked now, before the run records anything)."""
         self.path = Path(path)
+        writable_dir(self.path.parent, "logger.csv.filename", create=False)
 
     def _read(self) -> tuple[list[str], list[dict[str, str]]]:
         if not self.path.exists():

@@ -60,7 +60,9 @@ def _restore_policy(model, path: str, env) -> None:
     try:
         model.set_parameters(str(source), exact_match=True, device=model.device)
     except (ValueError, RuntimeError, KeyError) as exc:
-        raise UserError(f"restore_policy={path} does not fit algorithm/env of this run: {exc}") from exc
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise UserError(f"restore_policy={path} does not fit the algorithm and env of this run (a policy trained with "
+                        f"the same algorithm, action space and observation shape is needed): {first}") from None
     load_normalization(source.parent, env)
 
 

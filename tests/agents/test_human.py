@@ -19,7 +19,7 @@ def test_train_py_refuses_human_without_a_screen(tmp_path):
     proc = run_cli(["env=CarRacingContinuous", "algorithm=human", "logger=[]", f"hydra.run.dir={run_dir}"], cwd=tmp_path,
                    env={"SDL_VIDEODRIVER": "dummy"})
     assert proc.returncode == 2, proc.stderr
-    assert "algorithm=human cannot be built for env=CarRacingContinuous" in proc.stderr
+    assert "algorithm=human (HumanController) cannot act in env=CarRacingContinuous" in proc.stderr
     assert "algorithm=human needs a screen and a keyboard: " in proc.stderr
     assert "Traceback" not in proc.stderr and not run_dir.exists()
 

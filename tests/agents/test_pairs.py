@@ -53,6 +53,8 @@ def pendulum():
     (["algorithm._target_=stable_baselines3.SACX"], "cannot import _target_ stable_baselines3.SACX"),
     (["algorithm._target_=hydrarl.agents.no_such_module.Agent"], "cannot import _target_ hydrarl.agents.no_such_module"),
     (["algorithm.policy=MlpPolicyy"], "has no policy 'MlpPolicyy'"),
+    (["algorithm.policy_kwargs.net_arch=[-64]"], "algorithm.policy_kwargs={'net_arch': [-64]} cannot build the policy"),
+    (["+algorithm.policy_kwargs.colour=red"], "algorithm.policy_kwargs="),
 ])
 def test_a_fault_of_the_algorithm_config_is_a_user_error_not_a_refusal(overrides, says, pendulum):
     cfg = compose_cfg(["env=Pendulum", "algorithm=sac", *fast_overrides("sac"), *overrides], check=False)
@@ -80,3 +82,14 @@ def test_a_refused_pair_stops_a_run_before_anything_is_written(env, algorithm, t
         run(cfg, tmp_path / "run")
     assert env in str(refusal.value) and algorithm in str(refusal.value)
     assert not (tmp_path / "run" / "checkpoints").exists(), "a refused pair must leave no checkpoint"
+
+
+def test_an_sb3_constructor_check_names_the_config_key(pendulum):
+    """SB3's own checks in a constructor (PPO asserts batch_size > 1) become a UserError naming the key they concern,
+    its value and SB3's words on what is allowed; a fault of the config, not a refusal."""
+    cfg = compose_cfg(["env=Pendulum", "algorithm=ppo", "algorithm.batch_size=1"], check=False)
+    with pytest.raises(UserError) as fault:
+        build_agent(cfg.algorithm, pendulum, 0, "cpu", name="ppo", env_name="Pendulum")
+    assert not isinstance(fault.value, Incompatible | MissingDependency)
+    assert str(fault.value).startswith("algorithm.batch_size=1 is not allowed for algorithm=ppo (PPO) (env=Pendulum): ")
+    assert "must be greater than 1" in str(fault.value)

@@ -16,7 +16,7 @@ from hydrarl.agents.factory import build_agent
 from hydrarl.agents.human import HumanController
 from hydrarl.agents.pid import PIDController, rgb_to_hsv
 from hydrarl.envs.factory import make_vec_env
-from hydrarl.errors import UserError
+from hydrarl.errors import Incompatible, UserError
 from hydrarl.paths import PROJECT_ROOT
 from tests.helpers.carracing_frames import CAR, GRASS, GRASS_LIGHT, ROAD, carracing_venv, frame
 from tests.helpers.compose import compose_cfg
@@ -264,9 +264,9 @@ def test_other_spaces_are_refused():
 def test_build_agent_refuses_pid_naming_both(env_name):
     cfg = compose_cfg([f"env={env_name}", "algorithm=pid"])
     env = make_vec_env(cfg.env, 0)
-    with pytest.raises(UserError) as info:
+    with pytest.raises(Incompatible) as info:
         build_agent(cfg.algorithm, env, 0, "cpu", name="pid", env_name=env_name)
-    assert f"algorithm=pid cannot be built for env={env_name}" in str(info.value)
+    assert f"algorithm=pid (PIDController) cannot act in env={env_name}" in str(info.value)
     assert "env=CarRacingContinuous" in str(info.value)
     env.close()
 

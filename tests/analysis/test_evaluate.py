@@ -186,7 +186,7 @@ def bad_inputs(ppo_run, tmp_path):
         (["--controller", "CartPole/ppo"], "not a controller"),
         (["--controller", "CartPole/random env.kwargs.bogus=1"], "do not apply"),
         (["--controller", "Bumps/bumps_oracle"], "privileged=true"),
-        (["--controller", "CartPole/random", "--episodes", "0"], "at least 1 episode"),
+        (["--controller", "CartPole/random", "--episodes", "0"], "argument --episodes: '0' is not allowed: give an integer >= 1"),
         ([], "nothing to evaluate"),
     ]
 

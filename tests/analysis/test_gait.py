@@ -11,8 +11,9 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 
-from hydrarl.analysis.gait import main
+from hydrarl.analysis.gait import main, parser, split_render
 from hydrarl.envs.cassie.env import CassieEnv
+from hydrarl.errors import UserError
 from hydrarl.paths import PROJECT_ROOT
 from tests.helpers.cli import run_cli
 from tests.helpers.compose import compose_cfg
@@ -79,8 +80,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
                     "trainer.n_test_rollouts=1", "trainer.progress_bar=false", "logger=[]", f"hydra.run.dir={pendulum}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for argv, needle in [([str(pendulum)], "plots Cassie episodes"), ([str(tmp_path / "nowhere")], "not a run directory"),
-                         (["--env", "Nope"], "env=Nope is unknown"), (["--seed", "-1"], "--seed -1"),
-                         (["--steps", "0"], "--steps 0")]:
+                         (["--env", "Nope"], "--env 'Nope' is unknown"), (["--seed", "-1"], "argument --seed: '-1' is not allowed"),
+                         (["--steps", "0"], "argument --steps: '0' is not allowed")]:
         out = tmp_path / "out"
         assert main([*argv, "--out", str(out)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
@@ -113,3 +114,25 @@ def test_evaluation_logs_the_episodes_forward_speed_and_distance():
     metrics = evaluate(Zero(), env, 2, seed=5)
     assert metrics["eval/forward_speed"] == pytest.approx(np.mean(per_episode), rel=1e-9)
     env.close()
+
+
+@pytest.mark.parametrize("argv, agent, record", [
+    ([], None, False), (["render=record"], None, True), (["run", "render=record"], "run", True),
+    (["render=none", "run"], "run", False), (["run"], "run", False),
+])
+def test_the_positional_words_are_a_run_and_a_render_in_either_order(argv, agent, record):
+    args = parser().parse_args(argv)
+    assert split_render(args) is record and args.agent == agent
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["render=video"], "render=video is unknown: render must be none or record"),
+    (["run", "render=video"], "render=video is unknown: render must be none or record"),
+    (["render=record", "render=none"], "render=record and render=none: give render once"),
+    (["run", "other"], "one run at a time: run and other given"),
+])
+def test_a_bad_render_word_is_a_user_error_naming_what_is_allowed(argv, says, tmp_path, capsys):
+    with pytest.raises(UserError, match=says):
+        split_render(parser().parse_args(argv))
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {says}") and not (tmp_path / "out").exists()

@@ -309,6 +309,6 @@ def test_oracle_needs_the_privileged_observation():
     with pytest.raises(ControllerMismatch, match="privileged=true"):
         BumpsOracle("MlpPolicy", venv)
     cfg = compose_cfg(["env=Bumps", "algorithm=bumps_oracle"])
-    with pytest.raises(UserError, match="algorithm=bumps_oracle cannot be built for env=Bumps.*privileged=true"):
+    with pytest.raises(UserError, match="algorithm=bumps_oracle .*cannot act in env=Bumps.*privileged=true"):
         build_agent(cfg.algorithm, venv, 0, "cpu", name="bumps_oracle", env_name="Bumps")
     venv.close()

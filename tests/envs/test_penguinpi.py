@@ -318,3 +318,39 @@ def test_client_ignores_proxies_from_the_environment(url, monkeypatch):
     for name in ("NO_PROXY", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
     assert len(PenguinPiClient(url, retries=0).get_encoders()) == 2
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"max_speed": 500}, "env.kwargs.max_speed=500 is not allowed: an integer in 10..100"),
+    ({"max_speed": 5}, "env.kwargs.max_speed=5 is not allowed"),
+    ({"step_time": -1}, "env.kwargs.step_time=-1 is not allowed: seconds of driving per action, a number in (0, 600]"),
+    ({"step_time": 0}, "env.kwargs.step_time=0 is not allowed"),
+    ({"robot_url": "robot"}, "env.kwargs.robot_url='robot' is not allowed: null (start a simulator) or the robot's address"),
+    ({"sim_speedup": float("nan")}, "env.kwargs.sim_speedup=nan is not allowed"),
+    ({"sim_seed": -1}, "env.kwargs.sim_seed=-1 is not allowed: an integer >= 0"),
+    ({"timeout": 0}, "env.kwargs.timeout=0 is not allowed"),
+    ({"offtrack_share": 2}, "env.kwargs.offtrack_share=2 is not allowed: a share of the image in [0, 1]"),
+])
+def test_env_kwargs_the_robot_would_refuse_are_user_errors_before_a_simulator_starts(kwargs, needle, monkeypatch):
+    """Checked when the env is built: with a simulator command that cannot start (/bin/false), the error is still
+    the one naming the key, so nothing was started and no request was sent."""
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    with pytest.raises(UserError) as error:
+        PenguinPiEnv(**kwargs)
+    assert str(error.value).startswith(needle), error.value
+
+
+def test_sim_server_refuses_a_busy_port_and_an_address_not_here_in_one_line(capsys):
+    from hydrarl.envs.penguinpi.sim_server import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        assert main(["--port", str(port)]) == 2
+    assert capsys.readouterr().err == (f"error: --port {port} is in use on 127.0.0.1 (Address already in use): give a "
+                                       "free port, or --port 0 for one the OS picks.\n")
+    assert main(["--port", "0", "--host", "203.0.113.5"]) == 2  # TEST-NET-3: no address of this machine
+    err = capsys.readouterr().err
+    assert err.startswith("error: --host 203.0.113.5 --port 0: cannot listen there (Cannot assign requested address); ")
+    assert err.count("\n") == 1

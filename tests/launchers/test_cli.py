@@ -149,3 +149,49 @@ def test_grid_multirun_survives_a_failing_job_and_exits_1_naming_it(tmp_path, tr
 def test_privacy_defaults_are_set_on_import():
     for key in ("COMET_AUTO_LOG_ENV_DETAILS", "COMET_ERROR_TRACKING_ENABLE", "MLFLOW_DISABLE_TELEMETRY", "RAY_USAGE_STATS_ENABLED"):
         assert key in os.environ
+
+
+def _preflight(args):
+    from hydrarl.launchers.cli import preflight, register_plugins
+
+    register_plugins()
+    return preflight(args)
+
+
+def test_an_unknown_sweeper_setting_is_refused_naming_the_settings(tmp_path):
+    from hydrarl.errors import UserError
+
+    with pytest.raises(UserError) as info:
+        _preflight(["--multirun", "+search=Pendulum/sac", "hydra.sweeper.n_trails=3", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    assert str(info.value).startswith("hydra.sweeper.n_trails is not a setting of the rl_optuna sweeper (src/sweep/settings.py); "
+                                      "its settings are: study_name, storage, direction, objectives, n_trials, n_jobs")
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_resume_is_refused_in_a_multirun_at_once(tmp_path):
+    from hydrarl.errors import UserError
+
+    with pytest.raises(UserError, match="trainer.resume=/x continues one run in its own directory; it cannot be part of a --multirun"):
+        _preflight(["--multirun", "trainer.resume=/x", "seed=1,2"])
+
+
+def test_preflight_of_a_search_makes_no_sweep_dir_and_leaves_the_store_to_the_sweeper(tmp_path):
+    """The sweeper's own checks come first; a grid's preflight creates the store's schema once for its jobs."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _preflight(["--multirun", "+search=Pendulum/sac", f"logger.mlflow.tracking_uri={store}", f"hydra.sweep.dir={tmp_path / 'search'}"])
+    assert list(tmp_path.iterdir()) == []
+    _preflight(["--multirun", "env=Pendulum", "algorithm=sac", "seed=1,2", f"logger.mlflow.tracking_uri={store}",
+                f"hydra.sweep.dir={tmp_path / 'grid'}"])
+    made = {p.name for p in tmp_path.iterdir()}
+    assert "mlflow.db" in made and "grid" not in made  # the grid's sweep dir is Hydra's to make
+
+
+def test_a_grid_failure_is_recorded_by_its_reason_not_its_last_line(tmp_path):
+    from hydrarl.launchers.grid_report import FAILED_FILE, record_failure
+
+    error = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\nValueError: the real reason\n"
+             "\nDuring handling, the logger said:\n  something after it\n")
+    record_failure(tmp_path, "0_Pendulum_sac", error)
+    record_failure(tmp_path, "1_CartPole_sac", "algorithm=sac cannot act in env=CartPole")
+    assert (tmp_path / FAILED_FILE).read_text().splitlines() == [
+        "0_Pendulum_sac\tValueError: the real reason", "1_CartPole_sac\talgorithm=sac cannot act in env=CartPole"]

@@ -79,7 +79,7 @@ def test_the_current_tree_refuses_exactly_the_listed_pairs_of_a_filter(tmp_path,
     captured = capsys.readouterr()
     assert code == 2 and verdict is None
     assert "0 problem(s)" in captured.out
-    assert captured.err.strip() == (f"error: no env x algorithm pair the agent factory builds matches -f 'CartPole/sac': "
+    assert captured.err.strip() == (f"error: no pair -f selects can be built: "
                                     f"CartPole/sac, CartPole/sac_her are refused, as {REFUSALS_FILE} expects")
 
 
@@ -160,8 +160,8 @@ def test_a_bar_whose_pair_cannot_be_built_fails_and_starts_no_run(tmp_path, caps
     (["-p", "0"], "argument -p: '0' is not allowed: give an integer >= 1 (the most jobs at once)"),
     (["-p", "-2"], "argument -p: '-2' is not allowed: give an integer >= 1"),
     (["-p", "two"], "argument -p: 'two' is not allowed: give an integer >= 1"),
-    (["-s", "-1"], "argument -s: '-1' is not allowed: give a number >= 0 (seconds between launches)"),
-    (["-s", "nan"], "argument -s: 'nan' is not allowed: give a number >= 0"),
+    (["-s", "-1"], "argument -s: '-1' is not allowed: give a finite number >= 0 (seconds between launches)"),
+    (["-s", "nan"], "argument -s: 'nan' is not allowed: give a finite number >= 0"),
     (["-m", "-5"], "argument -m: '-5' is not allowed: give an integer >= 0 (MB of free GPU memory"),
     (["-g", "-1"], "-g '-1' is not allowed: give GPU indices (integers >= 0)"),
     (["-t", "speed"], "argument -t: invalid choice: 'speed'"),
@@ -169,7 +169,9 @@ def test_a_bar_whose_pair_cannot_be_built_fails_and_starts_no_run(tmp_path, caps
     (["-O", "hydra.run.dir=x"], "argument -O: 'hydra.run.dir=x' is not allowed"),
     (["-O", "algorithm.gamma=["], "argument -O: 'algorithm.gamma=[' is not an override"),
     (["-t", "performance", "-b", "no_such_folder"], "-b no_such_folder: not a folder of performance bars"),
-    (["--nope"], "unrecognized arguments: --nope"),
+    (["--nope"], "unrecognized arguments: --nope (./run_testing.sh -h lists the options)"),
+    (["-t", "function", "-f", "NoSuchPair"], "no env x algorithm pair matches -f 'NoSuchPair'"),
+    (["-t", "performance", "-f", "NoSuchPair"], "no performance bar matches -f 'NoSuchPair'; bars: "),
 ])
 def test_each_bad_option_is_one_error_line_and_exit_2_before_any_output(tmp_path, capsys, args, says):
     out = tmp_path / "out"
@@ -179,10 +181,10 @@ def test_each_bad_option_is_one_error_line_and_exit_2_before_any_output(tmp_path
     assert not out.exists()
 
 
-@pytest.mark.parametrize("tier_name", ["function", "performance"])
-def test_an_output_folder_that_cannot_be_written_is_exit_2_before_any_job(tmp_path, capsys, tier_name):
+@pytest.mark.parametrize("tier_name, pair", [("function", "CartPole/a2c"), ("performance", "Pendulum/sac")])
+def test_an_output_folder_that_cannot_be_written_is_exit_2_before_any_job(tmp_path, capsys, tier_name, pair):
     with readonly_dir(tmp_path / "ro") as ro:
-        assert main(["-t", tier_name, "-f", "CartPole/a2c", "-o", str(ro / "out")]) == 2
+        assert main(["-t", tier_name, "-f", pair, "-o", str(ro / "out")]) == 2
     captured = capsys.readouterr()
     assert captured.err.startswith(f"error: -o={ro / 'out'} cannot be written (") and len(captured.err.splitlines()) == 1
     assert "job(s)" not in captured.out and "Traceback" not in captured.err

@@ -107,3 +107,35 @@ def test_an_empty_run_dir_is_refused_not_the_current_folder(tmp_path):
     assert (proc.returncode, proc.stderr.strip()) == (2, "error: hydra.run.dir is empty: give a folder for the run, or leave "
                                                          "hydra.run.dir out for a new one under runs/.")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_writable_dir_without_create_probes_and_makes_nothing(tmp_path):
+    from hydrarl.errors import UserError, writable_dir
+
+    target = tmp_path / "a" / "b"
+    assert writable_dir(target, "hydra.sweep.dir", create=False) == target
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its parents, nor the probe file
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(UserError, match=r"hydra.sweep.dir=.*file.txt/x cannot be written \(Not a directory\)"):
+        writable_dir(tmp_path / "file.txt" / "x", "hydra.sweep.dir", create=False)
+    with readonly_dir(tmp_path / "ro") as ro, pytest.raises(UserError, match="cannot be written"):
+        writable_dir(ro / "sweep", "hydra.sweep.dir", create=False)
+
+
+def test_release_claims_removes_unused_claimed_folders_and_the_parents_made_for_them(tmp_path):
+    from hydrarl.config.resolvers import release_claims
+
+    kept = Path(fresh_dir(str(tmp_path / "runs" / "Pendulum" / "sac")))
+    unused = Path(fresh_dir(str(tmp_path / "runs" / "multirun")))
+    other = tmp_path / "runs" / "other"
+    other.mkdir()
+    release_claims(keep=kept)
+    assert kept.is_dir() and not unused.exists() and not (tmp_path / "runs" / "multirun").exists() and other.is_dir()
+    assert fresh_dir(str(tmp_path / "runs" / "multirun")) == str(unused)  # the name stays this process's, unmade
+    assert not unused.exists()
+    (kept / "train.log").write_text("something")
+    release_claims()
+    assert kept.is_dir()  # a folder with anything in it is never removed
+    (kept / "train.log").unlink()
+    release_claims()  # released already: nothing more to undo
+    assert kept.is_dir()

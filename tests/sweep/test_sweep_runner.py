@@ -260,7 +260,8 @@ def test_a_resumed_search_proposes_new_parameter_sets(tmp_path, name):
 @pytest.mark.parametrize("setting, value", [
     ("n_trials", 0), ("n_jobs", 0), ("repeats", 0), ("reevaluate_top_k", -1), ("reevaluate_repeats", 0),
     ("direction", "maximise"), ("objectives", []), ("epoch_cap_factor", 0), ("max_duration_minutes", -1),
-    ("max_failure_rate", 1.5), ("aggregate", "median"), ("seed", -1), ("n_trials", 2.5),
+    ("max_failure_rate", 1.5), ("aggregate", "median"), ("seed", -1), ("n_trials", 2.5), ("objectives", ["nope"]),
+    ("objectives", ["eval"]),
 ])
 def test_bad_sweeper_settings_are_user_errors_before_anything_is_recorded(tmp_path, setting, value):
     with pytest.raises(UserError, match=f"hydra.sweeper.{setting}=") as error:
@@ -277,6 +278,36 @@ def test_bad_search_spaces_are_user_errors(tmp_path, expression, says):
     with pytest.raises(UserError, match="search space: ") as error:
         runner(tmp_path / "sweep", params={"x": expression})
     assert says in str(error.value) and "\n" not in str(error.value) and not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("objective", ["score", "best_mean", "num_timesteps", "epochs_run", "met_at_step", "best_score",
+                                       "eval/mean_reward", "eval/success_rate", "train/actor_loss", "time/fps"])
+def test_objectives_may_name_a_trial_results_numbers_or_a_logged_metric(tmp_path, objective):
+    runner(tmp_path / "sweep", objectives=[objective])
+
+
+@pytest.mark.parametrize("setting, value, says", [
+    ("sampler", {"name": "nope"}, "hydra.sweeper.sampler.name=nope is unknown; one of tpe, random"),
+    ("sampler", {"_target_": "optuna.samplers.Nope"}, "hydra.sweeper.sampler._target_=optuna.samplers.Nope cannot be built"),
+    ("sampler", {"name": "grid"}, "sampler=grid needs choice(...) or range(...)"),
+    ("pruner", {"name": "nope"}, "hydra.sweeper.pruner.name=nope is unknown; one of median"),
+    ("pruner", {"_target_": "optuna.pruners.Nope"}, "hydra.sweeper.pruner._target_=optuna.pruners.Nope cannot be built"),
+    ("storage", "nope://x", "hydra.sweeper.storage=nope://x cannot be used"),
+])
+def test_sampler_pruner_and_storage_are_checked_before_the_study_is_opened(tmp_path, setting, value, says):
+    """The runner refuses them when it is made: no sweep dir, no study (open_study is never reached)."""
+    with pytest.raises(UserError) as error:
+        runner(tmp_path / "sweep", **{setting: value})
+    assert str(error.value).startswith(says) and "\n" not in str(error.value) and not (tmp_path / "sweep").exists()
+
+
+def test_probe_values_cover_every_choice_and_both_ends_of_ranges():
+    from hydrarl.sweep.space import parse_space, probe_values
+
+    distributions, _ = parse_space({"a": "choice(1, 2, 3)", "b": "interval(0.5, 1.5)", "c": "range(0, 10, 3)", "d": "choice(x)"})
+    assert probe_values(distributions) == [{"a": 1, "b": 0.5, "c": 0, "d": "x"}, {"a": 2, "b": 1.5, "c": 9, "d": "x"},
+                                           {"a": 3, "b": 0.5, "c": 0, "d": "x"}]
+    assert probe_values({}) == [{}]
 
 
 def test_failed_trials_say_why_in_one_line(tmp_path, caplog):

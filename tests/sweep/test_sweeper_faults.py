@@ -7,7 +7,9 @@ a search whose trials failed lists them and exits 1."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -82,23 +84,64 @@ def test_a_killed_sweepers_trial_dies_with_it_and_the_rerun_adopts_it(tmp_path):
     assert [p.name for p in sweep_dir.glob("trial_*")] == ["trial_0000"]
 
 
+def running_runs(tracking_uri: str) -> dict[str, str]:
+    """The RUNNING runs of a sqlite MLflow store: run id -> its ``run_dir`` tag (read with sqlite, nothing created)."""
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    if not db.exists():
+        return {}
+    with sqlite3.connect(db) as con:
+        try:
+            rows = con.execute("select r.run_uuid, t.value from runs r left join tags t on t.run_uuid = r.run_uuid "
+                               "and t.key = 'run_dir' where r.status = 'RUNNING'").fetchall()
+        except sqlite3.OperationalError:  # no schema yet
+            return {}
+    return dict(rows)
+
+
+def test_a_killed_sweepers_mlflow_runs_are_closed_when_the_rerun_runs_its_trial_again(tmp_path, tracking_uri):
+    """Killed before its trial's first checkpoint: the re-run runs the trial again in its directory (a new MLflow
+    run) and ends the dead one as KILLED, so no run of the store is left RUNNING."""
+    from mlflow.tracking import MlflowClient
+
+    sweep_dir, trial_dir = tmp_path / "search", tmp_path / "search" / "trial_0000"
+    args = ["--multirun", *TINY, "logger=[mlflow]", f"logger.mlflow.tracking_uri={tracking_uri}", f"hydra.sweep.dir={sweep_dir}",
+            "hydra.sweeper.n_trials=1"]
+    first = subprocess.Popen([sys.executable, str(TRAIN_SCRIPT), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: str(trial_dir) in running_runs(tracking_uri).values(), 240, "the trial's MLflow run")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    wait_for(lambda: not processes_of(trial_dir), 5, "the trial's process to die with its sweeper")
+    shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)  # (killed before its first checkpoint, however fast it was)
+    (dead,) = [run for run, run_dir in running_runs(tracking_uri).items() if run_dir == str(trial_dir)]
+
+    rerun = run_cli(args, cwd=tmp_path, timeout=400)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert running_runs(tracking_uri) == {}
+    assert "Warning" not in rerun.stderr  # (a one-trial study's plots warned of their scales)
+    assert "trial 0 was left running by a sweeper that died; adopted under its number: run again" in rerun.stdout
+    assert "1 MLflow run(s) left RUNNING by a sweeper that died closed as KILLED" in rerun.stdout
+    client = MlflowClient(tracking_uri)
+    assert client.get_run(dead).info.status == "KILLED"
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], f"tags.run_dir = '{trial_dir}'")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]  # the trial's new run, in its old directory
+
+
 @pytest.mark.parametrize("bad, says", [  # (empty, inverted and log ranges: test_sweep_runner, in seconds)
     ("hydra.sweeper.n_trials=0", "error: hydra.sweeper.n_trials=0 is not allowed: an integer >= 1."),
     ("algorithm.gama=interval(0.9,0.99)", "error: search space: unknown config key 'algorithm.gama'. Keys under algorithm:"),
+    ("algorithm.gamma=interval(0.9,1.5)", "error: search space: algorithm.gamma=1.5 is not allowed: a number in [0, 1]."),
+    ("algorithm.gamma=choice(0.9,0.99,-1.0)", "error: search space: algorithm.gamma=-1.0 is not allowed: a number in [0, 1]."),
+    ("hydra.sweeper.sampler.name=nope", "error: hydra.sweeper.sampler.name=nope is unknown; one of tpe, random"),
 ])
 def test_bad_settings_or_space_exit_2_before_anything_is_recorded(tmp_path, tracking_uri, bad, says):
-    from mlflow.tracking import MlflowClient
-
     sweep_dir = tmp_path / "search"
     proc = run_cli(["--multirun", *TINY, "logger=[mlflow]", f"logger.mlflow.tracking_uri={tracking_uri}", f"hydra.sweep.dir={sweep_dir}", bad],
                    cwd=tmp_path)
     assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()  # (MLflow may log that it created the store's tables)
-    assert lines[-1].startswith(says) and [line for line in lines if line.startswith("error:")] == lines[-1:]
-    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()  # one line: no Optuna "study created", no MLflow "creating tables"
+    assert len(lines) == 1 and lines[0].startswith(says), proc.stderr
     assert not sweep_dir.exists() or not any(sweep_dir.iterdir())  # (the command line's check may make it, empty)
-    client = MlflowClient(tracking_uri)
-    assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert not Path(tracking_uri.removeprefix("sqlite:///")).exists()  # the MLflow store is made once the checks pass
 
 
 def test_a_search_whose_trials_all_failed_lists_them_and_exits_1(tmp_path):
@@ -106,7 +149,7 @@ def test_a_search_whose_trials_all_failed_lists_them_and_exits_1(tmp_path):
     proc = run_cli(["--multirun", *TINY, f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.n_trials=1",
                     "algorithm.policy_kwargs.net_arch=choice([-5])"], cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]
-    reason = "RuntimeError: Trying to create tensor with negative dimension -5"
+    reason = "error: algorithm.policy_kwargs={'net_arch': [-5]} cannot build the policy"  # (the agent factory's refusal)
     tail = proc.stderr.strip().splitlines()[-2:]
     assert tail[0] == "error: 1 of 1 trials of this search failed (the others ran to their end and are recorded):"
     assert tail[1].startswith(f"  trial 0: {reason}") and tail[1].endswith(f"({sweep_dir / 'trial_0000' / 'job.log'})")

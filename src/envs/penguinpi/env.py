@@ -31,12 +31,13 @@ import subprocess
 import sys
 import time
 from collections import deque
+from urllib.parse import urlsplit
 
 import gymnasium as gym
 import numpy as np
 
 from hydrarl.envs.penguinpi.client import PenguinPiClient, RobotError
-from hydrarl.envs.penguinpi.robot import COUNTS_PER_S_PER_UNIT, METRES_PER_COUNT, wrap16
+from hydrarl.envs.penguinpi.robot import COMMAND_LIMIT, COUNTS_PER_S_PER_UNIT, DEADBAND, MAX_MOVE_TIME, METRES_PER_COUNT, wrap16
 from hydrarl.envs.penguinpi.track import HEIGHT, WIDTH, start_pose, track_share
 from hydrarl.errors import UserError
 
@@ -63,6 +64,42 @@ def _announced_url(process: subprocess.Popen, deadline: float) -> str:
     return found.group(0)
 
 
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_kwargs(**kwargs: object) -> None:
+    """A UserError naming the first ``env.kwargs.<key>`` whose value the robot would refuse or that makes no env,
+    with what is allowed; run when the env is built, before a simulator starts or a request is sent."""
+    url = kwargs.get("robot_url")
+    parsed = urlsplit(url) if isinstance(url, str) else None
+    rules = {
+        "robot_url": (url is None or (parsed is not None and parsed.scheme in ("http", "https") and bool(parsed.hostname)),
+                      "null (start a simulator) or the robot's address, http://<host>:<port>"),
+        "sim_speedup": (_real(kwargs.get("sim_speedup")) and kwargs["sim_speedup"] >= 0,
+                        "a number >= 0 (sim s per wall s; 0: as fast as possible)"),
+        "sim_seed": (_integer(kwargs.get("sim_seed")) and kwargs["sim_seed"] >= 0, "an integer >= 0"),
+        "step_time": (_real(kwargs.get("step_time")) and 0 < kwargs["step_time"] <= MAX_MOVE_TIME,
+                      f"seconds of driving per action, a number in (0, {MAX_MOVE_TIME:g}]"),
+        "actions": (kwargs.get("actions") in ("continuous", "teleop"), "continuous | teleop"),
+        "max_speed": (_integer(kwargs.get("max_speed")) and DEADBAND < kwargs["max_speed"] <= COMMAND_LIMIT,
+                      f"an integer in {DEADBAND + 1}..{COMMAND_LIMIT} (wheel commands lie in [-{COMMAND_LIMIT}, "
+                      f"{COMMAND_LIMIT}]; |command| <= {DEADBAND} does not move)"),
+        "crop_rows": (_integer(kwargs.get("crop_rows")) and 0 < kwargs["crop_rows"] <= HEIGHT,
+                      f"an integer in 1..{HEIGHT} (image rows kept)"),
+        "offtrack_share": (_real(kwargs.get("offtrack_share")) and 0 <= kwargs["offtrack_share"] <= 1,
+                           "a share of the image in [0, 1]"),
+        "timeout": (_real(kwargs.get("timeout")) and kwargs["timeout"] > 0, "seconds per request, a number > 0"),
+    }
+    for key, (ok, allowed) in rules.items():
+        if key in kwargs and not ok:
+            raise UserError(f"env.kwargs.{key}={kwargs[key]!r} is not allowed: {allowed}.")
+
+
 class PenguinPiEnv(gym.Env):
     """Camera-based driving of a (simulated) PenguinPi; see the module doc for spaces, reward and safety."""
 
@@ -87,10 +124,8 @@ class PenguinPiEnv(gym.Env):
         possible; ``sim_seed`` its seed). ``step_time``: s per action. ``max_speed``: command of a continuous action
         1. ``crop_rows``: bottom image rows observed. ``reward``: weights {track, smoothness, pose_change} (missing
         keys: 1, 0, 1). ``offtrack_share``: road share below which the episode ends. ``timeout``: s per request."""
-        if actions not in ("continuous", "teleop"):
-            raise UserError(f"env.kwargs.actions={actions!r} is not allowed: continuous | teleop.")
-        if not 0 < crop_rows <= HEIGHT:
-            raise UserError(f"env.kwargs.crop_rows={crop_rows!r} is not allowed: an integer in 1..{HEIGHT} (image rows kept).")
+        check_kwargs(robot_url=robot_url, sim_speedup=sim_speedup, sim_seed=sim_seed, step_time=step_time, actions=actions,
+                     max_speed=max_speed, crop_rows=crop_rows, offtrack_share=offtrack_share, timeout=timeout)
         if render_mode not in (None, "rgb_array"):
             raise UserError(f"render_mode={render_mode!r} is not allowed for PenguinPi: null | rgb_array.")
         self.step_time = step_time

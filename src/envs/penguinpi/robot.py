@@ -33,6 +33,7 @@ LAG_TAU = 0.1  # s, time constant of the wheel speed's first-order lag
 TICK = 0.01  # s, physics step
 ODOMETRY_TICKS = 20  # ticks per odometry update (5 Hz)
 COMMAND_LIMIT = 100
+MAX_MOVE_TIME = 600.0  # s, longest timed move (set/velocity time=T) the simulator accepts
 
 
 def wrap16(count: int) -> int:

@@ -1,6 +1,8 @@
 """HTTP server of the simulated PenguinPi: the real robot's API (docs/envs/penguinpi.md) over ``robot`` and ``track``.
 
-Run: ``python -m hydrarl.envs.penguinpi.sim_server --port 8080 [--host 127.0.0.1] [--seed 0] [--speedup 1.0]``.
+Run: ``python -m hydrarl.envs.penguinpi.sim_server --port 8080 [--host 127.0.0.1] [--seed 0] [--speedup 1.0]``
+(``--port 0``: a port the OS picks, printed once listening). A bad option, or an address it cannot listen on (a busy
+port, a host that is not this machine's), is one ``error:`` line on stderr and exit status 2.
 
 Endpoints, all GET (errors: HTTP 400 with JSON ``{"message": ...}``; unknown paths 404 with the same body):
 
@@ -27,9 +29,11 @@ request (speedup 0: it stands still). One lock guards the robot; timed moves are
 from __future__ import annotations
 
 import argparse
+import errno
 import io
 import math
 import signal
+import socket
 import sys
 import threading
 import time
@@ -37,13 +41,14 @@ import time
 import numpy as np
 from flask import Flask, Response, jsonify, request
 from PIL import Image
-from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.serving import LISTEN_QUEUE, BaseWSGIServer, WSGIRequestHandler, make_server
 
-from hydrarl.envs.penguinpi.robot import COMMAND_LIMIT, TICK, Pose, Robot
+from hydrarl.cli_args import ArgumentParser, number
+from hydrarl.envs.penguinpi.robot import COMMAND_LIMIT, MAX_MOVE_TIME, TICK, Pose, Robot
 from hydrarl.envs.penguinpi.track import Camera, start_pose
+from hydrarl.errors import UserError, exit_on_user_error
 
 COMMAND_TICK_TICKS = 5  # physics ticks per 0.05 s command tick of a timed move
-MAX_MOVE_TIME = 600.0  # s, longest timed move the simulator accepts
 
 
 class BadRequest(Exception):
@@ -262,26 +267,63 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Simulated PenguinPi robot (HTTP API of the real robot).")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--seed", type=int, default=0, help="start pose and battery randomness")
-    parser.add_argument("--speedup", type=float, default=1.0, help="sim seconds per wall second; 0: as fast as possible")
-    args = parser.parse_args(argv)
-    if args.speedup < 0:
-        parser.error("--speedup must be >= 0")
-    server = make_server(args.host, args.port, create_app(Simulator(args.seed, args.speedup)), threaded=True,
-                         request_handler=_QuietHandler)
+PROG = "python -m hydrarl.envs.penguinpi.sim_server"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(prog=PROG, description="Simulated PenguinPi robot (HTTP API of the real robot).")
+    p.add_argument("--port", type=number(int, "TCP port; 0: one the OS picks", least=0, most=65535), default=8080,
+                   help="TCP port, 0..65535 (0: one the OS picks, printed once listening; default 8080)")
+    p.add_argument("--host", default="127.0.0.1", help="address of this machine to listen on (default 127.0.0.1)")
+    p.add_argument("--seed", type=number(int, "seed of start poses and battery noise", least=0), default=0,
+                   help="start pose and battery randomness, >= 0 (default 0)")
+    p.add_argument("--speedup", type=number(float, "sim seconds per wall second; 0: as fast as possible", least=0),
+                   default=1.0, help="sim seconds per wall second, >= 0; 0: as fast as possible (default 1)")
+    return p
+
+
+def listen(host: str, port: int, app: Flask) -> BaseWSGIServer:
+    """The threaded werkzeug server of ``app`` on ``host:port``. The socket is bound here, not by werkzeug (which
+    prints its own lines and exits 1 when it cannot bind): a UserError naming ``--port`` or ``--host`` instead."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise UserError(f"--host {host}: not an address this machine can listen on ({exc.strerror or exc}); give one "
+                        "of its addresses, e.g. 127.0.0.1, or 0.0.0.0 for all.") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as werkzeug does: a restart reuses the port
+        sock.bind(address)
+        sock.listen(LISTEN_QUEUE)
+    except OSError as exc:
+        sock.close()
+        cause = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            raise UserError(f"--port {port} is in use on {host} ({cause}): give a free port, or --port 0 for one "
+                            "the OS picks.") from None
+        raise UserError(f"--host {host} --port {port}: cannot listen there ({cause}); give an address of this "
+                        "machine (e.g. 127.0.0.1, or 0.0.0.0 for all) and a free port (0: one the OS picks).") from None
+    try:
+        return make_server(host, port, app, threaded=True, request_handler=_QuietHandler, fd=sock.fileno())
+    finally:
+        sock.close()  # the server holds its own duplicate of the socket
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGTERM or Ctrl-C (status 0); bad options or an address it cannot bind: one ``error:`` line, 2."""
+    args = parser().parse_args(argv)
+    server = listen(args.host, args.port, create_app(Simulator(args.seed, args.speedup)))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SystemExit ends serve_forever in the main thread
-    print(f"PenguinPi simulator on http://{args.host}:{server.server_port}", flush=True)
+    print(f"PenguinPi simulator on http://{args.host}:{server.port}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
