@@ -63,45 +63,6 @@ def test_crash_mid_training_marks_the_run_failed(tmp_path, tracking_uri):
     assert (tmp_path / "run" / "checkpoints" / "last" / "model.zip").exists()
 
 
-BAD_INPUT = [
-    (["env=Nope"], ["env=Nope is unknown", "FetchReach", "Pendulum"]),
-    (["algorithm=nope"], ["algorithm=nope is unknown", "sac_her", "dqn"]),
-    (["trainer.epochs=3"], ["unknown config key 'trainer.epochs'", "n_epochs"]),
-    (["nonsense=1"], ["unknown config key 'nonsense'"]),
-    (["trainer.seed=3"], ["trainer.seed"]),  # the seed has one key: seed=3
-    (["+trainer.seed=3"], ["use seed=3"]),
-    (["env=Pendulum", "algorithm=sac", "algorithm.policy_kwargs={net_arch:[8],n_critics:1}"],
-     ["may only set the keys algorithm.policy_kwargs has (net_arch)", "+algorithm.policy_kwargs.<new key>"]),
-    (["trainer.n_epochs=many"], ["trainer.n_epochs", "integer"]),
-    (["env=Pendulum", "algorithm=dqn"], ["algorithm=dqn", "env=Pendulum", "Discrete"]),
-    (["env=CartPole", "algorithm=td3"], ["algorithm=td3", "env=CartPole", "Box"]),
-    (["env=CartPole", "algorithm=ppo_her"], ["algorithm=ppo_her is unknown"]),
-    (["env=Pendulum", "algorithm=sac_her"], ["Hindsight Experience Replay", "env=Pendulum"]),
-    (["env=FetchReach", "algorithm=ars"], ["algorithm=ars", "MultiInputPolicy"]),
-    (["env=Pendulum", "algorithm=sac", "+algorithm.colour=red"], ["no argument colour", "learning_rate"]),
-    (["env=Pendulum", "algorithm=sac", "restore_policy=/nowhere/model.zip"], ["restore_policy=/nowhere/model.zip"]),
-    (["env=Pendulum,CartPole"], ["--multirun"]),
-    (["trainer.resume=/nowhere"], ["no checkpoint to resume from"]),
-    (["env=Pendulum", "algorithm=sac", "algorithm.batch_size=-4"], ["algorithm.batch_size=-4 is not allowed: an integer >= 1"]),
-    (["env=Pendulum", "algorithm=sac", "algorithm.gamma=1.5"], ["algorithm.gamma=1.5 is not allowed: a number in [0, 1]"]),
-    (["env=Pendulum", "algorithm=sac", "logger.mlflow.tracking_uri=file:///tmp/old-mlruns"], ["cannot be opened", "sqlite:///"]),
-]
-
-
-@pytest.mark.parametrize("args, needles", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
-def test_bad_input_exits_2_with_one_message_and_records_nothing(tmp_path, tracking_uri, args, needles):
-    run_dir = tmp_path / "run"
-    proc = run_cli([f"logger.mlflow.tracking_uri={tracking_uri}", *args, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    for needle in needles:
-        assert needle in proc.stderr, proc.stderr
-    assert not run_dir.exists()
-    if (tmp_path / "mlflow.db").exists():
-        client = MlflowClient(tracking_uri)
-        assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
-
-
 def test_a_metric_the_run_never_logs_ends_it_failed_after_the_first_evaluation(tmp_path, tracking_uri):
     run_dir = tmp_path / "run"
     proc = run_cli(["env=CartPole", "algorithm=a2c", "trainer.metric=eval/success_rate", f"logger.mlflow.tracking_uri={tracking_uri}",

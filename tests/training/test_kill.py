@@ -25,7 +25,7 @@ from tests.training.test_resume import BASE, state_of
 from tests.training.warm_cli import WarmCli
 
 ARGS = [*BASE, "trainer.eval_after_n_steps=100", "trainer.n_test_rollouts=1"]
-EPOCHS = 5
+EPOCHS = 8
 EPOCH_LINE = re.compile(rf"epoch (\d+)/{EPOCHS} ")
 
 
@@ -43,7 +43,8 @@ def _epochs_logged(out: str) -> list[int]:
 def test_sigkill_at_random_points_then_resume_reaches_the_counts_of_an_unkilled_run(tmp_path, tracking_uri, warm):
     reference = run(compose_cfg([*ARGS, f"trainer.n_epochs={EPOCHS}", "logger=[]"]), tmp_path / "reference")
     rng = random.Random(20261201)
-    points = [(k, rng.uniform(0, 1.5)) for k in sorted(rng.sample(range(1, EPOCHS), 3))]  # after epoch k's line, + s
+    # after epoch k's line, + s: at least two epochs (>= 1 s, more under load) are left when the kill lands
+    points = [(k, rng.uniform(0, 1.0)) for k in sorted(rng.sample(range(1, EPOCHS - 2), 3))]
     run_dir = tmp_path / "run"
     argv = [*ARGS, f"trainer.n_epochs={EPOCHS}", f"logger.mlflow.tracking_uri={tracking_uri}", f"hydra.run.dir={run_dir}"]
     for i, (epoch, delay) in enumerate(points):
