@@ -286,6 +286,32 @@ def test_owned_simulators_started_at_once_each_get_their_own():
     assert [process.returncode for process in processes] == [0, 0]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1][0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+def test_an_owned_simulator_dies_with_a_process_killed_outright():
+    holder = subprocess.Popen([sys.executable, "-c", "from hydrarl.envs.penguinpi.env import PenguinPiEnv\n"
+                               "env = PenguinPiEnv()\nprint(env._process.pid, flush=True)\nimport time\ntime.sleep(600)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        simulator = int(holder.stdout.readline())
+        assert _alive(simulator)
+        holder.kill()  # SIGKILL: the env's close() never runs
+        holder.wait()
+        deadline = time.monotonic() + 10
+        while _alive(simulator) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(simulator)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_an_owned_simulator_that_dies_before_listening_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(sys, "executable", "/bin/false")  # the simulator command exits 1 at once
     with pytest.raises(RobotError, match="simulator exited with status 1 before it listened"):

@@ -274,6 +274,7 @@ CASES = [
     case("matrix-bars-dir-missing", "run_testing", "-t", "performance", "-b", "/nowhere/bars", needs="/nowhere/bars"),
     case("matrix-unknown-option", "run_testing", "-x", needs="-x"),
     # -- the PenguinPi simulator -----------------------------------------------------------------------
+    case("sim-parent-zero", "sim_server", "--parent", "0", needs="--parent"),
     case("sim-port-negative", "sim_server", "--port", "-1", needs="--port"),
     case("sim-port-too-large", "sim_server", "--port", "70000", needs="--port"),
     case("sim-port-word", "sim_server", "--port", "http", needs="--port"),

@@ -162,7 +162,7 @@ class PenguinPiEnv(gym.Env):
         """Start ``sim_server`` on a loopback port the OS picks; its URL, once it listens (the server prints it
         after binding, so the first request is served; ``_probe_simulator`` makes it)."""
         command = [sys.executable, "-m", "hydrarl.envs.penguinpi.sim_server", "--port", "0", "--seed", str(seed),
-                   "--speedup", str(speedup)]
+                   "--speedup", str(speedup), "--parent", str(os.getpid())]  # it ends when this process does
         self._process = process = subprocess.Popen(command, stdout=subprocess.PIPE)
         try:
             return _announced_url(process, time.monotonic() + STARTUP_TIMEOUT)

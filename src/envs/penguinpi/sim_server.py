@@ -32,6 +32,7 @@ import argparse
 import errno
 import io
 import math
+import os
 import signal
 import socket
 import sys
@@ -279,7 +280,21 @@ def parser() -> argparse.ArgumentParser:
                    help="start pose and battery randomness, >= 0 (default 0)")
     p.add_argument("--speedup", type=number(float, "sim seconds per wall second; 0: as fast as possible", least=0),
                    default=1.0, help="sim seconds per wall second, >= 0; 0: as fast as possible (default 1)")
+    p.add_argument("--parent", type=number(int, "process id", least=1), default=None,
+                   help="exit when the process with this id ends, however it ends (the env that starts a simulator "
+                        "passes its own: a run killed outright leaves no simulator behind)")
     return p
+
+
+def exit_with(parent: int, every: float = 0.5) -> None:
+    """End this process (status 0) once ``parent`` is no longer its parent (it died, even by SIGKILL, and this
+    one was handed to another), checked every ``every`` s from a daemon thread."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def listen(host: str, port: int, app: Flask) -> BaseWSGIServer:
@@ -313,6 +328,8 @@ def listen(host: str, port: int, app: Flask) -> BaseWSGIServer:
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGTERM or Ctrl-C (status 0); bad options or an address it cannot bind: one ``error:`` line, 2."""
     args = parser().parse_args(argv)
+    if args.parent is not None:
+        exit_with(args.parent)
     server = listen(args.host, args.port, create_app(Simulator(args.seed, args.speedup)))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SystemExit ends serve_forever in the main thread
     print(f"PenguinPi simulator on http://{args.host}:{server.port}", flush=True)
