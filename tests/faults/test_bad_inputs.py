@@ -7,11 +7,12 @@ real scripts — ``experiment/train.py`` (single runs, grids, ``+search=`` searc
 ``experiment/evaluate.py``, ``experiment/plot.py``, ``experiment/plot_gait.py``, ``./run_testing.sh``
 (``python -m hydrarl.launchers.run_testing``) and the PenguinPi simulator (``python -m
 hydrarl.envs.penguinpi.sim_server``) — each run as its own process, forked from a helper that has the
-imports done (``tests/faults/forkrun.py``), so the ~130 processes cost seconds, not minutes.
+imports done (``tests/faults/forkrun.py``), so the ~200 processes cost seconds, not minutes.
 
 Placeholders in arguments: ``{run}``/``{sweep}``/``{out}`` where the case's output would go (absent before,
 and must stay absent), ``{ro}`` a read-only folder, ``{file}`` a regular file, ``{notrun}`` an existing folder
-that is no run, ``{trained}`` a copy of a real trained Pendulum/sac run (must stay unchanged), ``{store}``
+that is no run, ``{trained}`` a copy of a real trained Pendulum/sac run (must stay unchanged), ``{corrupt}`` another copy whose
+only resumable ``model.zip`` is truncated, ``{store}``
 the URI of a copy of an MLflow store holding that run (its run count must not change), ``{busy_port}`` a
 port something listens on. Every case runs with ``MLFLOW_TRACKING_URI`` set to that store copy.
 Unless a case sets them: train commands get ``env=Pendulum algorithm=sac``, tiny trainer settings (so a
@@ -152,6 +153,8 @@ CASES = [
     case("train-restore_policy-other-env", "train", "env=MountainCarContinuous", "restore_policy={trained}/checkpoints/last/model.zip",
          needs="restore_policy"),
     case("train-resume-missing", "train", "trainer.resume=/nowhere", needs=("trainer.resume", "/nowhere")),
+    case("train-resume-corrupt-model", "train", "trainer.resume={corrupt}",
+         needs=("model.zip is unreadable (", "start it over with its command without trainer.resume")),
     case("train-resume-not-a-run", "train", "trainer.resume={notrun}", needs="trainer.resume"),
     case("train-resume-a-file", "train", "trainer.resume={file}", needs="trainer.resume"),
     case("train-resume-change-env", "train", "trainer.resume={trained}", "env=CartPole", needs=("trainer.resume", "env")),
@@ -292,7 +295,7 @@ TINY_SEARCH = {"hydra.sweeper.n_trials": "2", "hydra.sweeper.n_jobs": "1"}
 OUT_OPTION = {"evaluate": "--out", "plot": "--out", "plot_gait": "--out", "run_testing": "-o"}
 
 
-PLACEHOLDER = re.compile(r"\{(tmp|run|sweep|out|ro|file|notrun|trained|store|busy_port)\}")
+PLACEHOLDER = re.compile(r"\{(tmp|run|sweep|out|ro|file|notrun|trained|corrupt|store|busy_port)\}")
 
 
 def _key(override: str) -> str:
@@ -400,6 +403,11 @@ def test_bad_input_exits_2_with_one_error_line_and_records_nothing(c: Case, runn
         places = {"tmp": str(tmp), "run": str(tmp / "run"), "sweep": str(tmp / "sweep"), "out": str(tmp / "out"),
                   "ro": str(tmp / "ro"), "file": str(tmp / "file.txt"), "notrun": str(tmp / "notrun"),
                   "trained": str(tmp / "trained"), "store": store, "busy_port": str(busy.getsockname()[1])}
+        places["corrupt"] = str(tmp / "corrupt")
+        if any("{corrupt}" in a for a in full_args(c)):  # the trained run with its only resumable model truncated
+            shutil.copytree(trained / "run", tmp / "corrupt")
+            model = tmp / "corrupt" / "checkpoints" / "last" / "model.zip"
+            model.write_bytes(model.read_bytes()[:1000])
         args = [PLACEHOLDER.sub(lambda m: places[m.group(1)], a) for a in full_args(c)]
         if any("{ro}" in a for a in full_args(c)):
             stack.enter_context(readonly_dir(tmp / "ro"))
