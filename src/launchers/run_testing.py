@@ -35,8 +35,6 @@ from hydrarl.errors import UserError, exit_on_user_error, writable_dir
 from hydrarl.launchers.forkserver import ForkServer
 from hydrarl.launchers.matrix import (
     BARS_DIR,
-    REFUSALS_FILE,
-    VALID,
     bar_verdicts,
     function_jobs,
     hopeless,
@@ -44,6 +42,7 @@ from hydrarl.launchers.matrix import (
     performance_jobs,
     select_pairs,
 )
+from hydrarl.launchers.pairs import REFUSALS_FILE, VALID
 from hydrarl.launchers.scheduler import Scheduler
 from hydrarl.paths import tool_output_dir
 

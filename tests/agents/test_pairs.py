@@ -12,7 +12,8 @@ from hydrarl.agents.factory import build_agent
 from hydrarl.config.compose import available
 from hydrarl.envs.factory import make_vec_env
 from hydrarl.errors import Incompatible, MissingDependency, UserError
-from hydrarl.launchers.matrix import FUNCTION_TRAINER, REFUSED, ExpectedRefusals, check_pairs, pair_problems
+from hydrarl.launchers.matrix import FUNCTION_TRAINER
+from hydrarl.launchers.pairs import REFUSED, ExpectedRefusals, check_pairs, pair_problems
 from hydrarl.training.train import run
 from tests.helpers.compose import compose_cfg, fast_overrides
 

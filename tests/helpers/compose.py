@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hydrarl.config.compose import compose
-from hydrarl.launchers.matrix import algorithm_fast_overrides
+from hydrarl.launchers.pairs import algorithm_fast_overrides
 
 compose_cfg = compose  # conf/main.yaml composed as experiment/train.py would, HydraConfig set
 

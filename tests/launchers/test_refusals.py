@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from hydrarl.config.compose import available
-from hydrarl.launchers.matrix import (
+from hydrarl.launchers.pairs import (
     FAILED,
     REFUSALS_FILE,
     REFUSED,
