@@ -11,6 +11,7 @@ from hydra._internal.utils import _locate
 from omegaconf import DictConfig, OmegaConf
 
 from hydrarl.errors import UserError, missing_module_name
+from hydrarl.values import is_integer, is_number
 
 DEVICES = ("auto", "cpu", "cuda")
 VEC_ENVS = ("dummy", "subproc")
@@ -58,12 +59,8 @@ def renamed_key_message(key: str, value) -> str:
 
 
 def _int(value, key: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    if not is_integer(value) or value < minimum:
         raise UserError(f"{key}={value!r} is not allowed: it must be an integer >= {minimum}.")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -86,7 +83,7 @@ class Allowed:
             return True
         if self.other is not None and self.other(value):
             return True
-        if not self.number or not _is_number(value) or (self.integer and not isinstance(value, numbers.Integral)):
+        if not self.number or not is_number(value) or (self.integer and not isinstance(value, numbers.Integral)):
             return False
         above = self.low is None or (value > self.low if "low" in self.open_ends else value >= self.low)
         below = self.high is None or (value < self.high if "high" in self.open_ends else value <= self.high)

@@ -15,18 +15,11 @@ from typing import Any, get_args, get_type_hints
 from hydrarl.config.validate import METRIC_SOURCES, is_metric_name
 from hydrarl.errors import UserError
 from hydrarl.training.result import TrialResult
+from hydrarl.values import is_integer, is_number
 
 SWEEPER_TARGET = "hydra_plugins.rl_optuna_sweeper.rl_optuna_sweeper.RLOptunaSweeper"
 DIRECTIONS = ("maximize", "minimize")
 AGGREGATES = ("mean", "iqm")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def result_fields() -> list[str]:
@@ -87,13 +80,13 @@ class RLOptunaSweeperConf:
         for key, least in (("n_trials", 1), ("n_jobs", 1), ("repeats", 1), ("reevaluate_top_k", 0),
                            ("reevaluate_repeats", 1), ("seed", 0)):
             value = getattr(self, key)
-            if not _is_int(value) or value < least:
+            if not is_integer(value) or value < least:
                 raise bad(key, f"an integer >= {least}")
         for key in ("epoch_cap_factor", "max_duration_minutes"):
             value = getattr(self, key)
-            if value is not None and (not _is_number(value) or value <= 0):
+            if value is not None and (not is_number(value) or value <= 0):
                 raise bad(key, "a number > 0, or null for none")
-        if self.max_failure_rate is not None and (not _is_number(self.max_failure_rate) or not 0 <= self.max_failure_rate <= 1):
+        if self.max_failure_rate is not None and (not is_number(self.max_failure_rate) or not 0 <= self.max_failure_rate <= 1):
             raise bad("max_failure_rate", "a share between 0 and 1, or null for none")
         if self.aggregate not in AGGREGATES:
             raise bad("aggregate", " or ".join(AGGREGATES))

@@ -67,6 +67,7 @@ from hydrarl.envs.cassie import mirror
 from hydrarl.envs.cassie.model import CassieLayout, instability_count, install_pd_servos, load_model
 from hydrarl.envs.cassie.reward import RewardConfig, gait_reward, speed_reward
 from hydrarl.errors import UserError
+from hydrarl.values import is_number
 
 _BLOCK_SIZES = {"height": 1, "quat": 4, "motor_pos": 10, "passive_pos": 4, "lin_vel": 3, "ang_vel": 3, "motor_vel": 10,
                 "passive_vel": 4, "clock": 2, "speed": 1}
@@ -83,10 +84,6 @@ ACTION_MODES = ("residual", "absolute")
 RENDER_SIZE = 320  # px, square frames from the model's pelvis-tracking camera `track`
 
 
-def _number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _check(ok: bool, key: str, value, allowed: str) -> None:
     if not ok:
         raise UserError(f"Cassie env: {key}={value!r} is not allowed: {allowed}.")
@@ -94,7 +91,7 @@ def _check(ok: bool, key: str, value, allowed: str) -> None:
 
 def _substeps(rate, timestep: float) -> int:
     """MuJoCo substeps per env step at ``rate`` Hz; a UserError unless the rate divides the simulation rate."""
-    substeps = round(1.0 / (rate * timestep)) if _number(rate) and rate > 0 else 0
+    substeps = round(1.0 / (rate * timestep)) if is_number(rate, finite=True) and rate > 0 else 0
     if substeps < 1 or abs(substeps * rate * timestep - 1.0) > 1e-6:
         sim_hz = round(1.0 / timestep)
         examples = ", ".join(str(sim_hz // n) for n in range(1, sim_hz) if sim_hz % n == 0 and 10 <= sim_hz // n <= 200)
@@ -162,11 +159,11 @@ class CassieEnv(gym.Env):
         _check(action_mode in ACTION_MODES, "action_mode", action_mode, " | ".join(ACTION_MODES))
         self.action_mode = action_mode
         scale = np.atleast_1d(np.asarray(action_scale, dtype=object))
-        _check(scale.size in (1, 5) and all(_number(s) and s > 0 for s in scale), "action_scale", action_scale,
+        _check(scale.size in (1, 5) and all(is_number(s, finite=True) and s > 0 for s in scale), "action_scale", action_scale,
                "a number > 0 (rad per unit action) or a list of 5 (hip roll, hip yaw, hip pitch, knee, foot)")
         self.action_scale = np.resize(scale.astype(float), 10)
         offset = DEFAULT_NEUTRAL_OFFSET if neutral_offset is None else neutral_offset
-        _check(isinstance(offset, list | tuple) and len(offset) == 5 and all(_number(v) for v in offset), "neutral_offset",
+        _check(isinstance(offset, list | tuple) and len(offset) == 5 and all(is_number(v, finite=True) for v in offset), "neutral_offset",
                neutral_offset, "a list of 5 numbers in rad (hip roll, hip yaw, hip pitch, knee, foot of the left leg)")
         self.neutral = layout.neutral + np.concatenate([offset, np.asarray(offset, dtype=float) * RIGHT_LEG_SIGN])
         _check(isinstance(state_est, bool), "state_est", state_est, "true | false")
@@ -176,16 +173,16 @@ class CassieEnv(gym.Env):
         noise = {**DEFAULT_NOISE, **(state_est_noise or {})}
         for key, value in noise.items():
             _check(key in DEFAULT_NOISE, "state_est_noise key", key, ", ".join(DEFAULT_NOISE))
-            _check(_number(value) and value >= 0, f"state_est_noise.{key}", value, "a number >= 0")
+            _check(is_number(value, finite=True) and value >= 0, f"state_est_noise.{key}", value, "a number >= 0")
         speeds = DEFAULT_SPEEDS if speeds is None else speeds
-        _check(isinstance(speeds, list | tuple) and len(speeds) > 0 and all(_number(s) for s in speeds), "speeds", speeds,
+        _check(isinstance(speeds, list | tuple) and len(speeds) > 0 and all(is_number(s, finite=True) for s in speeds), "speeds", speeds,
                "a non-empty list of speeds in m/s")
         self.speeds = np.asarray(speeds, dtype=float)
-        _check(_number(gait_period) and gait_period > 2 * self.dt, "gait_period", gait_period,
+        _check(is_number(gait_period, finite=True) and gait_period > 2 * self.dt, "gait_period", gait_period,
                f"a number of seconds > 2 env steps ({2 * self.dt:g} s)")
         self.phase_step = self.dt / gait_period  # clock phase advance per env step
         self.reward_cfg = RewardConfig.from_kwargs(reward)
-        _check(isinstance(height_range, list | tuple) and len(height_range) == 2 and all(map(_number, height_range))
+        _check(isinstance(height_range, list | tuple) and len(height_range) == 2 and all(is_number(h, finite=True) for h in height_range)
                and 0 <= height_range[0] < height_range[1], "height_range", height_range,
                "[low, high] in m with 0 <= low < high (the home pose's pelvis is at ~1.0 m)")
         self.height_range = (float(height_range[0]), float(height_range[1]))

@@ -40,6 +40,7 @@ from hydrarl.envs.penguinpi.client import PenguinPiClient, RobotError
 from hydrarl.envs.penguinpi.robot import COMMAND_LIMIT, COUNTS_PER_S_PER_UNIT, DEADBAND, MAX_MOVE_TIME, METRES_PER_COUNT, wrap16
 from hydrarl.envs.penguinpi.track import HEIGHT, WIDTH, start_pose, track_share
 from hydrarl.errors import UserError
+from hydrarl.values import is_integer, is_number
 
 TELEOP_FORWARD = 20  # command units per unit of fwd (the users' keyboard mapping)
 TELEOP_TURN = 5  # command units per unit of turn
@@ -64,14 +65,6 @@ def _announced_url(process: subprocess.Popen, deadline: float) -> str:
     return found.group(0)
 
 
-def _integer(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _real(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def check_kwargs(**kwargs: object) -> None:
     """A UserError naming the first ``env.kwargs.<key>`` whose value the robot would refuse or that makes no env,
     with what is allowed; run when the env is built, before a simulator starts or a request is sent."""
@@ -80,20 +73,20 @@ def check_kwargs(**kwargs: object) -> None:
     rules = {
         "robot_url": (url is None or (parsed is not None and parsed.scheme in ("http", "https") and bool(parsed.hostname)),
                       "null (start a simulator) or the robot's address, http://<host>:<port>"),
-        "sim_speedup": (_real(kwargs.get("sim_speedup")) and kwargs["sim_speedup"] >= 0,
+        "sim_speedup": (is_number(kwargs.get("sim_speedup"), finite=True) and kwargs["sim_speedup"] >= 0,
                         "a number >= 0 (sim s per wall s; 0: as fast as possible)"),
-        "sim_seed": (_integer(kwargs.get("sim_seed")) and kwargs["sim_seed"] >= 0, "an integer >= 0"),
-        "step_time": (_real(kwargs.get("step_time")) and 0 < kwargs["step_time"] <= MAX_MOVE_TIME,
+        "sim_seed": (is_integer(kwargs.get("sim_seed")) and kwargs["sim_seed"] >= 0, "an integer >= 0"),
+        "step_time": (is_number(kwargs.get("step_time"), finite=True) and 0 < kwargs["step_time"] <= MAX_MOVE_TIME,
                       f"seconds of driving per action, a number in (0, {MAX_MOVE_TIME:g}]"),
         "actions": (kwargs.get("actions") in ("continuous", "teleop"), "continuous | teleop"),
-        "max_speed": (_integer(kwargs.get("max_speed")) and DEADBAND < kwargs["max_speed"] <= COMMAND_LIMIT,
+        "max_speed": (is_integer(kwargs.get("max_speed")) and DEADBAND < kwargs["max_speed"] <= COMMAND_LIMIT,
                       f"an integer in {DEADBAND + 1}..{COMMAND_LIMIT} (wheel commands lie in [-{COMMAND_LIMIT}, "
                       f"{COMMAND_LIMIT}]; |command| <= {DEADBAND} does not move)"),
-        "crop_rows": (_integer(kwargs.get("crop_rows")) and 0 < kwargs["crop_rows"] <= HEIGHT,
+        "crop_rows": (is_integer(kwargs.get("crop_rows")) and 0 < kwargs["crop_rows"] <= HEIGHT,
                       f"an integer in 1..{HEIGHT} (image rows kept)"),
-        "offtrack_share": (_real(kwargs.get("offtrack_share")) and 0 <= kwargs["offtrack_share"] <= 1,
+        "offtrack_share": (is_number(kwargs.get("offtrack_share"), finite=True) and 0 <= kwargs["offtrack_share"] <= 1,
                            "a share of the image in [0, 1]"),
-        "timeout": (_real(kwargs.get("timeout")) and kwargs["timeout"] > 0, "seconds per request, a number > 0"),
+        "timeout": (is_number(kwargs.get("timeout"), finite=True) and kwargs["timeout"] > 0, "seconds per request, a number > 0"),
     }
     for key, (ok, allowed) in rules.items():
         if key in kwargs and not ok:
