@@ -165,6 +165,7 @@ ALGORITHM_VALUES: dict[str, Allowed] = {
     "target_noise_clip": Allowed(0),
     "top_quantiles_to_drop_per_net": Allowed(0, integer=True),
     "n_delta": COUNT,
+    "segment_len": Allowed(1, integer=True, also=(None,)),
     "n_top": Allowed(1, integer=True, also=(None,)),
     "delta_std": POSITIVE,
     "cg_max_steps": COUNT,

@@ -23,9 +23,10 @@ from hydrarl.paths import CONF_DIR
 # One short epoch: small warm-up and batches (only the keys an algorithm has are set). buffer_size
 # also bounds image envs' replay buffers (CarRacingContinuous: 2000 x 55 kB). One optimisation pass
 # per rollout for ppo/recurrent_ppo (n_epochs) and a short conjugate gradient for trpo: with a CNN
-# policy (CarRacing) their defaults made a one-epoch check last 12-24 s.
-FAST_ALGORITHM = {"learning_starts": 50, "batch_size": 32, "buffer_size": 2000, "n_steps": 32, "n_delta": 2,
-                  "n_epochs": 1, "cg_max_steps": 3, "n_critic_updates": 1}
+# policy (CarRacing) their defaults made a one-epoch check last 12-24 s. The recurrent agents (rsac, rtd3, rdpg)
+# train on 16-step segments instead of whole episodes (their batch_size counts sequences).
+FAST_ALGORITHM = {"learning_starts": 50, "batch_size": 32, "buffer_size": 2000, "segment_len": 16, "n_steps": 32,
+                  "n_delta": 2, "n_epochs": 1, "cg_max_steps": 3, "n_critic_updates": 1}
 
 
 def fast_overrides(algo_cfg) -> list[str]:

@@ -6,8 +6,8 @@ the function tier's job, one Python start-up instead of two (imports are most of
 
 Loads ``checkpoints/last/model.zip`` with the class the run's config names, saves it again, loads
 that copy, and checks that both predict the same valid action for the same observations from the
-run's env. With ``--train`` it first checks the run's TrialResult: completed, every epoch run, every
-env step taken, a finite evaluation. Exit status 0 on success, 1 with a message otherwise.
+run's env (a recurrent policy carrying its state from step to step). With ``--train`` it first checks
+the run's TrialResult: completed, every epoch run, every env step taken, a finite evaluation. Exit status 0 on success, 1 with a message otherwise.
 
 Under ``run_testing -t function`` (``$HYDRARL_FORKSERVER`` set) a ``--train`` job runs in a child of the
 tier's fork server, which has the heavy modules imported already (``hydrarl.launchers.forkserver``); so
@@ -43,14 +43,16 @@ def roundtrip(run_dir: Path) -> None:
         model.save(Path(tmp) / MODEL)
         copy = cls.load(Path(tmp) / MODEL, env=env, device="cpu")
     obs = env.reset()
+    state = state_again = None  # a recurrent policy's memory, carried from step to step
+    starts = np.ones(env.num_envs, dtype=bool)
     for _ in range(5):
-        action, _ = model.predict(obs, deterministic=True)
-        again, _ = copy.predict(obs, deterministic=True)
+        action, state = model.predict(obs, state=state, episode_start=starts, deterministic=True)
+        again, state_again = copy.predict(obs, state=state_again, episode_start=starts, deterministic=True)
         if not np.array_equal(action, again):
             raise SystemExit(f"round trip changed the policy: {action} != {again}")
         if not all(env.action_space.contains(a) for a in action):
             raise SystemExit(f"predicted action {action} is not in {env.action_space}")
-        obs, *_ = env.step(action)
+        obs, _, starts, _ = env.step(action)
     env.close()
     print(f"round trip ok: {cls.__name__} from {last / MODEL}")
 

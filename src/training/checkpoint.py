@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.buffers import BaseBuffer
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
@@ -87,7 +87,7 @@ class TrainerState:
         return cls(**json.loads(path.read_text()))
 
 
-def _trimmed(buffer: ReplayBuffer) -> ReplayBuffer:
+def _trimmed(buffer: BaseBuffer) -> BaseBuffer:
     """A shallow copy of ``buffer`` whose per-slot arrays hold only the filled rows."""
     clone = copy.copy(buffer)
     if buffer.full:
@@ -108,7 +108,7 @@ def _padded(array: np.ndarray, size: int) -> np.ndarray:
     return full
 
 
-def _untrim(buffer: ReplayBuffer) -> ReplayBuffer:
+def _untrim(buffer: BaseBuffer) -> BaseBuffer:
     if not getattr(buffer, "_trimmed", False):
         return buffer
     size, pos = buffer.buffer_size, buffer.pos
@@ -247,7 +247,7 @@ def load_checkpoint(directory: Path, model_cls: type[BaseAlgorithm], env: VecEnv
     rng = _read(directory / RNG, lambda p: torch.load(p, weights_only=False))
     model = _read(directory / MODEL, lambda p: model_cls.load(p, env=env, device=device))
     buffer = _read(directory / BUFFER, load_from_pkl) if (directory / BUFFER).exists() else None
-    if buffer is not None and not isinstance(buffer, ReplayBuffer):
+    if buffer is not None and not isinstance(buffer, BaseBuffer):
         raise UnreadableCheckpoint(directory / BUFFER, f"holds a {type(buffer).__name__}, not a replay buffer")
     if normalization is not None:
         env.obs_rms, env.ret_rms = normalization.obs_rms, normalization.ret_rms

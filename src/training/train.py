@@ -106,6 +106,9 @@ def _prepare(cfg: DictConfig, run_dir: Path):
         if candidates:
             model, state, used = load_newest_checkpoint(candidates, type(model), env, device)
             log.info("resuming %s from %s: epoch %d, step %d", run_dir, used.name, state.epoch, state.num_timesteps)
+            # the resumed run starts new episodes: from other initial states than the run's first ones (and the
+            # same ones for every resume from this checkpoint)
+            env.seed(seed + state.num_timesteps)
         else:
             state = TrainerState(seed=seed)
             if cfg.restore_policy:

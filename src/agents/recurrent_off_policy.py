@@ -1,0 +1,130 @@
+"""What RSAC, RTD3 and RDPG share: an SB3 off-policy algorithm whose policy has memory.
+
+SB3's ``OffPolicyAlgorithm`` runs the loop (``learn``, ``collect_rollouts``, callbacks, ``num_timesteps``,
+``learning_starts``, ``train_freq``/``gradient_steps``); this class changes three things:
+
+- the replay buffer stores whole episodes (:class:`~hydrarl.agents.episode_buffer.EpisodeReplayBuffer`); an
+  episode enters it when it ends, and ``batch_size`` counts sequences (episodes, or ``segment_len`` chunks);
+- acting carries the actor summariser's hidden state from step to step of each env copy (``_rollout_state``),
+  zeroed at episode starts, during collection as in :meth:`predict`; before ``learning_starts`` the actions are
+  uniform random (the state still follows the observations);
+- when the env is reset (the first ``learn``, or after a resume), the episodes in progress are dropped from the
+  buffer: a stored episode is always whole.
+
+Each subclass has its own ``train()``: the update, read top to bottom, over whole sequences in one recurrent pass
+per network. Losses are means over the valid (unpadded) steps: :func:`masked_mean`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+
+from hydrarl.agents.episode_buffer import EpisodeReplayBuffer
+from hydrarl.agents.recurrent_policy import RecurrentActorCriticPolicy
+
+
+def step_noise(batch_size: int, steps: int, shape: tuple[int, ...], device: th.device) -> th.Tensor:
+    """Standard normal noise of shape (batch_size, steps, *shape), drawn one step at a time: the draws of the first
+    t steps do not depend on how long the batch is (so padding a batch changes no real step's noise)."""
+    return th.stack([th.randn(batch_size, *shape, device=device) for _ in range(steps)], dim=1)
+
+
+def masked_mean(values: th.Tensor, mask: th.Tensor) -> th.Tensor:
+    """Mean of ``values`` (B, L, 1) or (B, L) over the steps where ``mask`` (B, L) is 1; padding adds nothing."""
+    values = values.reshape(mask.shape)
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+class RecurrentOffPolicyAlgorithm(OffPolicyAlgorithm):
+    """Base of the recurrent off-policy agents. Box observations (flat vectors) and Box actions.
+
+    :param buffer_size: replay capacity in stored transitions (each episode takes its length + 1 rows)
+    :param learning_starts: env steps of uniform random actions before the first update ("update_after")
+    :param batch_size: sequences per update (whole episodes, or ``segment_len`` chunks of them)
+    :param segment_len: None trains on whole episodes; k trains on chunks of at most k steps (from a zero state)
+    :param policy_kwargs: :class:`RecurrentActorCriticPolicy` arguments (``cell``, ``hidden_size``, ``n_layers``,
+        ``net_arch``, ...); ``actor``, ``n_critics`` and ``actor_target`` are set by the algorithm
+    """
+
+    policy_aliases: ClassVar[dict[str, type]] = {"MlpPolicy": RecurrentActorCriticPolicy}
+    policy: RecurrentActorCriticPolicy
+    replay_buffer: EpisodeReplayBuffer
+
+    def __init__(
+        self,
+        policy: str | type[RecurrentActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule,
+        buffer_size: int,
+        learning_starts: int,
+        batch_size: int,
+        tau: float,
+        gamma: float,
+        train_freq: int | tuple[int, str],
+        gradient_steps: int,
+        action_noise: ActionNoise | None,
+        segment_len: int | None,
+        policy_kwargs: dict[str, Any],
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1 (sequences per update), got {batch_size}")
+        self.segment_len = segment_len
+        super().__init__(
+            policy, env, learning_rate, buffer_size=buffer_size, learning_starts=learning_starts,
+            batch_size=batch_size, tau=tau, gamma=gamma, train_freq=train_freq, gradient_steps=gradient_steps,
+            action_noise=action_noise, replay_buffer_class=EpisodeReplayBuffer,
+            replay_buffer_kwargs={"segment_len": segment_len}, policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size, tensorboard_log=tensorboard_log, verbose=verbose, device=device,
+            seed=seed, support_multi_env=True, sde_support=False, supported_action_spaces=(spaces.Box,),
+        )
+        self._rollout_state: tuple[np.ndarray, ...] | None = None
+
+    def _setup_learn(self, total_timesteps: int, callback: MaybeCallback = None, reset_num_timesteps: bool = True,
+                     tb_log_name: str = "run", progress_bar: bool = False):
+        if reset_num_timesteps or self._last_obs is None:  # SB3 resets the env: the episodes in progress end here
+            self.replay_buffer.drop_pending()
+            self._rollout_state = None
+        return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+
+    def _sample_action(self, learning_starts: int, action_noise: ActionNoise | None = None,
+                       n_envs: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """The exploration action of each env copy, and the [-1, 1]-scaled one the buffer stores. The actor's
+        state follows every step (also in the random warm-up, so that acting starts with the episode's memory)."""
+        assert self._last_obs is not None, "self._last_obs was not set"
+        actions, self._rollout_state = self.policy.predict(self._last_obs, self._rollout_state,
+                                                           self._last_episode_starts, deterministic=False)
+        if self.num_timesteps < learning_starts:
+            actions = np.array([self.action_space.sample() for _ in range(n_envs)])
+        scaled = self.policy.scale_action(actions)
+        if action_noise is not None:
+            scaled = np.clip(scaled + action_noise(), -1, 1)
+        return self.policy.unscale_action(scaled), scaled
+
+    def _store_transition(self, replay_buffer, buffer_action, new_obs, reward, dones, infos) -> None:
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+        self._last_episode_starts = np.asarray(dones, dtype=bool).copy()
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_rollout_state"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        return ["policy", *(f"policy.{name}" for name in self.policy.optimizer_names())], []
+
+    def _polyak_update(self) -> None:
+        """target ← τ·online + (1 − τ)·target for every target network (τ = 1 − polyak)."""
+        with th.no_grad():
+            for online, target in self.policy.online_target_pairs():
+                for param, target_param in zip(online.parameters(), target.parameters(), strict=True):
+                    target_param.mul_(1.0 - self.tau).add_(param, alpha=self.tau)
