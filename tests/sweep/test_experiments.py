@@ -57,7 +57,7 @@ def test_shared_defaults_are_no_options():
 
 
 def test_an_unknown_experiment_lists_the_experiments(tmp_path):
-    with pytest.raises(UserError, match="experiment=Pendulum/nope is unknown. Available experiment options: CarRacing/per_ddqn"):
+    with pytest.raises(UserError, match="experiment=Pendulum/nope is unknown. Available experiment options: Bumps/rsac, CarRacing/per_ddqn"):
         compose(["+experiment=Pendulum/nope"])
     proc = run_cli(["+experiment=Pendulum/nope"], cwd=tmp_path)
     assert proc.returncode == 2
