@@ -2,7 +2,7 @@
 
 ::
 
-    python experiment/evaluate.py RUN_DIR|MODEL_ZIP ... [--controller Env/algo ...]
+    python experiment/evaluate.py RUN_DIR|MODEL_ZIP ... [--controller Env/algo ...] [--env NAME]
                                   [--episodes 50] [--seed 0] [--checkpoint best|last] [--stochastic]
                                   [--video N] [--out DIR]
 
@@ -12,7 +12,14 @@ Agents: a run directory (its ``checkpoints/<--checkpoint>/model.zip``, default `
 class its run's ``config.yaml`` names, with the checkpoint's ``vecnormalize.pkl`` (frozen) when the
 env normalises.
 
-Each agent plays ``--episodes`` episodes in one copy of its own env (from its config):
+``--env NAME`` has every saved run's agent play in ``conf/env/NAME.yaml`` (composed as ``env=NAME``, as
+it is there) instead of its run's env, with its run's ``normalize`` setting and its checkpoint's statistics
+(they belong to the agent), e.g. a policy trained on ``Bumps`` tested on ``BumpsTest``; controllers keep the
+env they name. The model's observation and action spaces must equal that env's (SB3's check when loading),
+else a UserError before any episode; such a row's ``env`` is the env id played, its label says so:
+``Bumps/ppo seed 1 (on BumpsTest)``.
+
+Each agent plays ``--episodes`` episodes in one copy of its env (its run's config, or ``--env``):
 ``env.seed(seed)``, one reset, then episodes back to back, the deterministic policy unless
 ``--stochastic``; the agent's own random state is seeded with the same seed (global RNGs, and a
 random controller's sampler). So episode 1 starts from ``env.reset(seed=seed)``, later episodes
@@ -21,7 +28,9 @@ from the env's RNG after that, and the same command prints the same table.
 Output: a markdown table on stdout (and ``table.md``), ``table.csv`` with full-precision numbers
 and each agent's source, ``episodes.csv`` with every episode, under ``--out`` (default
 ``runs/evaluate/<date>_<time>/``); with ``--video N``, ``videos/<k>_<agent>.mp4`` of each agent's
-first N episodes (played again with the same seeds in a rendering env copy). Bad input is a UserError: one line on stderr, exit status 2.
+first N episodes (played again with the same seeds in a rendering copy of the env it played). Labels are
+unique (a repeated one gets `` #2``, `` #3``...). Bad input is a UserError: one line on stderr, exit status 2,
+before anything is played or written.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv
 from tqdm import tqdm
 
+from hydrarl.analysis.eval_env import EnvChoice, check_spaces, env_choice, play_env_config
 from hydrarl.analysis.output import out_argument, output_folder
 from hydrarl.analysis.tables import text_table
 from hydrarl.cli_args import ArgumentParser, number
@@ -57,8 +67,8 @@ CHECKPOINTS = ("best", "last")
 class Agent:
     """One row of the table: what to load or build, and the env it acts in."""
 
-    label: str                      # e.g. "FetchReach/sac_her seed 1" or "CartPole/random"
-    env_cfg: DictConfig             # the env config of its run (or of the controller's composition)
+    label: str                      # e.g. "FetchReach/sac_her seed 1", "Bumps/ppo seed 1 (on BumpsTest)" or "CartPole/random"
+    env_cfg: DictConfig             # the env config it plays in: its run's, --env's, or the controller's composition
     source: str                     # the model.zip it is loaded from, or "controller <Env>/<algo>"
     make_model: Callable[[VecEnv, int], BaseAlgorithm]  # (env, seed) -> the agent acting in env
     checkpoint: Path | None = None  # directory whose vecnormalize.pkl the env uses
@@ -114,8 +124,9 @@ def _load_run_config(run_dir: Path) -> DictConfig:
     return cfg
 
 
-def agent_from_path(path: str | Path, checkpoint: str = "best") -> Agent:
-    """A run directory (its ``checkpoints/<checkpoint>/model.zip``) or a ``model.zip`` inside one."""
+def agent_from_path(path: str | Path, checkpoint: str = "best", env: EnvChoice | None = None) -> Agent:
+    """A run directory (its ``checkpoints/<checkpoint>/model.zip``) or a ``model.zip`` inside one; with ``env``
+    (``--env``), acting in that env config instead of its run's (its spaces checked here, before any episode)."""
     from hydrarl.agents.factory import algorithm_class
 
     given = Path(path)
@@ -138,15 +149,31 @@ def agent_from_path(path: str | Path, checkpoint: str = "best") -> Agent:
     cls = algorithm_class(cfg.algorithm, str(cfg.algorithm_name))
     name = model_path.parent.name
     run_seed = cfg.get("seed")
-    label = f"{cfg.env_name}/{cfg.algorithm_name}" + (f" seed {run_seed}" if run_seed is not None else "") + ("" if name == "best" else f" ({name})")
+    run_label = f"{cfg.env_name}/{cfg.algorithm_name}" + (f" seed {run_seed}" if run_seed is not None else "")
+    notes = ([] if name == "best" else [name]) + ([] if env is None else [f"on {env.name}"])
+    label = run_label + (f" ({', '.join(notes)})" if notes else "")
+    env_cfg = cfg.env if env is None else play_env_config(env, cfg.env)
+    if env is not None:
+        check_spaces(model_path, cls, run_label, env, env_cfg)
+    played = cfg.env_name if env is None else env.name
 
-    def make_model(env: VecEnv, seed: int) -> BaseAlgorithm:
+    def make_model(vec_env: VecEnv, seed: int) -> BaseAlgorithm:
         try:
-            return cls.load(model_path, env=env, device="cpu")
+            return cls.load(model_path, env=vec_env, device="cpu")
         except Exception as exc:  # noqa: BLE001  (a model that does not fit its run is the user's input)
-            raise UserError(f"{model_path} cannot be loaded as {cls.__name__} for env {cfg.env_name}: {exc}") from exc
+            raise UserError(f"{model_path} cannot be loaded as {cls.__name__} for env {played}: {exc}") from exc
 
-    return Agent(label, cfg.env, str(model_path), make_model, checkpoint=model_path.parent)
+    return Agent(label, env_cfg, str(model_path), make_model, checkpoint=model_path.parent)
+
+
+def unique_labels(agents: list[Agent]) -> list[Agent]:
+    """``agents``, a repeated label made unique in place: the second ``X`` becomes ``X #2``, and so on."""
+    seen: dict[str, int] = {}
+    for agent in agents:
+        seen[agent.label] = seen.get(agent.label, 0) + 1
+        if seen[agent.label] > 1:
+            agent.label = f"{agent.label} #{seen[agent.label]}"
+    return agents
 
 
 def _is_controller(algorithm: str) -> bool:
@@ -311,6 +338,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--controller", action="append", default=[], metavar="'ENV/ALGO [KEY=VALUE ...]'",
                    help="a controller from the config tree, e.g. CartPole/random, with optional overrides in the same "
                         "quoted argument, e.g. 'Bumps/bumps_oracle env.kwargs.privileged=true' (repeatable)")
+    p.add_argument("--env", default=None, metavar="NAME",
+                   help="play the runs' agents (not the controllers) in conf/env/NAME.yaml instead of their runs' env, "
+                        "e.g. a Bumps policy in BumpsTest; its observation and action spaces must equal the model's")
     p.add_argument("--episodes", type=number(int, "episodes per agent", least=1), default=50, help="episodes per agent (default 50)")
     p.add_argument("--seed", type=number(int, "seed of the env and the agent", least=0), default=0, help="seeds the env and the agent's own randomness (default 0)")
     p.add_argument("--checkpoint", choices=CHECKPOINTS, default="best", help="checkpoint of a run directory (default best)")
@@ -328,8 +358,12 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("nothing to evaluate: give run directories or model.zip files, and/or --controller <Env>/<algo>.")
     if args.video > args.episodes:
         raise UserError(f"--video {args.video}: give 0 (no video) up to --episodes ({args.episodes}).")
+    if args.env is not None and not args.agents:
+        raise UserError(f"--env {args.env} applies to run directories and model.zip files; a --controller names its env (Env/algo).")
+    play_env = env_choice(args.env) if args.env is not None else None
     torch.set_num_threads(1)
-    agents = [agent_from_path(p, args.checkpoint) for p in args.agents] + [agent_from_controller(c) for c in args.controller]
+    agents = unique_labels([agent_from_path(p, args.checkpoint, play_env) for p in args.agents]
+                           + [agent_from_controller(c) for c in args.controller])
     with output_folder(args.out, "evaluate") as out:
         results = evaluate_agents(agents, args.episodes, args.seed, deterministic=not args.stochastic,
                                   video_dir=out / "videos", video_episodes=args.video)

@@ -1,6 +1,7 @@
 """experiment/evaluate.py: its table equals a hand computation on a deterministic controller, the
 same command gives the same table, a trained run evaluates to the numbers its own Trainer measured
-(normalisation statistics included), Fetch runs report success, and bad input exits 2."""
+(normalisation statistics included), Fetch runs report success, ``--env`` plays a run in another env config
+as a run of that env would, and bad input exits 2."""
 
 import csv
 import json
@@ -11,8 +12,19 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
+from stable_baselines3.common.save_util import load_from_pkl
+from stable_baselines3.common.vec_env import VecNormalize
 
-from hydrarl.analysis.evaluate_agents import agent_from_controller, agent_from_path, evaluate_agent, main
+from hydrarl.analysis.evaluate_agents import (
+    agent_from_controller,
+    agent_from_path,
+    env_choice,
+    evaluate_agent,
+    main,
+    make_eval_env,
+    unique_labels,
+)
 from hydrarl.paths import PROJECT_ROOT
 from hydrarl.training.seeding import EVAL_SEED_OFFSET
 from hydrarl.training.train import run
@@ -186,6 +198,9 @@ def bad_inputs(ppo_run, tmp_path):
         (["--controller", "CartPole/ppo"], "not a controller"),
         (["--controller", "CartPole/random env.kwargs.bogus=1"], "do not apply"),
         (["--controller", "Bumps/bumps_oracle"], "privileged=true"),
+        ([str(ppo_run), "--env", "Pendulum"], "takes observation space"),
+        ([str(ppo_run), "--env", "Nope"], "--env Nope is unknown. Available env options: Ant, BumpTarget, Bumps,"),
+        (["--controller", "CartPole/random", "--env", "CartPole"], "a --controller names its env"),
         (["--controller", "CartPole/random", "--episodes", "0"], "argument --episodes: '0' is not allowed: give an integer >= 1"),
         ([], "nothing to evaluate"),
     ]
@@ -226,3 +241,69 @@ def test_controller_overrides_reach_its_env(tmp_path, capsys):
         row = next(csv.DictReader(f))
     assert row["agent"] == "Bumps/bumps_oracle env.kwargs.privileged=true"
     assert float(row["success_rate"]) == 1.0 and float(row["mean_return"]) == 1.0
+
+
+@pytest.fixture(scope="module")
+def bumps_run(tmp_path_factory):
+    """A real short run on Bumps (PPO, one epoch) with observation normalisation: vecnormalize.pkl in its checkpoints."""
+    run_dir = tmp_path_factory.mktemp("bumps") / "run"
+    result = run(compose_cfg(["env=Bumps", "algorithm=ppo", "seed=1", "env.normalize={norm_obs: true}", "trainer.n_epochs=1",
+                              "trainer.eval_after_n_steps=128", "algorithm.n_steps=64", "trainer.n_test_rollouts=2",
+                              "trainer.progress_bar=false", "logger=[]"]), run_dir)
+    assert result.status == "completed" and (run_dir / "checkpoints" / "best" / "vecnormalize.pkl").is_file()
+    return run_dir
+
+
+def test_env_plays_a_run_in_another_env_config(bumps_run, tmp_path, capsys):
+    """--env BumpsTest: the Bumps policy, with its checkpoint's statistics, plays conf/env/BumpsTest.yaml exactly as
+    a run whose config held that env would; the row says so; --video records the episodes played there."""
+    import imageio.v2 as imageio
+
+    out = tmp_path / "on_test"
+    assert main([str(bumps_run), "--env", "BumpsTest", "--episodes", "3", "--video", "1", "--out", str(out)]) == 0
+    (row,) = read_csv(out / "table.csv")
+    assert row["agent"] == "Bumps/ppo seed 1 (on BumpsTest)" and row["env"] == "BumpsTest-v0"
+    assert row["source"] == str(bumps_run / "checkpoints" / "best" / "model.zip")
+    assert "Bumps/ppo seed 1 (on BumpsTest)" in markdown_rows((out / "table.md").read_text())
+    assert "[1/1] Bumps/ppo seed 1 (on BumpsTest) on BumpsTest-v0" in capsys.readouterr().err
+
+    # The same run with BumpsTest (and its own normalize setting) written into its config.yaml, evaluated as usual.
+    moved = tmp_path / "moved"
+    shutil.copytree(bumps_run, moved)
+    cfg = OmegaConf.load(moved / "config.yaml")
+    cfg.env = OmegaConf.merge(env_choice("BumpsTest").cfg, {"normalize": cfg.env.normalize})
+    OmegaConf.save(cfg, moved / "config.yaml")
+    assert main([str(moved), "--episodes", "3", "--out", str(tmp_path / "moved_out")]) == 0
+    (own,) = read_csv(tmp_path / "moved_out" / "table.csv")
+    assert own["env"] == "BumpsTest-v0"
+    assert [(r["return"], r["length"]) for r in read_csv(out / "episodes.csv")] == [
+        (r["return"], r["length"]) for r in read_csv(tmp_path / "moved_out" / "episodes.csv")]
+
+    # BumpsTest's config normalises nothing; the run's statistics still scale the observations.
+    env = make_eval_env(agent_from_path(bumps_run, env=env_choice("BumpsTest")), 0)
+    saved = load_from_pkl(bumps_run / "checkpoints" / "best" / "vecnormalize.pkl")
+    assert isinstance(env, VecNormalize) and env.obs_rms.mean.any()
+    assert np.array_equal(env.obs_rms.mean, saved.obs_rms.mean) and np.array_equal(env.obs_rms.var, saved.obs_rms.var)
+    env.close()
+
+    (video,) = (out / "videos").glob("*.mp4")
+    lengths = [int(r["length"]) for r in read_csv(out / "episodes.csv")]
+    assert sum(1 for _ in imageio.get_reader(video)) == 1 + lengths[0]
+
+
+def test_env_with_other_spaces_names_the_run_and_both_spaces(ppo_run, tmp_path, capsys):
+    def one_line(space) -> str:
+        return " ".join(str(space).split())
+
+    assert main([str(ppo_run), "--env", "Pendulum", "--out", str(tmp_path / "out")]) == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert err.startswith(f"error: --env Pendulum: {ppo_run / 'checkpoints' / 'best' / 'model.zip'} (CartPole/ppo seed 4) ")
+    cartpole, pendulum = gym.make("CartPole-v1"), gym.make("Pendulum-v1")
+    assert (f"takes observation space {one_line(cartpole.observation_space)} and action space {cartpole.action_space}, "
+            f"but Pendulum has observation space {one_line(pendulum.observation_space)} and action space {pendulum.action_space}") in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_repeated_labels_are_made_unique():
+    agents = unique_labels([agent_from_controller("CartPole/random") for _ in range(3)] + [agent_from_controller("CartPole/constant")])
+    assert [a.label for a in agents] == ["CartPole/random", "CartPole/random #2", "CartPole/random #3", "CartPole/constant"]
