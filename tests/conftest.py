@@ -9,7 +9,10 @@ import pytest
 
 import hydrarl  # noqa: F401  (privacy defaults)
 
-pytest_plugins = ["tests.helpers.carracing_frames"]  # its `venv` fixture: one CarRacing-v3 copy per test module
+pytest_plugins = [
+    "tests.helpers.carracing_frames",  # its `venv` fixture: one CarRacing-v3 copy per test module
+    "tests.helpers.recorded_run",  # its `recorded_run` fixture: one recorded train.py run per session, all workers
+]
 
 
 @pytest.fixture(autouse=True, scope="session")

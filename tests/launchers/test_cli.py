@@ -10,28 +10,28 @@ from mlflow.tracking import MlflowClient
 from hydrarl.paths import PROJECT_ROOT
 from tests.helpers.cli import run_cli
 from tests.helpers.compose import fast_overrides
+from tests.helpers.recorded_run import RECORDED_SEED
 
 SHORT = ["trainer.n_epochs=2", "trainer.eval_after_n_steps=200", "trainer.n_test_rollouts=2", "trainer.progress_bar=false",
          "algorithm.train_freq=4"]  # (sac, td3) a quarter of the gradient steps: nothing here depends on them
 
 
-def test_mlflow_run_contents(tmp_path, tracking_uri):
-    run_dir = tmp_path / "run"
-    proc = run_cli(["env=Pendulum", "algorithm=sac", "seed=11", "logger=[mlflow,csv]", f"logger.mlflow.tracking_uri={tracking_uri}",
-                    f"hydra.run.dir={run_dir}", *SHORT, *fast_overrides("sac")], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+def test_mlflow_run_contents(recorded_run):
+    """What a run's command records in MLflow and CSV (the shared recorded run: tests/helpers/recorded_run.py)."""
+    root, tracking_uri, run_dir = recorded_run
+    seed = RECORDED_SEED
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("Pendulum")
     (r,) = client.search_runs([experiment.experiment_id])
     assert r.info.status == "FINISHED"
-    assert r.info.run_name == "Pendulum-sac-seed11"
+    assert r.info.run_name == f"Pendulum-sac-seed{seed}"
     params = r.data.params
     assert params["env.id"] == "Pendulum-v1" and params["algorithm.learning_rate"] == "0.0003"
-    assert params["trainer.n_epochs"] == "2" and params["seed"] == "11" and params["algorithm_name"] == "sac"
+    assert params["trainer.n_epochs"] == "2" and params["seed"] == str(seed) and params["algorithm_name"] == "sac"
     tags = r.data.tags
     assert len(tags["mlflow.source.git.commit"]) in (7, 40) or tags["mlflow.source.git.commit"] == "unknown"
     assert tags["git.dirty"] in ("true", "false", "unknown")
-    assert "experiment/train.py" in tags["command"] and "seed=11" in tags["command"]
+    assert "experiment/train.py" in tags["command"] and f"seed={seed}" in tags["command"].split()
     assert tags["hydrarl.version"] and tags["env"] == "Pendulum" and tags["algorithm"] == "sac"
     steps = [m.step for m in client.get_metric_history(r.info.run_id, "eval/mean_reward")]
     assert steps == [200, 400]
@@ -41,7 +41,7 @@ def test_mlflow_run_contents(tmp_path, tracking_uri):
     assert {a.path for a in client.list_artifacts(r.info.run_id, "final_model")} == {"final_model/model.zip"}
     assert {a.path for a in client.list_artifacts(r.info.run_id, "logs")} == {"logs/train.log"}
     # Artifacts live beside the store, not wherever the command was started.
-    assert r.info.artifact_uri.startswith((tmp_path / "mlruns").as_uri())
+    assert r.info.artifact_uri.startswith((root / "mlruns").as_uri())
     with open(run_dir / "progress.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(row["step"]) for row in rows] == [200, 400]

@@ -27,7 +27,8 @@ from tests.helpers.cli import run_cli
 from tests.helpers.compose import fast_overrides
 
 TINY = ["+search=Pendulum/sac", "logger=[]", "hydra.sweeper.n_jobs=1", "trainer.n_epochs=3", "trainer.eval_after_n_steps=200",
-        "trainer.n_test_rollouts=1", *fast_overrides("sac")]
+        "trainer.n_test_rollouts=1", *fast_overrides("sac"),
+        "algorithm.train_freq=4"]  # a quarter of the gradient steps (the preset draws nets and batches up to 256): nothing here depends on them
 
 
 def wait_for(condition, timeout: float, what: str) -> None:

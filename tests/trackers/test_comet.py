@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -15,30 +14,14 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from hydrarl.analysis import mlflow_to_comet
 from hydrarl.errors import UserError
 from hydrarl.paths import PROJECT_ROOT
 from hydrarl.trackers import comet_tracker
 from hydrarl.trackers.base import RunRecord
 from hydrarl.trackers.comet_tracker import CometTracker
-from tests.helpers.cli import run_cli
-
-SECRET = "hydrarl-test-key-0123456789"
-BASE = ["env=Pendulum", "algorithm=sac", "trainer.eval_after_n_steps=200", "trainer.n_test_rollouts=1",
-        "algorithm.learning_starts=100", "algorithm.batch_size=32", "trainer.progress_bar=false",
-        "algorithm.train_freq=4"]  # a quarter of the gradient steps: nothing here depends on them
-
-
-def _network_is_cut() -> bool:
-    return shutil.which("unshare") is not None and subprocess.run(["unshare", "-n", "true"]).returncode == 0
-
-
-NO_NETWORK = ["unshare", "-n"] if _network_is_cut() else []
-
-
-def run_offline(args: list[str], cwd: Path, home: Path, **env) -> subprocess.CompletedProcess:
-    """train.py with no network (when the kernel lets us cut it) and no Comet config file."""
-    home.mkdir(exist_ok=True)
-    return run_cli(args, cwd, env={"HOME": str(home), "COMET_API_KEY": "", **env}, wrap=NO_NETWORK)
+from tests.helpers.recorded_run import COMET_BASE as BASE
+from tests.helpers.recorded_run import NO_NETWORK, RECORDED_SEED, SECRET, run_offline
 
 
 def messages(archive: Path) -> list[dict]:
@@ -56,23 +39,11 @@ def uploads(archive: Path, kind: str) -> list[dict]:
     return [m["payload"] for m in messages(archive) if m["type"] == "file_upload" and m["payload"]["upload_type"] == kind]
 
 
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory):
-    """One real run logged to MLflow and to an offline Comet archive, with a video every epoch."""
-    root = tmp_path_factory.mktemp("recorded")
-    uri, run_dir = f"sqlite:///{root}/mlflow.db", root / "run"
-    done = run_offline([*BASE, "seed=3", "trainer.n_epochs=2", "render=record", "trainer.video.every=1", "logger=[mlflow,comet]",
-                        "logger.comet.mode=offline", f"logger.mlflow.tracking_uri={uri}", f"hydra.run.dir={run_dir}"],
-                       root, root / "home", COMET_API_KEY=SECRET)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return root, uri, run_dir
-
-
-def test_offline_archive_holds_params_metrics_videos_and_models_but_not_the_key(recorded):
-    _, tracking_uri, run_dir = recorded
+def test_offline_archive_holds_params_metrics_videos_and_models_but_not_the_key(recorded_run):
+    _, tracking_uri, run_dir = recorded_run
     (archive,) = (run_dir / "comet").glob("*.zip")
     msgs, params = messages(archive), params_of(archive)
-    assert params["algorithm.learning_starts"] == 100 and params["seed"] == 3 and params["env_name"] == "Pendulum"
+    assert params["algorithm.learning_starts"] == 100 and params["seed"] == RECORDED_SEED and params["env_name"] == "Pendulum"
     rewards = [(m["payload"]["metric"]["step"], m["payload"]["metric"]["metricValue"]) for m in msgs
                if m["type"] == "metric_msg" and m["payload"]["metric"]["metricName"] == "eval/mean_reward"]
     assert [step for step, _ in rewards] == [200, 400]
@@ -95,8 +66,19 @@ def copy_to_comet(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300, env={**os.environ, "HOME": str(cwd), "COMET_API_KEY": ""})
 
 
-def test_mlflow_to_comet_copies_a_recorded_run_offline(recorded, tmp_path):
-    _, tracking_uri, _ = recorded
+def copy_to_comet_in_process(args: list[str], home: Path, monkeypatch, capsys) -> tuple[int, str, str]:
+    """The same command's ``main`` in this process (for the calls that open no Comet experiment): exit status, stdout, stderr."""
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("COMET_API_KEY", "")
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # (main sets it when unset)
+    capsys.readouterr()
+    code = mlflow_to_comet.main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_mlflow_to_comet_copies_a_recorded_run_offline(recorded_run, tmp_path, monkeypatch, capsys):
+    _, tracking_uri, _ = recorded_run
     client = MlflowClient(tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("Pendulum").experiment_id])
     out = tmp_path / "archives"
@@ -114,15 +96,17 @@ def test_mlflow_to_comet_copies_a_recorded_run_offline(recorded, tmp_path):
         ("epoch_0001", 200), ("epoch_0002", 400)]
     models = {(u["additional_params"]["groupingName"], u["additional_params"]["fileName"]) for u in uploads(archive, "model-element")}
     assert {("best_model", "model.zip"), ("final_model", "model.zip")} <= models
-    # A second copy skips the run; --force copies it again; uploading needs a key.
-    again = copy_to_comet(["--tracking-uri", tracking_uri, "--offline", str(out)], tmp_path)
-    assert again.returncode == 0 and "skip" in again.stdout and len(list(out.glob("*.zip"))) == 1
+    # A second copy skips the run; --force copies it again (a Comet experiment: in a process with no network);
+    # uploading needs a key. The calls that open no Comet experiment run in this process.
+    code, stdout, _ = copy_to_comet_in_process(["--tracking-uri", tracking_uri, "--offline", str(out)], tmp_path, monkeypatch, capsys)
+    assert code == 0 and "skip" in stdout and len(list(out.glob("*.zip"))) == 1
     forced = copy_to_comet(["--tracking-uri", tracking_uri, "--offline", str(out), "--force"], tmp_path)
     assert forced.returncode == 0 and len(list(out.glob("*.zip"))) == 2
-    online = copy_to_comet(["--tracking-uri", tracking_uri], tmp_path)
-    assert online.returncode == 2 and "no Comet API key" in online.stderr
-    unknown = copy_to_comet(["--tracking-uri", tracking_uri, "--env", "NoSuchEnv", "--offline", str(out)], tmp_path)
-    assert unknown.returncode == 2 and "NoSuchEnv" in unknown.stderr
+    code, _, stderr = copy_to_comet_in_process(["--tracking-uri", tracking_uri], tmp_path, monkeypatch, capsys)
+    assert code == 2 and "no Comet API key" in stderr
+    code, _, stderr = copy_to_comet_in_process(["--tracking-uri", tracking_uri, "--env", "NoSuchEnv", "--offline", str(out)], tmp_path,
+                                               monkeypatch, capsys)
+    assert code == 2 and "NoSuchEnv" in stderr
 
 
 def test_auto_mode_is_online_only_with_a_configured_key(tmp_path, monkeypatch):
