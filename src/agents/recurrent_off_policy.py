@@ -11,8 +11,8 @@ SB3's ``OffPolicyAlgorithm`` runs the loop (``learn``, ``collect_rollouts``, cal
 - when the env is reset (the first ``learn``, or after a resume), the episodes in progress are dropped from the
   buffer: a stored episode is always whole.
 
-Each subclass has its own ``train()``: the update, read top to bottom, over whole sequences in one recurrent pass
-per network. Losses are means over the valid (unpadded) steps: :func:`masked_mean`.
+Each subclass has its own ``update(batch)``: one gradient step, read top to bottom, over whole sequences in one
+recurrent pass per network; ``train()`` here samples the batches and logs the losses. Losses are means over the valid (unpadded) steps: :func:`masked_mean`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from hydrarl.agents.episode_buffer import EpisodeReplayBuffer
+from hydrarl.agents.episode_buffer import EpisodeBatch, EpisodeReplayBuffer
 from hydrarl.agents.recurrent_policy import RecurrentActorCriticPolicy
 
 
@@ -115,6 +115,27 @@ class RecurrentOffPolicyAlgorithm(OffPolicyAlgorithm):
     def _store_transition(self, replay_buffer, buffer_action, new_obs, reward, dones, infos) -> None:
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
         self._last_episode_starts = np.asarray(dones, dtype=bool).copy()
+
+    def train(self, gradient_steps: int, batch_size: int = 10) -> None:
+        """``gradient_steps`` updates (:meth:`update`), each on ``batch_size`` sampled sequences; logs the mean of each
+        loss as ``train/<name>``. Nothing before the first episode has ended."""
+        if self.replay_buffer.n_episodes == 0:
+            return
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self._optimizers())
+        losses = [self.update(self.replay_buffer.sample(batch_size, env=self._vec_normalize_env))
+                  for _ in range(gradient_steps)]
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        for name in dict.fromkeys(key for loss in losses for key in loss):
+            self.logger.record(f"train/{name}", float(np.mean([loss[name] for loss in losses if name in loss])))
+
+    def update(self, batch: EpisodeBatch) -> dict[str, float]:
+        """One gradient step on ``batch`` (counted in ``_n_updates``); returns its losses by name."""
+        raise NotImplementedError
+
+    def _optimizers(self) -> list[th.optim.Optimizer]:
+        """The optimisers whose learning rate follows ``learning_rate``."""
+        return [self.policy.actor_optimizer, *self.policy.critic_optimizers()]
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_rollout_state"]

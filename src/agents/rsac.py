@@ -92,24 +92,13 @@ class RSAC(RecurrentOffPolicyAlgorithm):
             state_dicts.append("ent_coef_optimizer")
         return state_dicts, ["log_ent_coef"]
 
-    def train(self, gradient_steps: int, batch_size: int = 10) -> None:
-        if self.replay_buffer.n_episodes == 0:  # no episode has ended yet
-            return
-        self.policy.set_training_mode(True)
-        optimizers = [self.policy.actor_optimizer, *self.policy.critic_optimizers()]
-        if self.ent_coef_optimizer is not None:
-            optimizers.append(self.ent_coef_optimizer)
-        self._update_learning_rate(optimizers)
-        losses = [self.update(self.replay_buffer.sample(batch_size, env=self._vec_normalize_env))
-                  for _ in range(gradient_steps)]
-        self._n_updates += gradient_steps
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        for name in losses[0]:
-            self.logger.record(f"train/{name}", float(np.mean([loss[name] for loss in losses])))
+    def _optimizers(self) -> list[th.optim.Optimizer]:
+        return super()._optimizers() + ([self.ent_coef_optimizer] if self.ent_coef_optimizer is not None else [])
 
     def update(self, batch: EpisodeBatch) -> dict[str, float]:
         """One gradient step of every network on ``batch``; returns its losses and α."""
         policy = self.policy
+        self._n_updates += 1
         obs, mask = batch.observations, batch.mask                              # (B, L+1, D), (B, L)
         rewards, not_done = batch.rewards.unsqueeze(-1), 1.0 - batch.terminated.unsqueeze(-1)  # (B, L, 1)
         # the policy's noise for the next and the current actions, drawn step by step (padding changes none of it)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch as th
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
@@ -78,19 +77,6 @@ class RTD3(RecurrentOffPolicyAlgorithm):
         self.target_policy_noise, self.target_noise_clip = target_policy_noise, target_noise_clip
         if _init_setup_model:
             self._setup_model()
-
-    def train(self, gradient_steps: int, batch_size: int = 10) -> None:
-        if self.replay_buffer.n_episodes == 0:  # no episode has ended yet
-            return
-        self.policy.set_training_mode(True)
-        self._update_learning_rate([self.policy.actor_optimizer, *self.policy.critic_optimizers()])
-        losses = [self.update(self.replay_buffer.sample(batch_size, env=self._vec_normalize_env))
-                  for _ in range(gradient_steps)]
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        for name in ("critic_loss", "actor_loss"):
-            values = [loss[name] for loss in losses if name in loss]
-            if values:
-                self.logger.record(f"train/{name}", float(np.mean(values)))
 
     def update(self, batch: EpisodeBatch) -> dict[str, float]:
         """One critic step on ``batch`` (and an actor and target step every ``policy_delay``-th); returns the losses."""
