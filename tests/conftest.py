@@ -9,6 +9,10 @@ import pytest
 
 import hydrarl  # noqa: F401  (privacy defaults)
 
+# One torch thread per test process, as train.py runs (trainer.torch_threads): pytest runs 3 workers on 2 cores,
+# and a worker's in-process training with torch's default threads competes with the others for them.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 pytest_plugins = [
     "tests.helpers.carracing_frames",  # its `venv` fixture: one CarRacing-v3 copy per test module
     "tests.helpers.recorded_run",  # its `recorded_run` fixture: one recorded train.py run per session, all workers

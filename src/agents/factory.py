@@ -57,6 +57,18 @@ def algorithm_class(algo_cfg: DictConfig, name: str) -> type:
         raise UserError(f"algorithm={name}: cannot import _target_ {target}: {exc}") from exc
 
 
+def apply_env_overrides(algo_cfg: DictConfig, env_cfg: DictConfig, name: str = "?") -> list[str]:
+    """Set in ``env_cfg`` (in place) what the algorithm's class needs of every env it runs in (its
+    ``env_overrides``: HAC compares goals in the env's units, so it turns off ``normalize``); returns a line per
+    setting changed, for the log. The run's recorded config then holds the env as it was built."""
+    changed = []
+    for key, value in getattr(algorithm_class(algo_cfg, name), "env_overrides", {}).items():
+        if env_cfg.get(key) != value:
+            changed.append(f"algorithm={name} sets env.{key}={value} (the env config has {env_cfg.get(key)})")
+            env_cfg[key] = value
+    return changed
+
+
 def _accepted_kwargs(cls: type) -> list[str]:
     params = inspect.signature(cls.__init__).parameters
     return [p for p in params if p not in ("self", "args", "kwargs")]

@@ -176,8 +176,12 @@ ALGORITHM_VALUES: dict[str, Allowed] = {
     "alpha": Allowed(0),
     "beta0": UNIT,
     "priority_eps": POSITIVE,
+    "n_sampled_goal": Allowed(0, integer=True),
+    "subgoal_test_perc": UNIT,
+    "action_noise_std": Allowed(0),
     **{key: Allowed(other=_bool, other_text="true or false", number=False) for key in
-       ("use_sde", "normalize_advantage", "optimize_memory_usage", "zero_policy", "use_sde_at_warmup")},
+       ("use_sde", "normalize_advantage", "optimize_memory_usage", "zero_policy", "use_sde_at_warmup",
+        "use_action_replay", "ep_early_done_on_succ")},
 }
 
 

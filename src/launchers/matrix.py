@@ -118,6 +118,7 @@ class Bar:
     n_test_rollouts: int = 10
     overrides: tuple[str, ...] = ()
     provenance: dict[str, Any] | None = None
+    algorithm: str | None = None  # the algorithm config, when the file names a variant (FetchReach/hac_1layer.yaml: hac)
 
     @property
     def rule(self) -> str:
@@ -138,8 +139,8 @@ class Bar:
 
     @property
     def pair(self) -> Pair:
-        env, algorithm = self.name.split("/")
-        return env, algorithm
+        env, stem = self.name.split("/")
+        return env, self.algorithm or stem
 
     def run_overrides(self, seed: int) -> list[str]:
         """The overrides of the bar's run with ``seed``: its pair, then :meth:`settings`."""

@@ -67,7 +67,7 @@ def _check_env_pairs(env_name: str, requests: list[tuple[str, tuple[str, ...]]])
     """Build each ``(algorithm, overrides)`` of ``requests`` on ``env_name`` at the agent factory, as a run
     composes it (``env=<env_name> algorithm=<algorithm> <overrides>``); the env is made once (from the first
     config that composes) and shared."""
-    from hydrarl.agents.factory import build_agent
+    from hydrarl.agents.factory import apply_env_overrides, build_agent
     from hydrarl.envs.factory import make_vec_env
 
     checks: dict[Pair, PairCheck] = {}
@@ -78,6 +78,14 @@ def _check_env_pairs(env_name: str, requests: list[tuple[str, tuple[str, ...]]])
                 cfg = compose([f"env={env_name}", f"algorithm={algorithm}", *overrides])
                 if env_error is not None:
                     raise env_error
+                if apply_env_overrides(cfg.algorithm, cfg.env, algorithm):  # this algorithm builds the env its own way
+                    own = make_vec_env(cfg.env, 0)
+                    try:
+                        build_agent(cfg.algorithm, own, 0, "cpu", name=algorithm, env_name=env_name)
+                    finally:
+                        own.close()
+                    checks[(env_name, algorithm)] = PairCheck(VALID)
+                    continue
                 if env is None:
                     try:
                         env = make_vec_env(cfg.env, 0)

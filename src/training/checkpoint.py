@@ -88,8 +88,12 @@ class TrainerState:
 
 
 def _trimmed(buffer: BaseBuffer) -> BaseBuffer:
-    """A shallow copy of ``buffer`` whose per-slot arrays hold only the filled rows."""
+    """A shallow copy of ``buffer`` whose per-slot arrays hold only the filled rows (of each of its
+    ``buffers`` for an agent with several, HAC's layers)."""
     clone = copy.copy(buffer)
+    if hasattr(buffer, "buffers"):
+        clone.buffers = [_trimmed(b) for b in buffer.buffers]
+        return clone
     if buffer.full:
         return clone
     size, pos = buffer.buffer_size, buffer.pos
@@ -109,6 +113,9 @@ def _padded(array: np.ndarray, size: int) -> np.ndarray:
 
 
 def _untrim(buffer: BaseBuffer) -> BaseBuffer:
+    if hasattr(buffer, "buffers"):
+        buffer.buffers = [_untrim(b) for b in buffer.buffers]
+        return buffer
     if not getattr(buffer, "_trimmed", False):
         return buffer
     size, pos = buffer.buffer_size, buffer.pos
@@ -135,7 +142,7 @@ def save_checkpoint(directory: Path, model: BaseAlgorithm, env: VecEnv, state: T
         model.save(tmp / MODEL, exclude=RUNTIME_ATTRIBUTES)
         if isinstance(env, VecNormalize):
             env.save(str(tmp / NORMALIZATION))
-        if full and isinstance(model, OffPolicyAlgorithm) and model.replay_buffer is not None:
+        if full and _replay_buffer(model) is not None:
             save_to_pkl(tmp / BUFFER, _trimmed(model.replay_buffer))
         torch.save(rng_state(), tmp / RNG)
         state.save(tmp / STATE)
@@ -153,6 +160,14 @@ def save_checkpoint(directory: Path, model: BaseAlgorithm, env: VecEnv, state: T
     tmp.rename(directory)
     _fsync(directory.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _replay_buffer(model: BaseAlgorithm):
+    """The model's replay buffer: an off-policy agent's, or the object holding the ``buffers`` of an agent made of
+    several (HAC); None for an agent without one."""
+    if isinstance(model, OffPolicyAlgorithm) or hasattr(type(model), "replay_buffer"):
+        return getattr(model, "replay_buffer", None)
+    return None
 
 
 def _fsync(path: Path) -> None:
@@ -247,7 +262,7 @@ def load_checkpoint(directory: Path, model_cls: type[BaseAlgorithm], env: VecEnv
     rng = _read(directory / RNG, lambda p: torch.load(p, weights_only=False))
     model = _read(directory / MODEL, lambda p: model_cls.load(p, env=env, device=device))
     buffer = _read(directory / BUFFER, load_from_pkl) if (directory / BUFFER).exists() else None
-    if buffer is not None and not isinstance(buffer, BaseBuffer):
+    if buffer is not None and not all(isinstance(b, BaseBuffer) for b in getattr(buffer, "buffers", [buffer])):
         raise UnreadableCheckpoint(directory / BUFFER, f"holds a {type(buffer).__name__}, not a replay buffer")
     if normalization is not None:
         env.obs_rms, env.ret_rms = normalization.obs_rms, normalization.ret_rms
@@ -291,7 +306,7 @@ def load_newest_checkpoint(candidates: list[Path], model_cls: type[BaseAlgorithm
         for exc in unreadable:
             log.warning("%s; resuming from the earlier checkpoint %s instead (epoch %d, step %d)",
                         exc, directory, state.epoch, state.num_timesteps)
-        if isinstance(model, OffPolicyAlgorithm) and not (directory / BUFFER).exists():
+        if _replay_buffer(model) is not None and not (directory / BUFFER).exists():
             log.warning("%s holds no replay buffer: the agent resumes with an empty one and refills it", directory)
         return model, state, directory
     raise _nothing_intact(candidates, unreadable)

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.utils import set_random_seed
 
-from hydrarl.agents.factory import build_agent
+from hydrarl.agents.factory import apply_env_overrides, build_agent
 from hydrarl.envs.factory import make_vec_env
 from hydrarl.errors import UserError
 from hydrarl.locks import DirLock
@@ -99,6 +99,8 @@ def _prepare(cfg: DictConfig, run_dir: Path):
     device = resolve_device(str(t.device))
     torch.set_num_threads(t.torch_threads)
     set_random_seed(seed)
+    for line in apply_env_overrides(cfg.algorithm, cfg.env, cfg.algorithm_name):
+        log.info(line)
     env = make_vec_env(cfg.env, seed)
     eval_env = make_vec_env(cfg.env, seed + EVAL_SEED_OFFSET, n_envs=1, training=False)
     try:
