@@ -196,7 +196,7 @@ class HAC(BaseAlgorithm):
         return state_dicts, variables
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "layers", "_episode", "stats"]
+        return [*super()._excluded_save_params(), "layers", "_episode", "stats", "shown_subgoals"]
 
     @property
     def replay_buffer(self) -> LayerBuffers:
@@ -366,7 +366,22 @@ class HAC(BaseAlgorithm):
                 goal = subgoals[upper, e]
             actions.append(self._act(n - 1, with_goal(obs, goal), explore=not deterministic))
             counts[n - 1, e] += 1
+        self.shown_subgoals = subgoals.copy()
         return np.stack(actions), (subgoals, counts)
+
+    def add_markers(self, env: VecEnv) -> None:
+        """Draw the subgoals of the last :meth:`predict` (env copy 0) into ``env``'s next rendered frame, as spheres
+        coloured from the top layer's (red) down, where the env renders with MuJoCo (the Fetch tasks); else nothing.
+        Video recording calls it before every frame."""
+        subgoals = getattr(self, "shown_subgoals", None)
+        renderer = getattr(env.get_attr("unwrapped")[0], "mujoco_renderer", None)
+        if subgoals is None or renderer is None or subgoals.shape[-1] != 3:
+            return
+        viewer = renderer._get_viewer("rgb_array")  # markers are drawn into, then cleared from, the next frame
+        for level, goal in enumerate(subgoals[:, 0]):
+            shade = level / max(len(subgoals), 1)
+            viewer.add_marker(pos=goal.astype(np.float64), size=np.full(3, 0.02), rgba=np.array([1.0, shade, 0.0, 0.6]),
+                              type=2, label="")  # 2: mjGEOM_SPHERE
 
     def _goal_done(self, level: int, obs: Obs, goal: np.ndarray, count: int) -> bool:
         """Whether layer ``level``'s pursuit of ``goal`` is over: H actions taken, or (early done) the goal reached."""

@@ -45,8 +45,16 @@ def record_video(model: BaseAlgorithm, env: VecEnv, path: Path, n_episodes: int,
                  deterministic: bool = True) -> Path:
     """Play ``n_episodes`` episodes of ``model`` in ``env`` (a :func:`make_video_env` copy, with its
     normalisation statistics already set) from ``seed`` — the same episodes an evaluation with that
-    seed plays — and write them to ``path`` at the env's ``render_fps`` (else 30). Returns ``path``."""
+    seed plays — and write them to ``path`` at the env's ``render_fps`` (else 30). An agent with ``add_markers(env)``
+    draws into each frame what it aims at (HAC: its current subgoals). Returns ``path``."""
     frames: list[np.ndarray] = []
-    run_episodes(model, env, n_episodes, seed, deterministic, on_frame=lambda: frames.append(env.get_images()[0]))
+    mark = getattr(model, "add_markers", None)  # an agent that shows what it aims at (HAC's subgoals)
+
+    def grab() -> None:
+        if mark is not None:
+            mark(env)
+        frames.append(env.get_images()[0])
+
+    run_episodes(model, env, n_episodes, seed, deterministic, on_frame=grab)
     fps = int((env.get_attr("metadata")[0] or {}).get("render_fps") or DEFAULT_FPS)
     return write_mp4(frames, Path(path), fps)

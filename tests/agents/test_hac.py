@@ -189,3 +189,19 @@ def test_a_checkpoint_keeps_both_buffers_and_training_continues(tmp_path):
         assert all(layer._n_updates > before for layer, before in zip(loaded.layers, updates, strict=True))
     finally:
         env.close()
+
+
+def test_a_video_frame_shows_the_current_subgoal(trained):
+    from hydrarl.training.video import make_video_env
+
+    env = make_video_env(compose(["env=FetchReach", "env.normalize=null"]).env, 3)
+    try:
+        obs = env.reset()
+        plain = env.get_images()[0]
+        trained.predict(obs, deterministic=True)
+        trained.add_markers(env)
+        marked = env.get_images()[0]
+        again = env.get_images()[0]  # markers last one frame
+    finally:
+        env.close()
+    assert not np.array_equal(plain, marked) and np.array_equal(plain, again)
