@@ -147,7 +147,8 @@ class HAC(BaseAlgorithm):
         self.rng = np.random.default_rng(seed)
         self._episode: Generator[None, None, Any] | None = None  # the env episode in progress (see learn)
         if _init_setup_model:
-            episode_steps = self.env.get_attr("spec")[0].max_episode_steps if self.env is not None else None
+            spec = self.env.get_attr("spec")[0] if self.env is not None else None
+            episode_steps = spec.max_episode_steps if spec is not None else None
             self.time_scales = resolve_time_scales(self.time_scales, len(self.layer_classes), episode_steps)
             self._setup_model()
 
@@ -370,17 +371,18 @@ class HAC(BaseAlgorithm):
         return np.stack(actions), (subgoals, counts)
 
     def add_markers(self, env: VecEnv) -> None:
-        """Draw the subgoals of the last :meth:`predict` (env copy 0) into ``env``'s next rendered frame, as spheres
-        coloured from the top layer's (red) down, where the env renders with MuJoCo (the Fetch tasks); else nothing.
-        Video recording calls it before every frame."""
+        """Draw the subgoals of the last :meth:`predict` (env copy 0) into ``env``'s next rendered frame, as translucent
+        spheres (the top layer's yellow, lower layers' bluer; Fetch draws the env's goal red), where the env renders
+        with MuJoCo (the Fetch tasks); else nothing. Video recording calls it before every frame."""
         subgoals = getattr(self, "shown_subgoals", None)
         renderer = getattr(env.get_attr("unwrapped")[0], "mujoco_renderer", None)
         if subgoals is None or renderer is None or subgoals.shape[-1] != 3:
             return
         viewer = renderer._get_viewer("rgb_array")  # markers are drawn into, then cleared from, the next frame
         for level, goal in enumerate(subgoals[:, 0]):
-            shade = level / max(len(subgoals), 1)
-            viewer.add_marker(pos=goal.astype(np.float64), size=np.full(3, 0.02), rgba=np.array([1.0, shade, 0.0, 0.6]),
+            shade = level / max(len(subgoals) - 1, 1)
+            viewer.add_marker(pos=goal.astype(np.float64), size=np.full(3, 0.025),
+                              rgba=np.array([1.0 - shade, 0.85, shade, 0.7]),
                               type=2, label="")  # 2: mjGEOM_SPHERE
 
     def _goal_done(self, level: int, obs: Obs, goal: np.ndarray, count: int) -> bool:

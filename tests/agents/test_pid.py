@@ -274,11 +274,11 @@ def test_build_agent_refuses_pid_naming_both(env_name):
 # -- evaluate.py and train.py -------------------------------------------------------------------------
 
 def test_evaluate_py_runs_the_pid_controller(tmp_path):
-    proc = subprocess.run([sys.executable, str(EVALUATE), "--controller", "CarRacingContinuous/pid", "--episodes", "2",
+    proc = subprocess.run([sys.executable, str(EVALUATE), "--controller", "CarRacingContinuous/pid", "--episodes", "1",
                            "--seed", "0", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     with open(tmp_path / "episodes.csv", newline="") as f:
         returns = [float(r["return"]) for r in csv.DictReader(f)]
-    # measured: 652.35 and 757.65 (episode 1 = the seed-0 track, driven as in drive(seed=0))
-    assert len(returns) == 2 and min(returns) > 400, returns
+    # measured: 652.35 (the seed-0 track, driven as in drive(seed=0))
+    assert len(returns) == 1 and returns[0] > 400, returns
     assert "| CarRacingContinuous/pid |" in proc.stdout

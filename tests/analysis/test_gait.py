@@ -54,9 +54,9 @@ def test_zero_action_episode_is_written_as_played(tmp_path, capsys, recwarn):
 
 
 def test_render_record_writes_a_frame_per_step(tmp_path):
-    assert main(["render=record", "--steps", "60", "--out", str(tmp_path)]) == 0
+    assert main(["render=record", "--steps", "12", "--out", str(tmp_path)]) == 0
     steps = len(read_rows(tmp_path / "gait.csv"))
-    assert steps == 60  # --steps lowers the time limit (the zero action stands longer than that)
+    assert steps == 12  # --steps lowers the time limit (the zero action stands longer than that)
     reader = imageio.get_reader(tmp_path / "gait.mp4")
     assert reader.count_frames() == steps + 1  # the reset frame, then one per step
     assert reader.get_meta_data()["fps"] == pytest.approx(40)
