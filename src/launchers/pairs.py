@@ -66,7 +66,8 @@ def _reason(exc: BaseException) -> str:
 def _check_env_pairs(env_name: str, requests: list[tuple[str, tuple[str, ...]]]) -> dict[Pair, PairCheck]:
     """Build each ``(algorithm, overrides)`` of ``requests`` on ``env_name`` at the agent factory, as a run
     composes it (``env=<env_name> algorithm=<algorithm> <overrides>``); the env is made once (from the first
-    config that composes) and shared."""
+    config that composes) and shared, except by an algorithm whose ``env_overrides`` change the env config (HAC):
+    it gets its own, built as its runs build it."""
     from hydrarl.agents.factory import apply_env_overrides, build_agent
     from hydrarl.envs.factory import make_vec_env
 
