@@ -174,8 +174,9 @@ class HAC(BaseAlgorithm):
             for level, name in enumerate(self.layer_classes))
         if getattr(self, "normalizer", None) is None:
             self.normalizer = GoalNormalizer(self.observation_space["observation"].shape[0], goal_space.shape[0])
-        for layer in self.layers:
+        for layer, updates in zip(self.layers, getattr(self, "layer_updates", [0] * n), strict=True):
             layer._vec_normalize_env = self.normalizer  # its buffer normalises each sampled batch (SB3's hook)
+            layer._n_updates = updates  # saved with HAC (a layer's own attributes are not)
         self.policy = th.nn.ModuleList([layer.policy for layer in self.layers])
         self.stats = np.zeros((n, 3))  # per layer since the last log: subgoals chosen, reached, tested
 
@@ -329,6 +330,7 @@ class HAC(BaseAlgorithm):
                 self.logger.record(f"rollout/layer{level}_subgoal_success", reached / chosen)
                 self.logger.record(f"rollout/layer{level}_subgoal_tests", tested / chosen)
         self.stats[:] = 0
+        self.layer_updates = [layer._n_updates for layer in self.layers]
         if self.ep_success_buffer:
             self.logger.record("rollout/success_rate", float(np.mean(self.ep_success_buffer)))
         self.logger.dump(self.num_timesteps)

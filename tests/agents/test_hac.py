@@ -184,6 +184,7 @@ def test_a_checkpoint_keeps_both_buffers_and_training_continues(tmp_path):
             np.testing.assert_array_equal(new.replay_buffer.observations["observation"][:n],
                                           old.replay_buffer.observations["observation"][:n])
         updates = [layer._n_updates for layer in loaded.layers]
+        assert updates == [layer._n_updates for layer in model.layers] and min(updates) > 0  # counters carry on
         loaded.learn(100, reset_num_timesteps=False)
         assert loaded.num_timesteps == 350
         assert all(layer._n_updates > before for layer, before in zip(loaded.layers, updates, strict=True))
