@@ -46,11 +46,11 @@ from hydrarl.paths import CONF_DIR
 from hydrarl.training.jobs import train_command
 from hydrarl.training.stopping import Progress, progress
 
-# In the function tier's 100-step epoch an off-policy agent starts updating after this many env steps: its
-# 10 updates exercise train() as 50 would, at a fifth of the cost for image policies (PenguinPi, CarRacing).
-FUNCTION_LEARNING_STARTS = 90
-FUNCTION_TRAINER = ["trainer.n_epochs=1", "trainer.eval_after_n_steps=100", "trainer.n_test_rollouts=1",
-                    "trainer.progress_bar=false", "env.max_episode_steps=50", "logger=[]", "seed=0"]
+# In the function tier's 50-step epoch (episodes cut at 25 steps) an off-policy agent starts updating after this many
+# env steps: its 10 updates exercise train() as 50 would, at a fifth of the cost for image policies (PenguinPi, CarRacing).
+FUNCTION_LEARNING_STARTS = 40
+FUNCTION_TRAINER = ["trainer.n_epochs=1", "trainer.eval_after_n_steps=50", "trainer.n_test_rollouts=1",
+                    "trainer.progress_bar=false", "env.max_episode_steps=25", "logger=[]", "seed=0"]
 
 
 BARS_DIR = CONF_DIR / "performance"
