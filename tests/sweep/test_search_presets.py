@@ -2,6 +2,7 @@
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from hydrarl.config.compose import available
 from hydrarl.paths import CONF_DIR
@@ -17,12 +18,13 @@ def test_preset_composes_and_its_space_parses(preset):
     assert cfg.hydra.runtime.choices["hydra/sweeper"] == "rl_optuna"
     distributions, _ = parse_space(dict(cfg.hydra.sweeper.params))
     assert len(distributions) >= 4
-    for key in distributions:  # every searched key exists in the composed config
+    for key in distributions:  # every searched key exists in the composed config (a list entry by its index)
         node, *path = key.split(".")
         value = cfg[node]
         for part in path:
-            assert part in value, f"{preset}: {key} is not a config key"
-            value = value[part]
+            found = int(part) < len(value) if OmegaConf.is_list(value) and part.isdigit() else part in value
+            assert found, f"{preset}: {key} is not a config key"
+            value = value[int(part)] if OmegaConf.is_list(value) else value[part]
 
 
 def test_required_presets_exist():
