@@ -74,12 +74,17 @@ def _accepted_kwargs(cls: type) -> list[str]:
     return [p for p in params if p not in ("self", "args", "kwargs")]
 
 
+def is_goal_space(space: spaces.Space) -> bool:
+    """Whether ``space`` is a goal-conditioned env's observation space: a Dict with ``GOAL_KEYS``."""
+    return isinstance(space, spaces.Dict) and all(k in space.spaces for k in GOAL_KEYS)
+
+
 def _check_her(kwargs: dict[str, Any], env: VecEnv, name: str, env_name: str) -> None:
     buffer_cls = kwargs.get("replay_buffer_class")
     if buffer_cls is None or buffer_cls.__name__ != "HerReplayBuffer":
         return
     obs = env.observation_space
-    if not (isinstance(obs, spaces.Dict) and all(k in obs.spaces for k in GOAL_KEYS)):
+    if not is_goal_space(obs):
         raise Incompatible(
             f"algorithm={name} uses Hindsight Experience Replay, which needs a goal-conditioned env "
             f"(dict observations with {', '.join(GOAL_KEYS)}); env={env_name} has {type(obs).__name__} observations. "

@@ -23,12 +23,12 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from hydrarl.agents.factory import GOAL_KEYS, is_goal_space
 from hydrarl.errors import Incompatible, UserError
 
 LAYER_CLASSES: dict[str, type[OffPolicyAlgorithm]] = {"sac": SAC, "td3": TD3, "ddpg": DDPG, "tqc": TQC}
 STOCHASTIC = (SAC, TQC)  # layers whose policy explores by sampling; the others get Gaussian action noise
 STRATEGIES = ("future", "final", "episode")
-GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
 Obs = dict[str, np.ndarray]  # one env copy's goal-dict observation: observation, achieved_goal, desired_goal
 
 
@@ -183,7 +183,7 @@ def check_env(env: VecEnv) -> None:
     """Incompatible unless the env has goal-dict observations (and ``compute_reward``); a UserError for
     normalised observations or more than one env copy."""
     obs = env.observation_space
-    if not (isinstance(obs, spaces.Dict) and all(k in obs.spaces for k in GOAL_KEYS)):
+    if not is_goal_space(obs):
         raise Incompatible(f"HAC needs a goal-conditioned env (dict observations with {', '.join(GOAL_KEYS)}, and "
                            f"compute_reward); this env has {type(obs).__name__} observations.")
     if isinstance(env, VecNormalize) and env.norm_obs:
