@@ -53,6 +53,7 @@ from hydrarl.agents.hac_layers import (
     add,
     build_layer,
     check_env,
+    draw_subgoals,
     estimate_goal_bounds,
     resolve_time_scales,
     store_episode,
@@ -373,19 +374,11 @@ class HAC(BaseAlgorithm):
         return np.stack(actions), (subgoals, counts)
 
     def add_markers(self, env: VecEnv) -> None:
-        """Draw the subgoals of the last :meth:`predict` (env copy 0) into ``env``'s next rendered frame, as translucent
-        spheres (the top layer's yellow, lower layers' bluer; Fetch draws the env's goal red), where the env renders
-        with MuJoCo (the Fetch tasks); else nothing. Video recording calls it before every frame."""
+        """Draw the subgoals of the last :meth:`predict` (env copy 0) into ``env``'s next rendered frame
+        (:func:`~hydrarl.agents.hac_layers.draw_subgoals`). Video recording calls it before every frame."""
         subgoals = getattr(self, "shown_subgoals", None)
-        renderer = getattr(env.get_attr("unwrapped")[0], "mujoco_renderer", None)
-        if subgoals is None or renderer is None or subgoals.shape[-1] != 3:
-            return
-        viewer = renderer._get_viewer("rgb_array")  # markers are drawn into, then cleared from, the next frame
-        for level, goal in enumerate(subgoals[:, 0]):
-            shade = level / max(len(subgoals) - 1, 1)
-            viewer.add_marker(pos=goal.astype(np.float64), size=np.full(3, 0.025),
-                              rgba=np.array([1.0 - shade, 0.85, shade, 0.7]),
-                              type=2, label="")  # 2: mjGEOM_SPHERE
+        if subgoals is not None:
+            draw_subgoals(env.get_attr("unwrapped")[0], subgoals[:, 0])
 
     def _goal_done(self, level: int, obs: Obs, goal: np.ndarray, count: int) -> bool:
         """Whether layer ``level``'s pursuit of ``goal`` is over: H actions taken, or (early done) the goal reached."""

@@ -198,3 +198,29 @@ class LayerBuffers:
 
     def __init__(self, buffers: list) -> None:
         self.buffers = buffers
+
+
+def draw_subgoals(env: gym.Env, subgoals: np.ndarray) -> None:
+    """Mark ``subgoals`` (one per layer above the bottom, top first, ``(L-1, goal_dim)``) in the next frame the env
+    renders, as translucent spheres (the top layer's yellow, lower layers' bluer), where the env renders with
+    MuJoCo: the Fetch tasks (3-D goals in metres; Fetch draws its own goal red) and gymnasium-robotics' mazes (2-D
+    goals on the floor plan, drawn just above the walls so that a subgoal in a wall stays in sight). Other envs:
+    nothing is drawn.
+
+    :param env: the unwrapped env of the copy that is recorded
+    """
+    maze = getattr(env, "maze", None)
+    simulator = getattr(env, "point_env", None) or getattr(env, "ant_env", None) or env  # the mazes' MuJoCo env
+    renderer = getattr(simulator, "mujoco_renderer", None)
+    if renderer is None or subgoals.shape[-1] not in (2, 3) or (subgoals.shape[-1] == 2) != (maze is not None):
+        return
+    size = 0.025
+    if maze is not None:
+        size = 0.1 * maze.maze_size_scaling
+        height = maze.maze_height * maze.maze_size_scaling + size
+        subgoals = np.concatenate([subgoals, np.full((len(subgoals), 1), height)], axis=1)
+    viewer = renderer._get_viewer("rgb_array")  # markers are drawn into, then cleared from, the next frame
+    for level, goal in enumerate(subgoals):
+        shade = level / max(len(subgoals) - 1, 1)
+        viewer.add_marker(pos=goal.astype(np.float64), size=np.full(3, size),
+                          rgba=np.array([1.0 - shade, 0.85, shade, 0.7]), type=2, label="")  # 2: mjGEOM_SPHERE

@@ -206,3 +206,23 @@ def test_a_video_frame_shows_the_current_subgoal(trained):
     finally:
         env.close()
     assert not np.array_equal(plain, marked) and np.array_equal(plain, again)
+
+
+def test_a_maze_video_frame_shows_the_subgoal_and_the_goal_space_is_the_mazes():
+    """PointMaze's goals are 2-D: the subgoal is drawn on the floor plan, and the subgoals lie in the open area."""
+    from hydrarl.training.video import make_video_env
+
+    model, train_env = fetch_hac("algorithm.time_scales=[-1,20]", env_name="PointMaze")
+    env = make_video_env(compose(["env=PointMaze", "env.normalize=null"]).env, 3)
+    try:
+        assert model.time_scales == [15, 20]
+        obs = env.reset()
+        plain = env.get_images()[0]
+        model.predict(obs, deterministic=True)
+        assert np.all(np.abs(model.shown_subgoals) <= 1.5)  # the U's open cells, in metres
+        model.add_markers(env)
+        marked = env.get_images()[0]
+    finally:
+        env.close()
+        train_env.close()
+    assert not np.array_equal(plain, marked)
