@@ -31,6 +31,8 @@ from hydrarl.trackers.base import RunRecord, Tracker
 
 log = logging.getLogger("hydrarl")
 
+# MLflow 3 opens an experiment on its GenAI pages (traces) unless this tag says it holds training runs.
+KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 ERROR_TAG = "hydrarl.error"    # a failed run's one-line cause
 CLOSED_TAG = "hydrarl.closed"  # why close_stale_runs ended a run as KILLED
 STALE = "closed as KILLED: RUNNING, but no live process holds its run directory (its process died: SIGKILL, power loss)"
@@ -44,19 +46,23 @@ def sqlite_artifact_root(tracking_uri: str) -> Path | None:
 
 
 def ensure_experiment(client: MlflowClient, tracking_uri: str, name: str) -> str:
-    """The id of experiment ``name``, created (with artifacts beside a sqlite store) if missing."""
+    """The id of experiment ``name``, created (with artifacts beside a sqlite store) if missing, and marked as
+    training runs (:data:`KIND_TAG`), so that ``mlflow ui`` opens it on its runs table; an experiment made before
+    the mark existed gets it here, on its next run."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    root = sqlite_artifact_root(tracking_uri)
-    location = (root / re.sub(r"[^A-Za-z0-9_.-]", "_", name)).as_uri() if root else None
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except Exception:  # created meanwhile by a parallel worker
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+    if experiment is None:
+        root = sqlite_artifact_root(tracking_uri)
+        location = (root / re.sub(r"[^A-Za-z0-9_.-]", "_", name)).as_uri() if root else None
+        try:
+            client.create_experiment(name, artifact_location=location, tags={KIND_TAG: TRAINING_KIND})
+            return client.get_experiment_by_name(name).experiment_id
+        except Exception:  # created meanwhile by a parallel worker
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.tags.get(KIND_TAG) != TRAINING_KIND:
+        client.set_experiment_tag(experiment.experiment_id, KIND_TAG, TRAINING_KIND)
+    return experiment.experiment_id
 
 
 class MlflowTracker(Tracker):

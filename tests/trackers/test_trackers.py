@@ -60,3 +60,23 @@ def test_parallel_workers_can_open_one_new_sqlite_store(tmp_path):
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("Parallel").experiment_id])
     assert sorted(r.info.run_name for r in runs) == ["w0", "w1", "w2", "w3"]
+    assert client.get_experiment_by_name("Parallel").tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_an_experiment_is_marked_as_training_runs_even_when_an_older_version_made_it(tmp_path):
+    """MLflow 3's UI opens an experiment on its runs table only with this tag (else on the empty GenAI pages)."""
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    from hydrarl.trackers.mlflow_tracker import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    client.create_experiment("Old")  # as versions before the tag made it
+    assert "mlflow.experimentKind" not in client.get_experiment_by_name("Old").tags
+    for name in ("Old", "New"):
+        tracker = MlflowTracker(uri, name)
+        tracker.start(RunRecord(Path("."), "r", {}, {}))
+        tracker.finish("completed")
+        assert client.get_experiment_by_name(name).tags["mlflow.experimentKind"] == "custom_model_development"
