@@ -70,8 +70,17 @@ def apply_env_overrides(algo_cfg: DictConfig, env_cfg: DictConfig, name: str = "
 
 
 def _accepted_kwargs(cls: type) -> list[str]:
-    params = inspect.signature(cls.__init__).parameters
-    return [p for p in params if p not in ("self", "args", "kwargs")]
+    """The constructor's named arguments; where it passes ``**kwargs`` on (a subclass of an SB3 agent that adds its
+    own), also those of the classes above it."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters
+        names += [p for p in params if p not in ("self", "args", "kwargs") and p not in names]
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            break
+    return names
 
 
 def is_goal_space(space: spaces.Space) -> bool:
