@@ -36,11 +36,10 @@ def mirror_matrix(env: VecEnv, method: str, size: int) -> np.ndarray:
     """The env's mirror map ``method`` (``mirror_obs`` or ``mirror_action``) as a matrix ``M`` (size, size), so that
     ``mirror(x) = M @ x``. Incompatible when the env has no such map; UserError when the map is not linear or not its
     own inverse (mirroring twice must give back the input)."""
-    try:
-        images = env.env_method(method, np.eye(size), indices=[0])[0]
-    except AttributeError as exc:
+    if not env.has_attr(method):  # asked first: a SubprocVecEnv's worker dies on a call to a missing method
         raise Incompatible(f"MirrorPPO needs the env's left-right mirror maps (mirror_obs, mirror_action); this env "
-                           f"has no {method}.") from exc
+                           f"has no {method}.")
+    images = env.env_method(method, np.eye(size), indices=[0])[0]
     matrix = np.asarray(images, dtype=np.float64).T  # column j: the image of unit vector j
     if not np.allclose(env.env_method(method, np.zeros(size), indices=[0])[0], 0.0):
         raise UserError(f"the env's {method} is not linear (it moves the zero vector); MirrorPPO needs a linear map.")

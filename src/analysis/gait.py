@@ -86,33 +86,47 @@ def load_agent(args: argparse.Namespace):
 
 
 def play_episode(agent, seed: int, record: bool,
-                 speed: float | None = None) -> tuple[dict[str, np.ndarray], list[np.ndarray], float]:
-    """One deterministic episode: ({info key: (steps,) or (steps, k) array}, frames, policy rate in Hz). ``speed``
-    (m/s) is passed as the reset option that fixes the command; the env and its observation space stay as trained."""
+                 speed: float | None = None) -> tuple[dict[str, np.ndarray], list[np.ndarray], float, dict[str, float]]:
+    """One deterministic episode: ({info key: (steps,) or (steps, k) array}, frames, policy rate in Hz, gait
+    summary: the env's episode metrics at the last step and ``mirror_gap_rms``). ``speed`` (m/s) is passed as the
+    reset option that fixes the command; the env and its observation space stay as trained."""
     from stable_baselines3.common.utils import set_random_seed
 
     from hydrarl.analysis.evaluate_agents import make_eval_env
-    from hydrarl.training.evaluation import run_episodes
+    from hydrarl.training.evaluation import MirrorGap, run_episodes
 
     set_random_seed(seed)
     env = make_eval_env(agent, seed, render_mode="rgb_array" if record else None)
     rows: dict[str, list] = {key: [] for key in (*SCALARS, *VECTORS)}
     frames: list[np.ndarray] = []
 
+    summary: dict[str, float] = {}
+
     def on_step(actions: np.ndarray, infos: list[dict]) -> None:
         for key in rows:
             rows[key].append(np.asarray(infos[0][key], dtype=float))
+        summary.update(infos[0].get("episode_metrics", {}))
 
     try:
         model = agent.make_model(env, seed)
         if speed is not None:
             env.set_options({"speed": float(speed)})  # for the next reset only: the episode's first
-        run_episodes(model, env, 1, seed, deterministic=True, on_step=on_step,
+        gap = MirrorGap(env)
+        run_episodes(model, env, 1, seed, deterministic=True, on_step=on_step, on_action=gap.record,
                      on_frame=(lambda: frames.append(env.get_images()[0])) if record else None)
+        summary["mirror_gap_rms"] = gap.rms(model)
         rate = float(env.get_attr("metadata")[0]["render_fps"])
     finally:
         env.close()
-    return {key: np.stack(values) for key, values in rows.items()}, frames, rate
+    return {key: np.stack(values) for key, values in rows.items()}, frames, rate, summary
+
+
+def gait_line(summary: dict[str, float]) -> str:
+    """One line of the episode's steps, swing heights and symmetry indices (``gait_stats``) and mirror gap."""
+    return (f"steps L/R {summary['steps_left']:.0f}/{summary['steps_right']:.0f}, swing height L/R "
+            f"{100 * summary['swing_height_left']:.1f}/{100 * summary['swing_height_right']:.1f} cm; symmetry index: "
+            f"step length {summary['symmetry_step_length']:.0f} %, swing height {summary['symmetry_swing_height']:.0f} %, "
+            f"stance time {summary['symmetry_stance_time']:.0f} %; mirror gap RMS {summary['mirror_gap_rms']:.3f}")
 
 
 def write_csv(series: dict[str, np.ndarray], rate: float, path: Path) -> Path:
@@ -170,11 +184,13 @@ def main(argv: list[str] | None = None) -> int:
         limit = agent.env_cfg.max_episode_steps
         agent.env_cfg.max_episode_steps = args.steps if limit is None else min(limit, args.steps)
     with output_folder(args.out, "gait") as out:
-        series, frames, rate = play_episode(agent, args.seed, record, args.speed)
+        series, frames, rate, summary = play_episode(agent, args.seed, record, args.speed)
         steps = len(series["phase"])
         title = (f"{agent.label}: {steps} steps ({steps / rate:.2f} s), mean speed {series['pelvis_speed'].mean():.2f} m/s, "
                  f"command {series['speed_command'][0]:.2f} m/s, seed {args.seed}")
         print(title)
+        print(gait_line(summary))
+        title += "\n" + gait_line(summary)
         paths = [plot(series, rate, title, out / "gait.png"), write_csv(series, rate, out / "gait.csv")]
         if record:
             from hydrarl.training.video import write_mp4

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 
 @dataclass
@@ -38,13 +38,15 @@ def run_episodes(
     on_episode: Callable[[Episodes], None] | None = None,
     on_frame: Callable[[], None] | None = None,
     on_step: Callable[[np.ndarray, list[dict]], None] | None = None,
+    on_action: Callable[[np.ndarray, np.ndarray], None] | None = None,
 ) -> Episodes:
     """Play ``n_episodes`` episodes: ``env.seed(seed)``, one reset, then episodes back to back (each
     env copy resets itself when its episode ends, continuing its own RNG). With several env copies
     the first ``n_episodes`` episodes to end are kept. ``on_episode`` is called after each kept
     episode, ``on_frame`` after the reset and after every step (to grab rendered frames), ``on_step``
     after every step with that step's actions (one row per env copy) and infos (e.g. per-step physics
-    diagnostics the env reports).
+    diagnostics the env reports), ``on_action`` before every step with the observations the policy saw and its
+    actions.
     """
     n_envs = env.num_envs
     env.seed(seed)
@@ -58,6 +60,8 @@ def run_episodes(
     episode_starts = np.ones(n_envs, dtype=bool)
     while len(episodes.returns) < n_episodes:
         actions, states = model.predict(obs, state=states, episode_start=episode_starts, deterministic=deterministic)
+        if on_action is not None:
+            on_action(obs, actions)
         obs, rewards, dones, infos = env.step(actions)
         if on_frame is not None:
             on_frame()
@@ -105,6 +109,37 @@ def evaluate(model: BaseAlgorithm, env: VecEnv, n_episodes: int, seed: int, dete
     Returns ``eval/mean_reward``, ``eval/std_reward``, ``eval/min_reward``, ``eval/max_reward``
     (episode returns as the wrapped env pays them, unnormalised), ``eval/mean_ep_length`` (steps)
     and, where the env reports ``info["is_success"]``, ``eval/success_rate`` (success at the
-    episode's last step, in [0, 1]). The same policy and seed give the same numbers.
+    episode's last step, in [0, 1]); where the env has left-right mirror maps and the policy is deterministic,
+    ``eval/mirror_gap_rms`` (:class:`MirrorGap`). The same policy and seed give the same numbers.
     """
-    return summarize(run_episodes(model, env, n_episodes, seed, deterministic))
+    gap = MirrorGap(env) if deterministic and env.has_attr("mirror_obs") and env.has_attr("mirror_action") else None
+    metrics = summarize(run_episodes(model, env, n_episodes, seed, deterministic, on_action=gap and gap.record))
+    if gap is not None:
+        metrics["eval/mirror_gap_rms"] = gap.rms(model)
+    return metrics
+
+
+class MirrorGap:
+    """How far a deterministic policy is from its own mirror image on the states it visits: the root mean square
+    over states s of ‖a(s) − M_a a(M_s s)‖ (action units), with M_s and M_a the env's ``mirror_obs`` and
+    ``mirror_action``; 0 for a perfectly symmetric policy. Mirroring is done on raw observations (those of
+    ``VecNormalize.get_original_obs``), then normalised as the policy expects."""
+
+    def __init__(self, env: VecEnv) -> None:
+        self.env = env
+        self.states: list[np.ndarray] = []
+        self.actions: list[np.ndarray] = []
+
+    def record(self, obs: np.ndarray, actions: np.ndarray) -> None:
+        raw = self.env.get_original_obs() if isinstance(self.env, VecNormalize) else obs
+        self.states.append(np.array(raw, dtype=np.float64))
+        self.actions.append(np.array(actions, dtype=np.float64))
+
+    def rms(self, model: BaseAlgorithm) -> float:
+        states, actions = np.concatenate(self.states), np.concatenate(self.actions)
+        mirrored = self.env.env_method("mirror_obs", states, indices=[0])[0]
+        if isinstance(self.env, VecNormalize):
+            mirrored = self.env.normalize_obs(mirrored)
+        mirrored_actions, _ = model.predict(mirrored.astype(np.float32), deterministic=True)
+        back = self.env.env_method("mirror_action", mirrored_actions, indices=[0])[0]
+        return float(np.sqrt(np.mean(np.sum((actions - back) ** 2, axis=-1))))

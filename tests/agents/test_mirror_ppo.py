@@ -22,6 +22,7 @@ from hydrarl.envs.cassie import mirror
 from hydrarl.envs.factory import make_vec_env
 from hydrarl.errors import Incompatible, UserError
 from hydrarl.paths import PROJECT_ROOT
+from hydrarl.training.evaluation import evaluate
 
 SMALL = dict(n_steps=64, batch_size=16, n_epochs=3, policy_kwargs={"net_arch": [32, 32]}, seed=3, device="cpu")
 
@@ -90,14 +91,23 @@ def test_under_vecnormalize_the_mirror_is_taken_in_raw_units(cassie):
 def test_the_mirror_loss_makes_the_policy_symmetric(cassie):
     """SB3 starts the mean action near 0 everywhere (symmetric); PPO's updates make it asymmetric, the mirror term
     keeps it symmetric. The gap is read on states of the rollouts, with the maps read for both models."""
-    gaps = {}
+    gaps, evaluated = {}, {}
     for coef in (0.0, 50.0):
         model = MirrorPPO("MlpPolicy", cassie, mirror_coef=coef, learning_rate=0.003, **SMALL)
         model.learn(384)
         model._read_mirrors(cassie)
         obs = th.as_tensor(model.rollout_buffer.observations.reshape(-1, 42), dtype=th.float32)
         gaps[coef] = model._mirror_losses(obs)[0].item()
+        evaluated[coef] = evaluate(model, cassie, 2, seed=0)["eval/mirror_gap_rms"]
     assert gaps[50.0] < 0.2 * gaps[0.0]
+    assert evaluated[50.0] < 0.5 * evaluated[0.0]  # the independent measure, on evaluation states, agrees
+
+
+def test_the_evaluation_mirror_gap_is_zero_for_a_symmetric_policy(cassie):
+    """The zero action is its own mirror image: a gap of exactly 0; an untrained network's is not."""
+    zero = build_agent(compose(["env=Cassie", "algorithm=constant"]).algorithm, cassie, 0, "cpu", name="constant")
+    assert evaluate(zero, cassie, 1, seed=0)["eval/mirror_gap_rms"] == 0.0
+    assert evaluate(PPO("MlpPolicy", cassie, seed=0), cassie, 1, seed=0)["eval/mirror_gap_rms"] > 0.0
 
 
 class Spy(MirrorPPO):

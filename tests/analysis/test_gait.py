@@ -62,13 +62,17 @@ def test_render_record_writes_a_frame_per_step(tmp_path):
     assert reader.get_meta_data()["fps"] == pytest.approx(40)
 
 
-def test_a_trained_run_is_played_with_its_actions(tmp_path):
+def test_a_trained_run_is_played_with_its_actions(tmp_path, capsys):
     run_dir = tmp_path / "run"
     proc = run_cli(["env=Cassie", "algorithm=ppo_cassie", "algorithm.n_steps=64", "trainer.n_epochs=1",
                     "trainer.eval_after_n_steps=64", "trainer.n_test_rollouts=1", "trainer.progress_bar=false",
                     "logger=[]", "seed=0", f"hydra.run.dir={run_dir}"], cwd=tmp_path, env={"MENAGERIE_ROOT": MENAGERIE})
     assert proc.returncode == 0, proc.stderr[-2000:]
+    capsys.readouterr()
     assert main([str(run_dir), "--out", str(tmp_path / "gait")]) == 0
+    gait = capsys.readouterr().out.splitlines()[1]  # the line after the title
+    assert gait.startswith("steps L/R ") and "symmetry index: step length " in gait
+    assert float(gait.rpartition("mirror gap RMS ")[2]) > 0  # an untrained network is not its own mirror image
     rows = read_rows(tmp_path / "gait" / "gait.csv")
     actions = np.array([[float(r[k]) for k in r if k.startswith("action/")] for r in rows])
     assert actions.shape[1] == 10 and np.abs(actions).max() > 1e-3  # the policy's deterministic actions, not zeros

@@ -64,6 +64,7 @@ import numpy as np
 from gymnasium import spaces
 
 from hydrarl.envs.cassie import mirror
+from hydrarl.envs.cassie.gait_stats import GaitStats
 from hydrarl.envs.cassie.model import CassieLayout, instability_count, install_pd_servos, load_model
 from hydrarl.envs.cassie.reward import RewardConfig, gait_reward, speed_reward
 from hydrarl.errors import UserError
@@ -129,8 +130,9 @@ class CassieEnv(gym.Env):
     ``foot_force`` (2,) (N; vertical ground force summed over the foot's floor contacts), ``torque`` (10,) (Nm,
     joint side, the servo's output at the step's end state), ``pd_target`` (10,) (rad), ``action`` (10,) (the raw
     action; zeros at reset), ``phase``, ``speed_command``, ``reward_terms`` (term -> weighted value; empty at reset);
-    after each step ``episode_metrics``: ``forward_speed`` (mean world-x pelvis velocity so far, m/s) and
-    ``forward_distance`` (world-x pelvis displacement since reset, m), which evaluation logs as ``eval/<name>``.
+    after each step ``episode_metrics``: ``forward_speed`` (mean world-x pelvis velocity so far, m/s),
+    ``forward_distance`` (world-x pelvis displacement since reset, m) and the gait statistics and symmetry indices
+    of ``gait_stats.GaitStats``, which evaluation logs as ``eval/<name>``.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 40}
@@ -212,6 +214,7 @@ class CassieEnv(gym.Env):
         self._scene_option: mujoco.MjvOption | None = None
         self.phase, self.speed_command = 0.0, 0.0
         self._episode_steps, self._speed_sum, self._start_x = 0, 0.0, 0.0  # episode_metrics running values
+        self._gait = GaitStats(self.dt)
         self._target = self.neutral.copy()
         self._velocity = np.zeros(6)  # scratch for mj_objectVelocity
         self._force = np.zeros(6)  # scratch for mj_contactForce
@@ -230,6 +233,7 @@ class CassieEnv(gym.Env):
         self.phase = float(options.get("phase", self.np_random.random())) % 1.0
         self.speed_command = float(options.get("speed", self.np_random.choice(self.speeds)))
         self._episode_steps, self._speed_sum, self._start_x = 0, 0.0, float(self.data.qpos[self.layout.free_qpos])
+        self._gait.reset()
         return self._observe(), self._info(np.zeros(10), {})
 
     def step(self, action):
@@ -253,9 +257,11 @@ class CassieEnv(gym.Env):
             terms = dict.fromkeys(terms, 0.0)
         self._episode_steps += 1
         self._speed_sum += float(data.qvel[layout.free_dof])
+        self._gait.update(feet["force"], feet["height"], feet["x"])
         info = self._info(action, terms, feet)
         info["episode_metrics"] = {"forward_speed": self._speed_sum / self._episode_steps,
-                                   "forward_distance": float(data.qpos[layout.free_qpos]) - self._start_x}
+                                   "forward_distance": float(data.qpos[layout.free_qpos]) - self._start_x,
+                                   **self._gait.metrics()}
         return self._observe(), float(sum(terms.values())), terminated, False, info
 
     def render(self) -> np.ndarray | None:
@@ -339,10 +345,11 @@ class CassieEnv(gym.Env):
 
     def _feet(self) -> dict[str, np.ndarray]:
         """Per foot (left, right): lowest capsule point above the floor (m), speed of the capsule's centre
-        (m/s) and vertical ground reaction force (N)."""
+        (m/s), vertical ground reaction force (N) and the capsule centre's world x (m)."""
         model, data, layout = self.model, self.data, self.layout
-        height, speed, force = np.zeros(2), np.zeros(2), np.zeros(2)
+        height, speed, force, x = np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2)
         for foot, geom in enumerate(layout.foot_geoms):
+            x[foot] = data.geom_xpos[geom, 0]
             radius, half_length = model.geom_size[geom, :2]
             # the capsule's axis is its local z; xmat[8] is that axis' world-z component
             height[foot] = data.geom_xpos[geom, 2] - abs(data.geom_xmat[geom, 8]) * half_length - radius
@@ -359,7 +366,7 @@ class CassieEnv(gym.Env):
             mujoco.mj_contactForce(model, data, i, self._force)
             frame = contacts.frame[i]  # rows: normal, tangent 1, tangent 2 (world)
             force[foot] += self._force[0] * frame[2] + self._force[1] * frame[5] + self._force[2] * frame[8]
-        return {"height": height, "speed": speed, "force": force}
+        return {"height": height, "speed": speed, "force": force, "x": x}
 
     def _reward_terms(self, action: np.ndarray, feet: dict[str, np.ndarray]) -> dict[str, float]:
         layout, data = self.layout, self.data
