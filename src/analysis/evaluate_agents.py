@@ -55,9 +55,10 @@ from hydrarl.analysis.eval_env import EnvChoice, check_spaces, env_choice, play_
 from hydrarl.analysis.output import out_argument, output_folder
 from hydrarl.analysis.tables import text_table
 from hydrarl.cli_args import ArgumentParser, number
+from hydrarl.config.runs import find_model
 from hydrarl.errors import UserError, exit_on_user_error
 from hydrarl.paths import CONF_DIR
-from hydrarl.training.checkpoint import MODEL, load_normalization
+from hydrarl.training.checkpoint import load_normalization
 from hydrarl.training.evaluation import Episodes, run_episodes, summarize
 
 CHECKPOINTS = ("best", "last")
@@ -105,47 +106,12 @@ class AgentResult:
 
 # -- which agents ----------------------------------------------------------------------------------
 
-def _run_dir_of_model(model: Path) -> Path | None:
-    """The run directory above ``<run>/checkpoints/<name>/model.zip`` (or any parent holding config.yaml)."""
-    for parent in list(model.parents)[:4]:
-        if (parent / "config.yaml").is_file():
-            return parent
-    return None
-
-
-def _load_run_config(run_dir: Path) -> DictConfig:
-    try:
-        cfg = OmegaConf.load(run_dir / "config.yaml")
-    except Exception as exc:  # noqa: BLE001  (any unreadable file is the user's input)
-        raise UserError(f"{run_dir / 'config.yaml'} cannot be read: {exc}") from exc
-    missing = [k for k in ("env", "algorithm", "env_name", "algorithm_name") if k not in cfg]
-    if missing:
-        raise UserError(f"{run_dir / 'config.yaml'} is not the config of a hydrarl run (no {', '.join(missing)}).")
-    return cfg
-
-
 def agent_from_path(path: str | Path, checkpoint: str = "best", env: EnvChoice | None = None) -> Agent:
     """A run directory (its ``checkpoints/<checkpoint>/model.zip``) or a ``model.zip`` inside one; with ``env``
     (``--env``), acting in that env config instead of its run's (its spaces checked here, before any episode)."""
     from hydrarl.agents.factory import algorithm_class
 
-    given = Path(path)
-    if given.is_dir() and (given / "config.yaml").is_file():
-        run_dir = given
-        model_path = run_dir / "checkpoints" / checkpoint / MODEL
-        if not model_path.is_file():
-            have = sorted(p.parent.name for p in (run_dir / "checkpoints").glob(f"*/{MODEL}"))
-            raise UserError(f"{given}: no checkpoints/{checkpoint}/{MODEL} in this run"
-                            + (f"; it has {', '.join(have)} (--checkpoint best|last, or give the model.zip)." if have else "."))
-    elif given.is_file() and given.suffix == ".zip":
-        model_path = given
-        run_dir = _run_dir_of_model(given)
-        if run_dir is None:
-            raise UserError(f"{given}: no run directory above this model (no config.yaml in its parents); "
-                            "evaluate needs the run's config to build its env.")
-    else:
-        raise UserError(f"{given} is not a run directory (a directory with config.yaml) or a model.zip inside one.")
-    cfg = _load_run_config(run_dir)
+    run_dir, model_path, cfg = find_model(path, checkpoint)
     cls = algorithm_class(cfg.algorithm, str(cfg.algorithm_name))
     name = model_path.parent.name
     run_seed = cfg.get("seed")
@@ -193,7 +159,7 @@ def agent_from_controller(spec: str) -> Agent:
     """``<Env>/<algo> [key=value ...]``: a controller (an agent that does not learn) built from the
     config tree, with optional config overrides (e.g. ``env.kwargs.privileged=true``)."""
     from hydrarl.agents.controllers import Controller
-    from hydrarl.agents.factory import algorithm_class, build_agent
+    from hydrarl.agents.factory import algorithm_class, apply_env_overrides, build_agent
     from hydrarl.config.compose import available, compose
 
     pair, *overrides = spec.split() or [""]
@@ -210,6 +176,7 @@ def agent_from_controller(spec: str) -> Agent:
         cfg = compose([f"env={env_name}", f"algorithm={algorithm}", *overrides])
     except UserError as exc:
         raise UserError(f"--controller {spec!r}: the overrides {' '.join(overrides)} do not apply: {exc}") from exc
+    apply_env_overrides(cfg.algorithm, cfg.env, algorithm)  # e.g. the ensemble's members normalise for themselves
     if not issubclass(algorithm_class(cfg.algorithm, algorithm), Controller):
         controllers = [a for a in algorithms if _is_controller(a)]
         raise UserError(f"--controller {spec}: algorithm={algorithm} learns, it is not a controller; evaluate a trained run "

@@ -2,6 +2,7 @@
 
     python experiment/plot_gait.py                                  # zero action: the PD loop holds the neutral pose
     python experiment/plot_gait.py runs/Cassie/ppo_cassie/<run> --speed 0.5 render=record
+    python experiment/plot_gait.py --controller 'Cassie/ensemble algorithm.members=[runs/a,runs/b]'
 
 Plays one episode of a trained run (its ``checkpoints/<--checkpoint>/model.zip`` with its frozen
 normalisation, deterministic policy) or, with no run given, of the constant zero action (in residual
@@ -50,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=number(int, "policy steps to play", least=1), default=None, metavar="N",
                    help="play at most N policy steps (the env's time limit lowered; default: the whole episode)")
     p.add_argument("--env", default="Cassie", help="env config for the zero action (default Cassie)")
+    p.add_argument("--controller", default=None, metavar="'Cassie/ALGO [KEY=VALUE ...]'",
+                   help="play a controller instead of a run, e.g. a policy ensemble: "
+                        "'Cassie/ensemble algorithm.members=[runs/a,runs/b]'")
     p.add_argument("--out", type=out_argument, default=None, help="output folder (default runs/gait/<date>_<time>)")
     return p
 
@@ -77,9 +81,14 @@ def load_agent(args: argparse.Namespace):
     from hydrarl.analysis.evaluate_agents import agent_from_controller, agent_from_path
     from hydrarl.config.compose import available
 
-    if not args.agent and args.env not in available("env"):
+    if args.agent and args.controller:
+        raise UserError(f"one agent at a time: the run {args.agent} and --controller {args.controller!r} given.")
+    if not args.agent and not args.controller and args.env not in available("env"):
         raise UserError(f"--env {args.env!r} is unknown. Available env options: {', '.join(available('env'))}.")
-    agent = agent_from_path(args.agent, args.checkpoint) if args.agent else agent_from_controller(f"{args.env}/constant")
+    if args.agent:
+        agent = agent_from_path(args.agent, args.checkpoint)
+    else:
+        agent = agent_from_controller(args.controller or f"{args.env}/constant")
     if not str(agent.env_cfg.id).endswith("Cassie-v0"):
         raise UserError(f"{agent.source}: plot_gait.py plots Cassie episodes; this agent's env is {agent.env_cfg.id}.")
     return agent

@@ -40,13 +40,12 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from hydrarl.config.runs import MODEL, NORMALIZATION
 from hydrarl.errors import UserError
 from hydrarl.training.callbacks import RUNTIME_ATTRIBUTES
 from hydrarl.training.seeding import rng_state, set_rng_state
 
-MODEL = "model.zip"
 BUFFER = "replay_buffer.pkl"
-NORMALIZATION = "vecnormalize.pkl"
 RNG = "rng.pt"
 STATE = "trainer_state.json"
 LAST = "last"  # the checkpoint rewritten every epoch
