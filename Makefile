@@ -16,12 +16,13 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export RAY_USAGE_STATS_ENABLED ?= 0
 export SDL_VIDEODRIVER ?= dummy
 export MUJOCO_GL ?= egl
+export NO_MKDOCS_2_WARNING ?= 1
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # Off-screen rendering (render=record, evaluate.py --video): MuJoCo draws through EGL (Mesa).
 RENDER_LIBS := libegl1 libegl-mesa0 libgl1-mesa-dri libgles2
 export MENAGERIE_ROOT ?= $(abspath ../shared/menagerie)
 
-.PHONY: setup train test matrix lint clean
+.PHONY: setup train test matrix lint docs clean
 
 setup: $(STAMP)
 
@@ -43,11 +44,16 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	$(BIN)/mkdocs build --strict --quiet
 	./run_testing.sh -t function -p $(PYTEST_WORKERS) -s 0
 
 # The regression matrix's function tier alone (every valid env x algorithm pair, one short epoch).
 matrix: $(STAMP)
 	./run_testing.sh -t function -p $(PYTEST_WORKERS) -s 0
+
+# The documentation site (mkdocs.yml) into build/site; strict: a broken link, anchor or nav entry fails.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

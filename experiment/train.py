@@ -1,6 +1,6 @@
 """Train one agent, or sweep many: python experiment/train.py env=<env> algorithm=<algorithm> [key=value ...]
 
-See README.md for the config keys; `--help` lists the config groups.
+See docs/running.md for the config keys; `--help` lists the config groups.
 """
 
 import hydrarl  # noqa: F401  (sets privacy defaults before the tracking libraries import)
