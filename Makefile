@@ -20,15 +20,22 @@ export NO_MKDOCS_2_WARNING ?= 1
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # Off-screen rendering (render=record, evaluate.py --video): MuJoCo draws through EGL (Mesa).
 RENDER_LIBS := libegl1 libegl-mesa0 libgl1-mesa-dri libgles2
+# The viewer test (experiment/play.py) runs a real X server and presses real keys.
+SCREEN_TOOLS := xvfb xdotool
 export MENAGERIE_ROOT ?= $(abspath ../shared/menagerie)
 
-.PHONY: setup train test matrix lint docs clean
+.PHONY: setup system train test matrix lint docs clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+# Debian packages the project needs beside Python, checked on every make (installed only when missing).
+system:
 	@ldconfig -p | grep -q 'libEGL.so.1' || { echo "installing EGL for off-screen rendering: $(RENDER_LIBS)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $(RENDER_LIBS); }
+	@command -v Xvfb >/dev/null && command -v xdotool >/dev/null || { echo "installing a virtual screen: $(SCREEN_TOOLS)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $(SCREEN_TOOLS); }
+
+$(STAMP): pyproject.toml constraints.txt | system
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt torch==2.13.0
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[$(EXTRAS)]'
