@@ -69,7 +69,7 @@ def apply_env_overrides(algo_cfg: DictConfig, env_cfg: DictConfig, name: str = "
     return changed
 
 
-def _accepted_kwargs(cls: type) -> list[str]:
+def accepted_kwargs(cls: type) -> list[str]:
     """The constructor's named arguments; where it passes ``**kwargs`` on (a subclass of an SB3 agent that adds its
     own), also those of the classes above it."""
     names: list[str] = []
@@ -114,7 +114,7 @@ def build_agent(
     cls = algorithm_class(algo_cfg, name)
     config = OmegaConf.to_container(algo_cfg, resolve=True)
     config.pop("_target_")
-    accepted = _accepted_kwargs(cls)
+    accepted = accepted_kwargs(cls)
     unknown = sorted(set(config) - set(accepted))
     if unknown:
         raise UserError(
