@@ -123,9 +123,22 @@ def play(agent, args: argparse.Namespace) -> str:
             viewer.sync()
             time.sleep(max(0.0, started + steps * cassie.dt - time.perf_counter()))  # real time
     finally:
-        viewer.close()
+        close_viewer(viewer)
         env.close()
     return f"played {steps * cassie.dt:.1f} s ({steps} steps, {falls} falls); last {label(steering, speeds)}"
+
+
+def close_viewer(viewer) -> None:
+    """Close the viewer and wait for its thread to tear its window down: otherwise GLFW's exit handler can run while
+    that thread still destroys the window, and the process dies with a segmentation fault at exit."""
+    import threading
+
+    import mujoco.viewer
+
+    viewer.close()
+    for thread in threading.enumerate():
+        if getattr(thread, "_target", None) is mujoco.viewer._launch_internal:  # the daemon thread launch_passive starts
+            thread.join(timeout=30)
 
 
 @exit_on_user_error
