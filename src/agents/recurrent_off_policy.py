@@ -110,6 +110,7 @@ class RecurrentOffPolicyAlgorithm(OffPolicyAlgorithm):
         scaled = self.policy.scale_action(actions)
         if action_noise is not None:
             scaled = np.clip(scaled + action_noise(), -1, 1)
+        self._rollout_state = self.policy.remember_action(self._rollout_state, scaled)
         return self.policy.unscale_action(scaled), scaled
 
     def _store_transition(self, replay_buffer, buffer_action, new_obs, reward, dones, infos) -> None:

@@ -1,6 +1,7 @@
 """Networks of the recurrent off-policy agents (RSAC, RTD3, RDPG): summarisers, heads, and the policy.
 
-A *summariser* is an LSTM or GRU over the observation sequence: (B, T, obs_dim) -> (B, T, hidden). The
+A *summariser* is an LSTM or GRU over the observation sequence: (B, T, obs_dim) -> (B, T, hidden); with
+``action_input`` it reads the previous action too, [o_t, a_{t-1}] (a_{-1} = 0): (B, T, obs_dim + action_dim). The
 actor and each critic have their own summariser, head and Adam optimiser, so that a critic's summariser
 learns only from its TD loss (the actor's loss reads the critics through *detached* summaries):
 
@@ -12,7 +13,8 @@ Targets: copies of the critics (summarisers and heads) always; of the actor too 
 
 :meth:`RecurrentActorCriticPolicy.predict` follows sb3-contrib's RecurrentPPO contract: it takes and returns
 ``state`` (the actor summariser's hidden state, a tuple of arrays of shape (n_layers, n_envs, hidden): (h, c) for
-an LSTM, (h,) for a GRU) and zeroes it where ``episode_start`` is true, so one call per env step carries the
+an LSTM, (h,) for a GRU; with ``action_input`` followed by the last action, [-1, 1]-scaled, of shape
+(1, n_envs, action_dim)) and zeroes it where ``episode_start`` is true, so one call per env step carries the
 memory across steps of an episode and resets it between episodes, per env copy.
 """
 
@@ -120,6 +122,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
     :param actor: ``gaussian`` (RSAC) or ``deterministic`` (RDPG, RTD3)
     :param n_critics: critics (each with its own summariser)
     :param actor_target: also keep a target copy of the actor (summariser and head)
+    :param action_input: the summarisers also read the previous action (zero at an episode's or a segment's start)
 
     Optimisers: ``actor_optimizer`` (actor summariser + head) and ``critic_optimizer_<i>`` (critic i's summariser +
     head); :meth:`optimizer_names` lists them for saving.
@@ -138,6 +141,7 @@ class RecurrentActorCriticPolicy(BasePolicy):
         actor: str = "gaussian",
         n_critics: int = 2,
         actor_target: bool = False,
+        action_input: bool = False,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
         use_sde: bool = False,
@@ -152,16 +156,19 @@ class RecurrentActorCriticPolicy(BasePolicy):
             raise ValueError(f"hidden_size, n_layers and n_critics must be positive, got {hidden_size}, {n_layers}, {n_critics}")
         if use_sde:
             raise ValueError("use_sde is not supported by the recurrent agents")
+        if not isinstance(action_input, bool):
+            raise ValueError(f"action_input must be true or false, got {action_input!r}")
         super().__init__(observation_space, action_space, optimizer_class=optimizer_class,
                          optimizer_kwargs=optimizer_kwargs, squash_output=True)
         self.cell, self.hidden_size, self.n_layers = cell, hidden_size, n_layers
         self.net_arch = [256, 256] if net_arch is None else list(net_arch)
         self.activation_fn, self.actor_kind = activation_fn, actor
-        self.n_critics, self.actor_target = n_critics, actor_target
+        self.n_critics, self.actor_target, self.action_input = n_critics, actor_target, action_input
         obs_dim, action_dim = observation_space.shape[0], int(np.prod(action_space.shape))
+        self.action_dim = action_dim
 
         def summariser() -> Summariser:
-            return Summariser(obs_dim, cell, hidden_size, n_layers)
+            return Summariser(obs_dim + (action_dim if action_input else 0), cell, hidden_size, n_layers)
 
         self.actor_summariser = summariser()
         self.actor_head = HEADS[actor](hidden_size, action_dim, self.net_arch, activation_fn)
@@ -196,18 +203,43 @@ class RecurrentActorCriticPolicy(BasePolicy):
         data = super()._get_constructor_parameters()
         data.update(cell=self.cell, hidden_size=self.hidden_size, n_layers=self.n_layers, net_arch=self.net_arch,
                     activation_fn=self.activation_fn, actor=self.actor_kind, n_critics=self.n_critics,
-                    actor_target=self.actor_target, optimizer_class=self.optimizer_class,
+                    actor_target=self.actor_target, action_input=self.action_input, optimizer_class=self.optimizer_class,
                     optimizer_kwargs=self.optimizer_kwargs)
         return data
 
     # -- acting ---------------------------------------------------------------------------------
-    def forward(self, obs: th.Tensor, deterministic: bool = False) -> th.Tensor:
-        """Actions in [-1, 1] for whole sequences ``obs`` (B, T, obs_dim) from a zero state: (B, T, action_dim)."""
-        return self.actor_head(self.actor_summariser(obs)[0], deterministic)
+    def history(self, obs: th.Tensor, actions: th.Tensor | None = None) -> th.Tensor:
+        """The summarisers' input sequence for ``obs`` (B, T, obs_dim): the observations themselves, or with
+        ``action_input`` [o_t, a_{t-1}] (B, T, obs_dim + action_dim) where ``actions`` (B, ≥ T − 1, action_dim) are the
+        [-1, 1]-scaled actions taken (a_{-1} = 0; None: all zero)."""
+        if not self.action_input:
+            return obs
+        previous = th.zeros(*obs.shape[:2], self.action_dim, device=obs.device)
+        if actions is not None:
+            previous[:, 1:] = actions[:, : obs.shape[1] - 1]
+        return th.cat([obs, previous], dim=-1)
+
+    def forward(self, obs: th.Tensor, deterministic: bool = False, actions: th.Tensor | None = None) -> th.Tensor:
+        """Actions in [-1, 1] for whole sequences ``obs`` (B, T, obs_dim) from a zero state, after the actions taken
+        ``actions`` (see :meth:`history`): (B, T, action_dim)."""
+        return self.actor_head(self.actor_summariser(self.history(obs, actions))[0], deterministic)
 
     def _predict(self, observation: th.Tensor, deterministic: bool = False) -> th.Tensor:
         """One step from a zero state (no memory): prefer :meth:`predict`, which carries ``state``."""
         return self.forward(observation[:, None, :], deterministic)[:, 0]
+
+    def initial_state(self, n_envs: int) -> tuple[th.Tensor, ...]:
+        """The zero state of ``n_envs`` env copies (see :meth:`predict`)."""
+        hidden = self.actor_summariser.initial_state(n_envs, self.device)
+        return (*hidden, th.zeros(1, n_envs, self.action_dim, device=self.device)) if self.action_input else hidden
+
+    def remember_action(self, state: tuple[np.ndarray, ...], scaled_action: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``state`` with the action actually taken ((n_envs, action_dim), [-1, 1]-scaled: exploration noise or a
+        random warm-up action may differ from the predicted one) as the previous action (unchanged without
+        ``action_input``)."""
+        if not self.action_input:
+            return state
+        return (*state[:-1], np.asarray(scaled_action, dtype=np.float32).reshape(1, -1, self.action_dim))
 
     def predict(
         self,
@@ -218,7 +250,8 @@ class RecurrentActorCriticPolicy(BasePolicy):
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         """Act on one step of ``observation`` ((n_envs, obs_dim), or (obs_dim,) for one env) from ``state`` (None: a
         zero state), zeroing the state of each env copy where ``episode_start`` ((n_envs,) bool) is true. Returns the
-        actions in the env's action space (clipped to its bounds) and the new state (arrays (n_layers, n_envs, hidden))."""
+        actions in the env's action space (clipped to its bounds) and the new state (arrays (n_layers, n_envs, hidden),
+        and with ``action_input`` the action's [-1, 1]-scaled value, (1, n_envs, action_dim))."""
         self.set_training_mode(False)
         obs = np.asarray(observation, dtype=np.float32)
         single = obs.ndim == 1
@@ -226,14 +259,19 @@ class RecurrentActorCriticPolicy(BasePolicy):
         n_envs = obs.shape[0]
         with th.no_grad():
             if state is None:
-                hidden = self.actor_summariser.initial_state(n_envs, self.device)
+                state_t = self.initial_state(n_envs)
             else:
-                hidden = tuple(th.as_tensor(np.asarray(s), dtype=th.float32, device=self.device) for s in state)
+                state_t = tuple(th.as_tensor(np.asarray(s), dtype=th.float32, device=self.device) for s in state)
             if episode_start is not None:
                 keep = th.as_tensor(~np.asarray(episode_start, dtype=bool).reshape(n_envs), device=self.device)
-                hidden = tuple(h * keep.view(1, -1, 1) for h in hidden)
-            summary, hidden = self.actor_summariser(th.as_tensor(obs, device=self.device)[:, None, :], hidden)
-            actions = self.actor_head(summary[:, 0], deterministic).cpu().numpy()
-        actions = np.clip(self.unscale_action(actions), self.action_space.low, self.action_space.high)
+                state_t = tuple(s * keep.view(1, -1, 1) for s in state_t)
+            inputs = th.as_tensor(obs, device=self.device)[:, None, :]
+            if self.action_input:
+                inputs, state_t = th.cat([inputs, state_t[-1].transpose(0, 1)], dim=-1), state_t[:-1]
+            summary, hidden = self.actor_summariser(inputs, state_t)
+            scaled = self.actor_head(summary[:, 0], deterministic)
+            if self.action_input:
+                hidden = (*hidden, scaled[None])
+        actions = np.clip(self.unscale_action(scaled.cpu().numpy()), self.action_space.low, self.action_space.high)
         actions = actions.reshape((-1, *self.action_space.shape))
         return (actions[0] if single else actions), tuple(h.cpu().numpy() for h in hidden)

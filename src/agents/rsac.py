@@ -2,7 +2,8 @@
 through their own LSTM/GRU summariser (:mod:`hydrarl.agents.recurrent_policy`).
 
 One gradient step of ``train()``, on a batch of B sequences (observations o_0..o_L, actions, rewards r, a flag
-d_t = 1 where the episode terminated (not where a time limit cut it), mask m_t = 1 on real steps):
+d_t = 1 where the episode terminated (not where a time limit cut it), mask m_t = 1 on real steps; every summariser reads
+the sequence ``policy.history``: o_t, or with ``action_input`` [o_t, a_{t-1}]):
 
 1. one pass of each summariser over o_0..o_L from a zero state: actor h^π, critics h^1, h^2, target critics h̄^1, h̄^2;
 2. target y_t = r_t + γ (1 − d_t) (min_i Q̄_i(h̄^i_{t+1}, a′) − α log π(a′|h^π_{t+1})), a′ ~ π(·|h^π_{t+1});
@@ -105,14 +106,15 @@ class RSAC(RecurrentOffPolicyAlgorithm):
         noise = step_noise(*mask.shape, (2, self.action_space.shape[0]), self.device).unbind(dim=2)
 
         # 1. summaries of the whole sequences, one pass per summariser
-        h_actor = policy.actor_summariser(obs)[0]                               # (B, L+1, H)
-        h_critics = [summariser(obs)[0] for summariser in policy.critic_summarisers]
+        seq = policy.history(obs, batch.actions)                                # (B, L+1, D [+ A])
+        h_actor = policy.actor_summariser(seq)[0]                               # (B, L+1, H)
+        h_critics = [summariser(seq)[0] for summariser in policy.critic_summarisers]
         alpha = self.log_ent_coef.detach().exp()
 
         # 2. TD target from the next steps' summaries; the target critics' summaries under no_grad
         with th.no_grad():
             next_actions, next_log_prob = policy.actor_head.sample(h_actor[:, 1:].detach(), noise[0])
-            next_q = th.stack([head(summariser(obs)[0][:, 1:], next_actions) for summariser, head
+            next_q = th.stack([head(summariser(seq)[0][:, 1:], next_actions) for summariser, head
                                in zip(policy.critic_summarisers_target, policy.critic_heads_target, strict=True)])
             target_q = rewards + not_done * self.gamma * (next_q.min(dim=0).values - alpha * next_log_prob)
 

@@ -3,7 +3,8 @@ the observation history through its own LSTM/GRU summariser (:mod:`hydrarl.agent
 copies of every summariser and head.
 
 One gradient step of ``train()``, on a batch of B sequences (observations o_0..o_L, actions a_t in [-1, 1], rewards
-r, d_t = 1 where the episode terminated (a time limit is not a termination), mask m_t = 1 on real steps):
+r, d_t = 1 where the episode terminated (a time limit is not a termination), mask m_t = 1 on real steps; every summariser reads
+the sequence ``policy.history``: o_t, or with ``action_input`` [o_t, a_{t-1}]):
 
 1. target actor: a′ = clip(μ̄(h̄^μ_{t+1}) + clip(ε, −c, c), −1, 1), ε ~ N(0, σ²) (σ = ``target_policy_noise``,
    c = ``target_noise_clip``; RDPG: σ = 0);
@@ -85,19 +86,21 @@ class RTD3(RecurrentOffPolicyAlgorithm):
         obs, mask = batch.observations, batch.mask                              # (B, L+1, D), (B, L)
         rewards, not_done = batch.rewards.unsqueeze(-1), 1.0 - batch.terminated.unsqueeze(-1)  # (B, L, 1)
 
+        seq = policy.history(obs, batch.actions)                                # (B, L+1, D [+ A])
+
         # 1-2. TD target from the target networks' summaries of the next steps
         with th.no_grad():
-            next_actions = policy.actor_head_target(policy.actor_summariser_target(obs)[0][:, 1:])
+            next_actions = policy.actor_head_target(policy.actor_summariser_target(seq)[0][:, 1:])
             if self.target_policy_noise > 0:
                 noise = step_noise(*mask.shape, next_actions.shape[-1:], self.device)  # padding changes none of it
                 noise = (noise * self.target_policy_noise).clamp(-self.target_noise_clip, self.target_noise_clip)
                 next_actions = (next_actions + noise).clamp(-1.0, 1.0)
-            next_q = th.stack([head(summariser(obs)[0][:, 1:], next_actions) for summariser, head
+            next_q = th.stack([head(summariser(seq)[0][:, 1:], next_actions) for summariser, head
                                in zip(policy.critic_summarisers_target, policy.critic_heads_target, strict=True)])
             target_q = rewards + not_done * self.gamma * next_q.min(dim=0).values
 
         # 3. critics: masked TD loss, one Adam step each
-        h_critics = [summariser(obs)[0] for summariser in policy.critic_summarisers]
+        h_critics = [summariser(seq)[0] for summariser in policy.critic_summarisers]
         critic_loss = sum(masked_mean((head(h[:, :-1], batch.actions) - target_q) ** 2, mask)
                           for h, head in zip(h_critics, policy.critic_heads, strict=True))
         for optimizer in policy.critic_optimizers():
@@ -109,7 +112,7 @@ class RTD3(RecurrentOffPolicyAlgorithm):
 
         # 4. delayed actor step through critic 1's detached summary, then the targets
         if self._n_updates % self.policy_delay == 0:
-            actions_mu = policy.actor_head(policy.actor_summariser(obs[:, :-1])[0])
+            actions_mu = policy.actor_head(policy.actor_summariser(seq[:, :-1])[0])
             actor_loss = -masked_mean(policy.critic_heads[0](h_critics[0][:, :-1].detach(), actions_mu), mask)
             policy.actor_optimizer.zero_grad()
             actor_loss.backward()

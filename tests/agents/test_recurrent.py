@@ -231,7 +231,7 @@ def act(model, obs: np.ndarray) -> tuple[np.ndarray, list]:
 
 @pytest.mark.parametrize("name, kwargs", [("rsac", {"ent_coef": "auto_0.5"}),
                                           ("rtd3", {"policy_delay": 3, "target_policy_noise": 0.3}),
-                                          ("rdpg", {})])
+                                          ("rdpg", {"policy_kwargs": {"action_input": True}})])
 def test_save_load_keeps_the_policy_its_memory_and_the_training_state(name, kwargs, tmp_path):
     model = agent(name, **kwargs)
     batch = random_sequence(9, seed=3)
@@ -258,6 +258,7 @@ def test_save_load_keeps_the_policy_its_memory_and_the_training_state(name, kwar
     else:
         assert (loaded.n_critics, loaded.policy.n_critics, len(loaded.policy.critic_heads)) == (1, 1, 1)
         assert (loaded.policy_delay, loaded.target_policy_noise) == (1, 0.0)
+        assert loaded.policy.action_input and len(states[0]) == 3  # the previous action is part of the memory
     assert not differing(parameters(model), parameters(loaded))
     # the optimisers' and targets' states came back too: one more identical update on both
     for m in (model, loaded):
