@@ -22,6 +22,8 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 RENDER_LIBS := libegl1 libegl-mesa0 libgl1-mesa-dri libgles2
 # The viewer test (experiment/play.py) runs a real X server and presses real keys.
 SCREEN_TOOLS := xvfb xdotool
+# The browser test loads `mlflow ui` in a real, headless browser.
+BROWSER := chromium
 export MENAGERIE_ROOT ?= $(abspath ../shared/menagerie)
 
 .PHONY: setup system train test matrix lint docs clean
@@ -34,6 +36,8 @@ system:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $(RENDER_LIBS); }
 	@command -v Xvfb >/dev/null && command -v xdotool >/dev/null || { echo "installing a virtual screen: $(SCREEN_TOOLS)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $(SCREEN_TOOLS); }
+	@command -v chromium >/dev/null || { echo "installing a headless browser: $(BROWSER)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $(BROWSER); }
 
 $(STAMP): pyproject.toml constraints.txt | system
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -9,15 +9,13 @@ stopping, an interrupted run). The rule used here:
    stopped early does not pretend to have continued, and one that started late is not back-filled.
 3. **Per step**: the aggregate (mean, or IQM) is taken over the runs whose range covers that step;
    ``count`` says how many. Where runs drop out, the curve follows the remaining ones (it may jump).
-4. **Band**: a 95 % percentile bootstrap over runs. Steps are grouped by which runs cover them; for
-   each such set of ``k`` runs, ``n_boot`` resamples of ``k`` runs drawn with replacement (whole
-   runs, the same resample for every step of the set) give ``n_boot`` aggregates per step, whose
-   2.5 and 97.5 percentiles are the band. The RNG is seeded, so a plot is reproducible.
+4. **Band**: steps are grouped by which runs cover them; for each such set of runs, rliable's stratified
+   bootstrap (:func:`hydrarl.analysis.aggregates.interval_estimates`) gives each step's aggregate and its 95 %
+   percentile interval. The resamples are seeded, so a plot is reproducible.
 
-IQM (interquartile mean) is the mean of the middle 50 % of the values, with the two boundary values
-weighted by the fraction of them inside the quartiles when the count is not a multiple of four
-(3 runs: weights 1/6, 2/3, 1/6; 4 runs: the middle two; 1 or 2 runs: the mean). It is continuous in
-the data and differs from the mean already at 3 seeds, unlike a trimmed mean that drops whole values.
+Steps 1-3 are ours on purpose: rliable wants a full (runs x steps) matrix, which runs of unequal length (early
+stopping, an interrupted run) do not give; padding them would invent data. Where all runs cover a step, the
+value and band there are exactly rliable's. IQM is rliable's (the 25 % trimmed mean; see ``aggregates``).
 """
 
 from __future__ import annotations
@@ -27,8 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-AGGREGATES = ("mean", "iqm")
-_CHUNK = 4_000_000  # floats per bootstrap block (n_boot x runs x steps), about 32 MB
+from hydrarl.analysis.aggregates import AGGREGATES, interval_estimates
 
 
 @dataclass
@@ -39,9 +36,10 @@ class Curve:
     n_runs: int              # runs in the group
     steps: np.ndarray        # env steps (int64), increasing: the union of the runs' logged steps
     value: np.ndarray        # the aggregate over the runs covering each step
-    low: np.ndarray          # band: 2.5 percentile of the bootstrap aggregates
+    low: np.ndarray          # band: 2.5 percentile of the bootstrap aggregates (rliable)
     high: np.ndarray         # band: 97.5 percentile
     count: np.ndarray        # runs covering each step (int64)
+    finals: np.ndarray       # (n_runs,): each run's last logged value, its final score
 
 
 def to_grid(histories: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -58,62 +56,20 @@ def to_grid(histories: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndar
     return grid, matrix
 
 
-def _moments(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    x = np.moveaxis(values, axis, -1)
-    return np.sort(x, axis=-1), np.sum(~np.isnan(x), axis=-1)  # sort puts NaN last
-
-
-def iqm(values: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Interquartile mean along ``axis``, ignoring NaN (see the module docstring for the weights).
-    All-NaN slices give NaN."""
-    x, n = _moments(np.asarray(values, dtype=float), axis)
-    i = np.arange(x.shape[-1])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lo, hi = i / n[..., None], (i + 1) / n[..., None]
-        weight = np.clip(np.minimum(hi, 0.75) - np.maximum(lo, 0.25), 0.0, None) / 0.5
-    weight = np.where(i < n[..., None], weight, 0.0)
-    out = np.sum(weight * np.nan_to_num(x), axis=-1)
-    return np.where(n > 0, out, np.nan)
-
-
-def mean(values: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Mean along ``axis``, ignoring NaN; all-NaN slices give NaN (without numpy's warning)."""
-    x = np.asarray(values, dtype=float)
-    n = np.sum(~np.isnan(x), axis=axis)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(n > 0, np.nansum(x, axis=axis) / n, np.nan)
-
-
-def aggregate(matrix: np.ndarray, agg: str = "mean", axis: int = 0) -> np.ndarray:
-    """``mean`` or ``iqm`` of ``matrix`` along ``axis`` (runs), NaN ignored."""
-    if agg not in AGGREGATES:
-        raise ValueError(f"unknown aggregate {agg!r}; one of {', '.join(AGGREGATES)}")
-    return iqm(matrix, axis) if agg == "iqm" else mean(matrix, axis)
-
-
 def bootstrap_band(matrix: np.ndarray, agg: str = "mean", n_boot: int = 2000, confidence: float = 0.95,
-                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap band over runs of ``matrix`` (R, S) -> ``(low (S,), high (S,))``.
-    Each step resamples only the runs that cover it (rows not NaN there); see the module docstring."""
-    rng = np.random.default_rng(seed)
-    low, high = np.full(matrix.shape[1], np.nan), np.full(matrix.shape[1], np.nan)
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``matrix`` (R, S) with NaN where a run does not cover a step -> ``(value (S,), low (S,), high (S,))``:
+    per set of covering runs, rliable's aggregate and interval (see the module docstring)."""
+    value, low, high = (np.full(matrix.shape[1], np.nan) for _ in range(3))
     covered = ~np.isnan(matrix)
     patterns, which = np.unique(covered.T, axis=0, return_inverse=True)
     which = np.asarray(which).reshape(-1)
-    q = [50 * (1 - confidence), 50 * (1 + confidence)]
     for p, pattern in enumerate(patterns):
-        runs = np.flatnonzero(pattern)
-        if not len(runs):
-            continue
-        cols = np.flatnonzero(which == p)
-        draws = rng.integers(0, len(runs), size=(n_boot, len(runs)))
-        width = max(1, _CHUNK // (n_boot * len(runs)))
-        for start in range(0, len(cols), width):
-            block = cols[start:start + width]
-            sample = matrix[np.ix_(runs, block)][draws]            # (n_boot, k, columns)
-            stats = aggregate(sample, agg, axis=1)                  # (n_boot, columns)
-            low[block], high[block] = np.percentile(stats, q, axis=0)
-    return low, high
+        runs, cols = np.flatnonzero(pattern), np.flatnonzero(which == p)
+        if len(runs):
+            value[cols], low[cols], high[cols] = interval_estimates(matrix[np.ix_(runs, cols)], agg, n_boot,
+                                                                    confidence, seed)
+    return value, low, high
 
 
 def aggregate_runs(histories: Sequence[tuple[np.ndarray, np.ndarray]], label: str = "", agg: str = "mean",
@@ -121,11 +77,11 @@ def aggregate_runs(histories: Sequence[tuple[np.ndarray, np.ndarray]], label: st
     """The group's :class:`Curve` from its runs' ``(steps, values)`` histories (empty ones ignored);
     steps covered by fewer than ``min_runs`` runs are left out."""
     grid, matrix = to_grid(histories)
-    value = aggregate(matrix, agg) if matrix.size else np.zeros(0)
-    low, high = bootstrap_band(matrix, agg, n_boot, seed=seed) if matrix.size else (np.zeros(0), np.zeros(0))
+    value, low, high = bootstrap_band(matrix, agg, n_boot, seed=seed) if matrix.size else (np.zeros(0),) * 3
     count = np.sum(~np.isnan(matrix), axis=0).astype(np.int64)
     keep = count >= min_runs
-    return Curve(label, len(matrix), grid[keep], value[keep], low[keep], high[keep], count[keep])
+    finals = np.array([values[-1] for _, values in histories if len(values)], dtype=float)
+    return Curve(label, len(matrix), grid[keep], value[keep], low[keep], high[keep], count[keep], finals)
 
 
-__all__ = ["AGGREGATES", "Curve", "aggregate", "aggregate_runs", "bootstrap_band", "iqm", "mean", "to_grid"]
+__all__ = ["AGGREGATES", "Curve", "aggregate_runs", "bootstrap_band", "to_grid"]

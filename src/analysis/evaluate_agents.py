@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -52,6 +53,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from tqdm import tqdm
 
 from hydrarl.analysis.eval_env import EnvChoice, check_spaces, env_choice, play_env_config
+from hydrarl.analysis.final_scores import report, report_lines
 from hydrarl.analysis.output import out_argument, output_folder
 from hydrarl.analysis.tables import text_table
 from hydrarl.cli_args import ArgumentParser, number
@@ -294,6 +296,25 @@ def write_tables(results: list[AgentResult], out: Path) -> tuple[Path, Path, Pat
     return md, table_csv, episodes_csv
 
 
+def across_seeds(results: list[AgentResult], reps: int = 2000, seed: int = 0) -> list[str]:
+    """rliable's aggregates over the seeds of each agent (agents whose labels differ only in ``seed N``), for the
+    mean return and, where every agent of the groups has one, the success rate: text lines, none when no agent has
+    two seeds (:mod:`hydrarl.analysis.final_scores`)."""
+    groups: dict[str, list[dict[str, object]]] = {}
+    for result in results:
+        groups.setdefault(re.sub(r" seed \d+", "", result.agent.label), []).append(result.row())
+    if max(len(rows) for rows in groups.values()) < 2:
+        return []
+    lines = []
+    for key, what in (("mean_return", "mean return"), ("success_rate", "success rate")):
+        scores = {label: np.array([row[key] for row in rows], dtype=float) for label, rows in groups.items()
+                  if all(row[key] is not None for row in rows)}
+        if scores:
+            summary, pairs = report(scores, reps, seed)
+            lines += ["", *report_lines(scores, summary, pairs, f"{what} of each seed", reps)]
+    return lines
+
+
 # -- command line -------------------------------------------------------------------------------------
 
 def parser() -> argparse.ArgumentParser:
@@ -337,7 +358,12 @@ def main(argv: list[str] | None = None) -> int:
         policy = "stochastic" if args.stochastic else "deterministic"
         print(f"\n{args.episodes} episodes per agent, seed {args.seed}, {policy} policy\n")
         print(to_markdown([r.row() for r in results]), flush=True)  # on stdout before the files: a full disk loses no result
-        paths = write_tables(results, out)
+        paths = list(write_tables(results, out))
+        aggregates = "\n".join(across_seeds(results)[1:])
+        if aggregates:
+            print(aggregates, flush=True)
+            paths.append(out / "aggregates.md")
+            paths[-1].write_text(aggregates + "\n")
     for path in [*paths, *(r.video for r in results if r.video is not None)]:
         print(f"wrote {path}")
     return 0

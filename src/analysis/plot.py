@@ -5,9 +5,12 @@
 
 Selects runs (see ``hydrarl.analysis.runs``), groups them by a tag (default ``algorithm``; labelled
 ``env/algorithm`` when the runs span several envs), and draws per group the mean or IQM over its runs
-against env steps with a 95 % bootstrap band (see ``hydrarl.analysis.curves`` for how runs of
-different lengths are combined). Writes ``<out>/<metric>.png`` and ``<out>/<metric>.csv`` per metric
-and prints their paths. Bad input: one line on stderr, exit status 2, nothing written.
+against env steps with a 95 % bootstrap band from rliable (see ``hydrarl.analysis.curves`` for how runs of
+different lengths are combined). Then each run's final score (its last value of the metric), per group
+with rliable: IQM and mean with intervals, P(X > Y) between groups, performance profiles
+(``hydrarl.analysis.final_scores``). Writes ``<out>/<metric>.png`` and ``.csv`` (curves) and
+``<out>/<metric>_final.png`` and ``.csv`` (final scores) per metric and prints their paths. Bad input: one
+line on stderr, exit status 2, nothing written.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import hydrarl  # noqa: F401  (privacy defaults)
 from hydrarl.analysis.curves import AGGREGATES, Curve, aggregate_runs
+from hydrarl.analysis.final_scores import plot_final, report, report_lines, write_final_csv
 from hydrarl.analysis.output import out_argument, output_folder
 from hydrarl.analysis.runs import add_selection_arguments, metric_history, select_from_args
 from hydrarl.cli_args import ArgumentParser, number
@@ -38,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
                    help="metrics to plot, one PNG each (default eval/success_rate where the runs have it, else eval/mean_reward)")
     g.add_argument("--group-by", default="algorithm", metavar="KEY", help="tag (or param) whose value makes one curve (default algorithm)")
     g.add_argument("--agg", choices=AGGREGATES, default="mean", help="aggregate over runs at each step (default mean)")
-    g.add_argument("--n-boot", type=number(int, "bootstrap resamples", least=1), default=2000, help="bootstrap resamples for the 95%% band (default 2000)")
+    g.add_argument("--n-boot", type=number(int, "bootstrap resamples", least=1), default=2000, help="bootstrap resamples for the 95%% intervals (default 2000)")
     g.add_argument("--seed", type=number(int, "seed of the bootstrap RNG", least=0), default=0, help="seed of the bootstrap RNG (default 0)")
     g.add_argument("--min-runs", type=number(int, "runs a step needs to be drawn", least=1), default=1, help="draw only steps that at least this many runs of a group reach (default 1)")
     g.add_argument("--out", type=out_argument, default=None, help="output folder (default runs/plots/<date>_<time>)")
@@ -148,7 +152,7 @@ def plot_curves(curves: list[Curve], metric: str, title: str = "", agg: str = "m
     if metric.endswith("success_rate"):
         ax.set_ylim(-0.03, 1.03)
     what = "IQM" if agg == "iqm" else "mean"
-    ax.set_title(f"{title + ': ' if title else ''}{metric}\n{what} over runs, band: 95% bootstrap CI ({n_boot} resamples)", fontsize=10)
+    ax.set_title(f"{title + ': ' if title else ''}{metric}\n{what} over runs, band: 95% bootstrap CI (rliable, {n_boot} resamples)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=9)
     return fig
@@ -182,19 +186,25 @@ def main(argv: list[str] | None = None) -> int:
                 raise UserError(f"no selected run logged {metric} at {args.min_runs} or more runs per group.")
             finals = "; ".join(f"{c.label} {c.value[-1]:.3g} at {steps_label(c.steps[-1])}" for c in curves)
             say(f"{metric} ({args.agg}, last step): {finals}")
-            figures.append((metric, curves))
+            scores = {c.label: c.finals for c in curves}
+            summary, pairs = report(scores, args.n_boot, args.seed)
+            for line in report_lines(scores, summary, pairs, f"final {metric} per run", args.n_boot):
+                say(line)
+            figures.append((metric, curves, scores, summary, pairs))
         plt = _pyplot()
         colors = group_colors(groups)
-        for metric, curves in figures:
-            png, table = out / f"{metric_file_stem(metric)}.png", out / f"{metric_file_stem(metric)}.csv"
-            fig = plot_curves(curves, metric, ", ".join(scope), args.agg, args.n_boot, colors)
-            try:
-                fig.savefig(png)
-            finally:
-                plt.close(fig)
-            write_csv(curves, table)
-            say(str(png))
-            say(str(table))
+        for metric, curves, scores, summary, pairs in figures:
+            stem = metric_file_stem(metric)
+            for fig, png in ((plot_curves(curves, metric, ", ".join(scope), args.agg, args.n_boot, colors), out / f"{stem}.png"),
+                             (plot_final(scores, summary, metric, ", ".join(scope), colors, args.n_boot, args.seed), out / f"{stem}_final.png")):
+                try:
+                    fig.savefig(png)
+                finally:
+                    plt.close(fig)
+            write_csv(curves, out / f"{stem}.csv")
+            write_final_csv(summary, pairs, scores, out / f"{stem}_final.csv")
+            for suffix in (".png", ".csv", "_final.png", "_final.csv"):
+                say(str(out / f"{stem}{suffix}"))
     return 0
 
 

@@ -119,16 +119,18 @@ def _parent_run(config: DictConfig, runner: SweepRunner, study):
         return None
     from hydrarl.trackers import RunRecord
     from hydrarl.trackers.mlflow_tracker import MlflowTracker
+    from hydrarl.trackers.mlflow_view import publish_view
 
     mlflow_cfg = config.logger.mlflow
     name = f"search-{runner.study_name}"
-    tracker = MlflowTracker(mlflow_cfg.tracking_uri, mlflow_cfg.experiment_name, name)
+    tracker = MlflowTracker(mlflow_cfg.tracking_uri, mlflow_cfg.experiment_name, name, study=runner.study_name)
     settings = {k: v for k, v in asdict(runner.s).items() if k != "_target_"}
     params = flatten({"search": {**settings, "study_name": runner.study_name, "n_epochs": runner.n_epochs}})
     resume = {"mlflow": study.user_attrs[PARENT_ATTR]} if PARENT_ATTR in study.user_attrs else {}
     tracker.start(RunRecord(runner.sweep_dir, name, params,
                             run_tags({"sweep.study": runner.study_name, "run_dir": runner.sweep_dir}), resume))
     study.set_user_attr(PARENT_ATTR, tracker.run_id)
+    publish_view(tracker.client, tracker.experiment_id, runner.study_name)  # the UI's view of this search's runs
     return tracker
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from hydrarl.analysis.curves import aggregate
+from hydrarl.analysis.aggregates import aggregate
 from hydrarl.config import merge_overrides, override_key
 from hydrarl.errors import UserError
 from hydrarl.locks import DirLock

@@ -28,10 +28,12 @@ from hydrarl.errors import UserError
 from hydrarl.locks import DirLock, is_locked
 from hydrarl.status import Status
 from hydrarl.trackers.base import RunRecord, Tracker
+from hydrarl.trackers.mlflow_view import TAG_PREFIX, browse_hint, publish_view, view_key, view_state
 
 log = logging.getLogger("hydrarl")
 
-# MLflow 3 opens an experiment on its GenAI pages (traces) unless this tag says it holds training runs.
+# MLflow 3 marks an experiment of training runs with this tag (its UI 3.17 still opens on the GenAI pages
+# unless the URL says otherwise: hydrarl.trackers.mlflow_view).
 KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 ERROR_TAG = "hydrarl.error"    # a failed run's one-line cause
 CLOSED_TAG = "hydrarl.closed"  # why close_stale_runs ended a run as KILLED
@@ -46,15 +48,16 @@ def sqlite_artifact_root(tracking_uri: str) -> Path | None:
 
 
 def ensure_experiment(client: MlflowClient, tracking_uri: str, name: str) -> str:
-    """The id of experiment ``name``, created (with artifacts beside a sqlite store) if missing, and marked as
-    training runs (:data:`KIND_TAG`), so that ``mlflow ui`` opens it on its runs table; an experiment made before
-    the mark existed gets it here, on its next run."""
+    """The id of experiment ``name``, created (with artifacts beside a sqlite store) if missing, marked as
+    training runs (:data:`KIND_TAG`) and given the runs view (:mod:`hydrarl.trackers.mlflow_view`); an experiment
+    made before the mark or the view existed gets them here, on its next run."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         root = sqlite_artifact_root(tracking_uri)
         location = (root / re.sub(r"[^A-Za-z0-9_.-]", "_", name)).as_uri() if root else None
         try:
-            client.create_experiment(name, artifact_location=location, tags={KIND_TAG: TRAINING_KIND})
+            client.create_experiment(name, artifact_location=location,
+                                     tags={KIND_TAG: TRAINING_KIND, TAG_PREFIX + view_key(): view_state()})
             return client.get_experiment_by_name(name).experiment_id
         except Exception:  # created meanwhile by a parallel worker
             experiment = client.get_experiment_by_name(name)
@@ -62,18 +65,22 @@ def ensure_experiment(client: MlflowClient, tracking_uri: str, name: str) -> str
                 raise
     if experiment.tags.get(KIND_TAG) != TRAINING_KIND:
         client.set_experiment_tag(experiment.experiment_id, KIND_TAG, TRAINING_KIND)
+    if experiment.tags.get(TAG_PREFIX + view_key()) != view_state():
+        publish_view(client, experiment.experiment_id)
     return experiment.experiment_id
 
 
 class MlflowTracker(Tracker):
     name = "mlflow"
 
-    def __init__(self, tracking_uri: str, experiment_name: str, run_name: str | None = None):
-        self.tracking_uri = tracking_uri
+    def __init__(self, tracking_uri: str, experiment_name: str, run_name: str | None = None, study: str | None = None):
+        """``study``: this is search ``study``'s parent run; its view is the search's (:mod:`mlflow_view`)."""
+        self.tracking_uri, self.study = tracking_uri, study
         self.experiment_name = experiment_name
         self.run_name = run_name
         self.client: MlflowClient | None = None
         self._run_id: str | None = None
+        self.experiment_id: str | None = None
 
     @property
     def run_id(self) -> str | None:
@@ -83,7 +90,7 @@ class MlflowTracker(Tracker):
         try:
             with store_lock(self.tracking_uri):
                 self.client = MlflowClient(tracking_uri=self.tracking_uri)
-                experiment_id = ensure_experiment(self.client, self.tracking_uri, self.experiment_name)
+                experiment_id = self.experiment_id = ensure_experiment(self.client, self.tracking_uri, self.experiment_name)
         except Exception as exc:  # noqa: BLE001 - any store failure here is a bad URI or an unreachable store
             raise UserError(
                 f"logger.mlflow.tracking_uri={self.tracking_uri} cannot be opened: {str(exc).splitlines()[0][:300]} "
@@ -120,6 +127,7 @@ class MlflowTracker(Tracker):
     def finish(self, status: str) -> None:
         if self.client is not None and self._run_id is not None:
             self.client.set_terminated(self._run_id, status=Status(status).mlflow)
+            log.info(browse_hint(self.tracking_uri, self.experiment_id, self.study))
 
 
 def _running_runs(client: MlflowClient) -> Iterator:

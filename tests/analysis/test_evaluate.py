@@ -17,6 +17,8 @@ from stable_baselines3.common.save_util import load_from_pkl
 from stable_baselines3.common.vec_env import VecNormalize
 
 from hydrarl.analysis.evaluate_agents import (
+    AgentResult,
+    across_seeds,
     agent_from_controller,
     agent_from_path,
     env_choice,
@@ -26,6 +28,7 @@ from hydrarl.analysis.evaluate_agents import (
     unique_labels,
 )
 from hydrarl.paths import PROJECT_ROOT
+from hydrarl.training.evaluation import Episodes
 from hydrarl.training.seeding import EVAL_SEED_OFFSET
 from hydrarl.training.train import run
 from tests.helpers.cli import run_cli
@@ -307,3 +310,20 @@ def test_env_with_other_spaces_names_the_run_and_both_spaces(ppo_run, tmp_path, 
 def test_repeated_labels_are_made_unique():
     agents = unique_labels([agent_from_controller("CartPole/random") for _ in range(3)] + [agent_from_controller("CartPole/constant")])
     assert [a.label for a in agents] == ["CartPole/random", "CartPole/random #2", "CartPole/random #3", "CartPole/constant"]
+
+
+def test_seeds_of_one_agent_are_aggregated_with_rliable():
+    def result(label: str, returns: list[float], successes: list[float]) -> AgentResult:
+        agent = agent_from_controller("CartPole/random")
+        agent.label = label
+        return AgentResult(agent, Episodes(returns, [10] * len(returns), successes), 1.0)
+
+    results = [result("A seed 1", [1, 3], [1, 0]), result("A seed 2", [5, 5], [1, 1]), result("A seed 3", [0, 2], [0, 0]),
+               result("B seed 1 (on X)", [0, 0], [0, 0]), result("B seed 2 (on X)", [4, 4], [1, 0])]
+    lines = across_seeds(results, reps=200)
+    # per seed: A returns 2, 5, 1 (IQM of 3 = mean 2.67), B 0, 4; P(A > B): 2>0, 5>0, 1>0, 5>4, and 2, 1 < 4: 4 of 6
+    assert lines[1].startswith("mean return of each seed: IQM and mean over runs")
+    assert lines[4].startswith("| A        |    3 | 2.67 [") and lines[5].startswith("| B (on X) |    2 | 2 [")
+    assert lines[6].startswith("P(A > B (on X)) = 0.667 [")
+    assert lines[8].startswith("success rate of each seed") and lines[13].startswith("P(A > B (on X)) = 0.667 [")
+    assert across_seeds(results[:1]) == [] and across_seeds([results[0], results[3]]) == []  # one seed each: nothing

@@ -106,8 +106,8 @@ def test_mean_and_iqm_of_three_seeds_match_hand_computation(store):
     assert mean.n_runs == 3 and mean.steps.tolist() == [100, 200, 300] and mean.count.tolist() == [3, 3, 3]
     np.testing.assert_allclose(mean.value, [0, 2, 16 / 3])
     iqm = _curve(client, uri, "alpha", "iqm")
-    # IQM of 3 sorted values: weights 1/6, 2/3, 1/6 -> at 300: (2 + 4*4 + 10) / 6
-    np.testing.assert_allclose(iqm.value, [0, 2, 28 / 6])
+    # IQM (rliable's: the 25 % trimmed mean) of 3 values trims none of them: the mean
+    np.testing.assert_allclose(iqm.value, [0, 2, 16 / 3])
     # P(a resample repeats one run) = 1/27 > 2.5 %: the band of 3 runs is [min, max] for both aggregates
     for curve in (mean, iqm):
         np.testing.assert_allclose(curve.low, [0, 1, 2])
@@ -123,7 +123,7 @@ def test_unequal_lengths_interpolate_within_each_run(store):
     # rows on the grid 100..400: r1 [0, 2, 4, -], r2 [2, 6, -, -], r3 [-, 1, 3, 5]
     assert curve.steps.tolist() == [100, 200, 300, 400] and curve.count.tolist() == [2, 3, 2, 1]
     np.testing.assert_allclose(curve.value, [1, 3, 3.5, 5])
-    np.testing.assert_allclose(_curve(client, uri, "beta", "iqm").value, [1, (1 + 2 * 4 + 6) / 6, 3.5, 5])
+    np.testing.assert_allclose(_curve(client, uri, "beta", "iqm").value, [1, 3, 3.5, 5])
     assert curve.low[-1] == curve.high[-1] == 5  # one run left: no band
     short = _curve(client, uri, "beta", "mean", min_runs=2)
     assert short.steps.tolist() == [100, 200, 300]
@@ -143,13 +143,6 @@ def test_band_scales_with_spread(agg):
     np.testing.assert_array_equal(again.low, narrow.low)  # seeded: reproducible
 
 
-def test_iqm_weights():
-    np.testing.assert_allclose(C.iqm(np.array([1.0, 2, 3, 100])), 2.5)       # the middle two of four
-    np.testing.assert_allclose(C.iqm(np.array([0.0, 10, 20, 30, 1000])), 0.3 * 10 + 0.4 * 20 + 0.3 * 30)
-    np.testing.assert_allclose(C.iqm(np.array([4.0, np.nan, 8])), 6)           # NaN ignored; two values -> mean
-    assert np.isnan(C.iqm(np.array([[np.nan], [np.nan]]))[0])
-
-
 def test_figure_one_line_and_band_per_group(store):
     uri, client = store
     runs = select_runs(client, experiments=["Toy"])
@@ -158,7 +151,7 @@ def test_figure_one_line_and_band_per_group(store):
     (ax,) = fig.axes
     assert len(ax.lines) == 2 and len(ax.collections) == 2
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["alpha (3 runs)", "beta (3 runs)"]
-    np.testing.assert_allclose(ax.lines[0].get_ydata(), [0, 2, 28 / 6])
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [0, 2, 16 / 3])
     palette = group_colors(["gamma", "alpha", "beta"])  # a group with no curve in this figure keeps its colour
     beta_only = plot_curves(curves[1:], "m", colors=palette).axes[0]
     assert beta_only.lines[0].get_color() == palette["beta"] != ax.lines[0].get_color()
@@ -173,8 +166,18 @@ def test_main_writes_png_and_csv(store, tmp_path, capsys):
     out = tmp_path / "plots"
     assert main(["--tracking-uri", uri, "--experiment", "Toy", "--metric", "m", "--n-boot", "100", "--min-runs", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert printed[-2:] == [str(out / "m.png"), str(out / "m.csv")]
-    assert (out / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert printed[-4:] == [str(out / name) for name in ("m.png", "m.csv", "m_final.png", "m_final.csv")]
+    for png in ("m.png", "m_final.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # final scores (each run's last value): alpha 2, 4, 10; beta 4, 6, 5. IQM of 3 = mean; P(alpha > beta):
+    # 10 beats all three, 4 ties with 4 (a half): 3.5 of 9 pairs
+    assert printed[2].startswith("final m per run: IQM and mean over runs, [95% stratified-bootstrap interval]")
+    assert printed[5].startswith("| alpha |    3 | 5.33 [") and printed[6].startswith("| beta  |    3 | 5 [")
+    assert printed[7].startswith("P(alpha > beta) = 0.389 [")
+    final = {(r["kind"], r["group"], r["other"]): r for r in csv.DictReader(open(out / "m_final.csv"))}
+    assert float(final["iqm", "alpha", ""]["value"]) == pytest.approx(16 / 3)
+    assert float(final["p_improvement", "alpha", "beta"]["value"]) == pytest.approx(3.5 / 9)
+    assert [final["score", "beta", str(i)]["value"] for i in range(3)] == ["4", "6", "5"]
     rows = list(csv.DictReader(open(out / "m.csv")))
     assert [(r["group"], r["step"], r["runs_at_step"]) for r in rows] == [
         ("alpha", "100", "3"), ("alpha", "200", "3"), ("alpha", "300", "3"), ("beta", "100", "2"), ("beta", "200", "3"), ("beta", "300", "2")]
@@ -226,7 +229,7 @@ def test_plot_three_seeded_runs_into_one_curve_with_band(trained):
                           cwd=root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == "3 run(s) of CartPole: ppo 3"
-    assert proc.stdout.splitlines()[-2:] == [str(out / "eval_mean_reward.png"), str(out / "eval_mean_reward.csv")]
+    assert proc.stdout.splitlines()[-4:] == [str(out / f"eval_mean_reward{suffix}") for suffix in (".png", ".csv", "_final.png", "_final.csv")]
     assert (out / "eval_mean_reward.png").stat().st_size > 10_000
     rows = list(csv.DictReader(open(out / "eval_mean_reward.csv")))
     assert [(r["group"], r["runs_in_group"], r["step"], r["runs_at_step"]) for r in rows] == [("ppo", "3", str(s), "3") for s in (256, 512, 768)]
@@ -235,7 +238,7 @@ def test_plot_three_seeded_runs_into_one_curve_with_band(trained):
     assert sorted(r.data.tags["seed"] for r in runs) == ["1", "2", "3"]
     per_run = np.array([metric_history(client, r.info.run_id, "eval/mean_reward")[1] for r in runs])  # (3 runs, 3 steps)
     s = np.sort(per_run, axis=0)
-    np.testing.assert_allclose([float(r["value"]) for r in rows], (s[0] + 4 * s[1] + s[2]) / 6, rtol=1e-5)
+    np.testing.assert_allclose([float(r["value"]) for r in rows], per_run.mean(axis=0), rtol=1e-5)  # IQM of 3: the mean
     np.testing.assert_allclose([float(r["ci_low"]) for r in rows], s[0], rtol=1e-5)
     np.testing.assert_allclose([float(r["ci_high"]) for r in rows], s[2], rtol=1e-5)
     # the same selection drawn in-process: one line, one band, three runs

@@ -20,16 +20,11 @@ from hydrarl.envs.penguinpi.env import PenguinPiEnv
 from hydrarl.envs.penguinpi.robot import LAG_TAU, METRES_PER_COUNT, TRACK_WIDTH, wrap16
 from hydrarl.envs.penguinpi.track import track_share
 from hydrarl.errors import UserError
+from tests.helpers.net import free_port
 
 LOOPBACK = requests.Session()
 LOOPBACK.trust_env = False  # raw requests to the simulator, never through a proxy from the environment
 ON_TRACK = (0.0, 1.0, 0.0)  # on the straight at y = 1 m, heading +x
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager
@@ -181,7 +176,7 @@ def test_real_time_speedup():
 
 
 def test_client_errors(url):
-    port = _free_port()
+    port = free_port()
     down = PenguinPiClient(f"http://127.0.0.1:{port}", timeout=1.0, retries=2)
     start = time.monotonic()
     with pytest.raises(RobotError, match=rf"127\.0\.0\.1:{port} unreachable on /robot/get/encoder after 3 attempts"):

@@ -1,6 +1,7 @@
-"""The CSV and TensorBoard sinks on the tracker interface."""
+"""The tracker interface: CSV and TensorBoard sinks, MLflow experiments (shared stores, their mark and runs view)."""
 
 import csv
+import json
 
 import pytest
 
@@ -63,8 +64,9 @@ def test_parallel_workers_can_open_one_new_sqlite_store(tmp_path):
     assert client.get_experiment_by_name("Parallel").tags["mlflow.experimentKind"] == "custom_model_development"
 
 
-def test_an_experiment_is_marked_as_training_runs_even_when_an_older_version_made_it(tmp_path):
-    """MLflow 3's UI opens an experiment on its runs table only with this tag (else on the empty GenAI pages)."""
+def test_an_experiment_is_marked_as_training_runs_even_when_an_older_version_made_it(tmp_path, caplog):
+    """MLflow's mark for training runs, and our runs view (hydrarl.trackers.mlflow_view), also on old experiments;
+    the run's end names the link to the view."""
     from pathlib import Path
 
     from mlflow.tracking import MlflowClient
@@ -78,5 +80,12 @@ def test_an_experiment_is_marked_as_training_runs_even_when_an_older_version_mad
     for name in ("Old", "New"):
         tracker = MlflowTracker(uri, name)
         tracker.start(RunRecord(Path("."), "r", {}, {}))
-        tracker.finish("completed")
-        assert client.get_experiment_by_name(name).tags["mlflow.experimentKind"] == "custom_model_development"
+        with caplog.at_level("INFO", logger="hydrarl"):
+            tracker.finish("completed")
+        experiment = client.get_experiment_by_name(name)
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+        assert json.loads(experiment.tags["mlflow.sharedViewState.hydrarl-runs"])["selectedColumns"][:4] == [
+            "metrics.`score`", "tags.`env`", "tags.`algorithm`", "tags.`seed`"]
+        assert caplog.messages[-1] == (f"runs in MLflow: mlflow ui --backend-store-uri {uri}, then http://127.0.0.1:5000/#/"
+                                       f"experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
+                                       "&viewStateShareKey=hydrarl-runs")
