@@ -113,7 +113,7 @@ def agent_from_path(path: str | Path, checkpoint: str = "best", env: EnvChoice |
     (``--env``), acting in that env config instead of its run's (its spaces checked here, before any episode)."""
     from hydrarl.agents.factory import algorithm_class
 
-    run_dir, model_path, cfg = find_model(path, checkpoint)
+    _, model_path, cfg = find_model(path, checkpoint)
     cls = algorithm_class(cfg.algorithm, str(cfg.algorithm_name))
     name = model_path.parent.name
     run_seed = cfg.get("seed")

@@ -76,22 +76,29 @@ def split_render(args: argparse.Namespace) -> bool:
     return value == "record"
 
 
-def load_agent(args: argparse.Namespace):
-    """The evaluate.py ``Agent`` to play: the run given, or the env's constant zero action."""
+def cassie_agent(path: str | None, controller: str | None, checkpoint: str, tool: str):
+    """The evaluate.py ``Agent`` of run ``path`` (or a model.zip) or of ``controller`` (``'Cassie/ALGO ...'``),
+    refused unless exactly one is given and its env is Cassie; ``tool`` names the command in the errors."""
     from hydrarl.analysis.evaluate_agents import agent_from_controller, agent_from_path
+
+    if bool(path) == bool(controller):
+        given = f"the run {path} and --controller {controller!r} given" if path else "none given"
+        raise UserError(f"{tool} plays one agent: a run directory (or model.zip), or --controller 'Cassie/ALGO ...' ({given}).")
+    agent = agent_from_path(path, checkpoint) if path else agent_from_controller(controller)
+    if not str(agent.env_cfg.id).endswith("Cassie-v0"):
+        raise UserError(f"{agent.source}: {tool} plays Cassie episodes; this agent's env is {agent.env_cfg.id}.")
+    return agent
+
+
+def load_agent(args: argparse.Namespace):
+    """The agent to plot: the run given, the controller given, or the env's constant zero action."""
     from hydrarl.config.compose import available
 
-    if args.agent and args.controller:
-        raise UserError(f"one agent at a time: the run {args.agent} and --controller {args.controller!r} given.")
-    if not args.agent and not args.controller and args.env not in available("env"):
-        raise UserError(f"--env {args.env!r} is unknown. Available env options: {', '.join(available('env'))}.")
-    if args.agent:
-        agent = agent_from_path(args.agent, args.checkpoint)
-    else:
-        agent = agent_from_controller(args.controller or f"{args.env}/constant")
-    if not str(agent.env_cfg.id).endswith("Cassie-v0"):
-        raise UserError(f"{agent.source}: plot_gait.py plots Cassie episodes; this agent's env is {agent.env_cfg.id}.")
-    return agent
+    if not args.agent and not args.controller:
+        if args.env not in available("env"):
+            raise UserError(f"--env {args.env!r} is unknown. Available env options: {', '.join(available('env'))}.")
+        return cassie_agent(None, f"{args.env}/constant", args.checkpoint, "plot_gait.py")
+    return cassie_agent(args.agent, args.controller, args.checkpoint, "plot_gait.py")
 
 
 def play_episode(agent, seed: int, record: bool,

@@ -67,13 +67,9 @@ class Steering:
 
 
 def load_agent(args: argparse.Namespace):
-    from hydrarl.analysis.evaluate_agents import agent_from_controller, agent_from_path
+    from hydrarl.analysis.gait import cassie_agent
 
-    if bool(args.agent) == bool(args.controller):
-        raise UserError("give one agent: a run directory (or model.zip), or --controller 'Cassie/ALGO ...'.")
-    agent = agent_from_path(args.agent, args.checkpoint) if args.agent else agent_from_controller(args.controller)
-    if not str(agent.env_cfg.id).endswith("Cassie-v0"):
-        raise UserError(f"{agent.source}: play.py steers Cassie; this agent's env is {agent.env_cfg.id}.")
+    agent = cassie_agent(args.agent, args.controller, args.checkpoint, "play.py")
     agent.env_cfg.vec_env = "dummy"  # the viewer draws this process's simulation
     return agent
 
@@ -112,7 +108,10 @@ def play(agent, args: argparse.Namespace) -> str:
             obs, _, starts, infos = env.step(action)
             steps += 1
             falls += int(starts[0] and not infos[0].get("TimeLimit.truncated", False))
-            speeds.clear() if starts[0] else speeds.append(infos[0]["pelvis_speed"])
+            if starts[0]:
+                speeds.clear()
+            else:
+                speeds.append(infos[0]["pelvis_speed"])
             with viewer.lock():
                 scene = viewer.user_scn
                 scene.ngeom = 1
