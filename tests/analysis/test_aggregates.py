@@ -44,6 +44,8 @@ def test_probability_of_improvement_counts_pairs_of_runs():
     assert pairs["b", "c"].value == pytest.approx(0.75)   # 2 = 2 twice (a half each), 4 > 2 twice
     assert pairs["a", "b"].low <= 0.75 <= pairs["a", "b"].high
     assert A.improvement_probabilities({"a": scores["a"]}) == []
+    many = {**scores, "d": np.array([9.0, 9]), "e": np.array([0.0, 1])}  # 5 groups: the best (d) against the rest
+    assert [(x, y) for x, y, _ in A.improvement_probabilities(many, reps=50)] == [("d", "a"), ("d", "b"), ("d", "c"), ("d", "e")]
 
 
 def test_summary_and_profiles():
