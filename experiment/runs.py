@@ -1,4 +1,4 @@
-"""Upkeep of the MLflow store: python experiment/runs.py close-stale [--tracking-uri URI] [--under DIR].
+"""Upkeep of the MLflow store: python experiment/runs.py close-stale [--tracking-uri URI] [--under DIR], or links [--tracking-uri URI].
 
 See `python experiment/runs.py close-stale --help` and src/analysis/maintenance.py (hydrarl.analysis.maintenance).
 """

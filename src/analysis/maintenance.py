@@ -1,4 +1,7 @@
-"""Upkeep of an MLflow store: ``python experiment/runs.py close-stale [--tracking-uri URI] [--under DIR]``.
+"""Upkeep of an MLflow store: ``python experiment/runs.py close-stale|links [--tracking-uri URI] ...``.
+
+``links`` prints, for every experiment of the store, the link to its runs view in ``mlflow ui`` and one per
+search recorded in it (``hydrarl.trackers.mlflow_view``), and writes the views into experiments that lack them.
 
 ``close-stale`` ends as KILLED the runs left RUNNING by a process that died without ending them (SIGKILL,
 an out-of-memory kill, a power loss): those whose run directory no live process holds
@@ -27,13 +30,44 @@ def parser() -> argparse.ArgumentParser:
                        help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///<project root>/mlflow.db)")
     close.add_argument("--under", type=Path, default=None, metavar="DIR",
                        help="only runs whose run directory lies under DIR (e.g. a sweep directory)")
+    links = commands.add_parser("links", help="print the link to each experiment's and search's runs in mlflow ui",
+                                description="Print the mlflow ui link to the runs of each experiment and each search.")
+    links.add_argument("--tracking-uri", default=None,
+                       help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///<project root>/mlflow.db)")
     return p
+
+
+def print_links(uri: str) -> int:
+    """Each experiment's runs view and each search's view (writing the views where missing); the number of links."""
+    from hydrarl.trackers.mlflow_tracker import ensure_experiment
+    from hydrarl.trackers.mlflow_view import publish_view, runs_url, ui_command
+
+    client = open_client(uri)
+    count = 0
+    for experiment in client.search_experiments():
+        if experiment.name == "Default" and not client.search_runs([experiment.experiment_id], max_results=1):
+            continue
+        ensure_experiment(client, uri, experiment.name)
+        print(f"{experiment.name}: {runs_url(uri, experiment.experiment_id)}")
+        studies = sorted({r.data.tags["sweep.study"] for r in client.search_runs(
+            [experiment.experiment_id], "tags.`sweep.study` != ''", max_results=10_000) if "sweep.study" in r.data.tags})
+        for study in studies:
+            publish_view(client, experiment.experiment_id, study)
+            print(f"  search {study}: {runs_url(uri, experiment.experiment_id, study)}")
+        count += 1 + len(studies)
+    command = ui_command(uri)
+    if command:
+        print(f"start the UI with: {command}")
+    return count
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``experiment/runs.py``; returns the exit status (2: bad input)."""
     args = parser().parse_args(argv)
+    if args.command == "links":
+        print_links(args.tracking_uri or default_tracking_uri())
+        return 0
     from hydrarl.trackers.mlflow_tracker import close_stale_runs
 
     if args.under is not None and not args.under.is_dir():

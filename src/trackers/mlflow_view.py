@@ -58,14 +58,18 @@ def runs_url(tracking_uri: str, experiment_id: str, study: str | None = None) ->
     return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={view_key(study)}"
 
 
+def ui_command(tracking_uri: str) -> str | None:
+    """The command that serves ``tracking_uri``'s runs on :data:`DEFAULT_UI` (None for a tracking server)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return None
+    local = tracking_uri == DEFAULT_STORE or tracking_uri == f"sqlite:///{os.path.abspath('mlflow.db')}"
+    return "mlflow ui" if local else f"mlflow ui --backend-store-uri {tracking_uri}"
+
+
 def browse_hint(tracking_uri: str, experiment_id: str, study: str | None = None) -> str:
     """One line: how to open the runs in the UI (the command to start it where the store is a file)."""
-    url = runs_url(tracking_uri, experiment_id, study)
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"runs in MLflow: {url}"
-    local = tracking_uri == DEFAULT_STORE or tracking_uri == f"sqlite:///{os.path.abspath('mlflow.db')}"
-    command = "mlflow ui" if local else f"mlflow ui --backend-store-uri {tracking_uri}"
-    return f"runs in MLflow: {command}, then {url}"
+    url, command = runs_url(tracking_uri, experiment_id, study), ui_command(tracking_uri)
+    return f"runs in MLflow: {url}" if command is None else f"runs in MLflow: {command}, then {url}"
 
 
-__all__ = ["COLUMNS", "RUNS_VIEW", "TAG_PREFIX", "browse_hint", "publish_view", "runs_url", "view_key", "view_state"]
+__all__ = ["COLUMNS", "RUNS_VIEW", "TAG_PREFIX", "browse_hint", "publish_view", "runs_url", "ui_command", "view_key", "view_state"]

@@ -207,8 +207,6 @@ def _run(cfg: DictConfig, run_dir: Path, reporter: EpochReporter | None) -> Tria
                               reporter=reporter)
             result = trainer.fit()
             result.write(run_dir)
-            if result.score is not None:  # what a search optimises, as a metric the runs table can show
-                trackers.log_metrics({"score": result.score}, step=result.num_timesteps)
         except Interrupted:
             _log_artifacts(trackers, run_dir)
             trackers.finish(Status.KILLED)

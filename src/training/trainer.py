@@ -173,6 +173,9 @@ class Trainer:
         improved = value is not None and math.isfinite(value) and (state.best_score is None or value > state.best_score)
         if improved:
             state.best_score, state.best_epoch = value, state.epoch
+        values = self._values(metric)
+        if values:  # the run's score so far (what a search optimises), logged with the epoch
+            metrics["score"] = float(np.mean(values))
         state.early_stopped = self._should_stop(metric)
         if self.reporter is not None and not state.early_stopped:
             state.pruned = self.reporter.report(value, state.epoch)

@@ -90,3 +90,17 @@ def test_the_printed_link_opens_the_runs_view_with_the_search_and_its_trials(ui)
     shot = root / "runs_view.png"
     assert chromium(f"--screenshot={shot}", url).returncode == 0
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_runs_py_links_prints_the_same_links_for_every_experiment_and_search(ui, capsys):
+    from hydrarl.analysis.maintenance import main
+
+    url, root = ui
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    assert main(["links", "--tracking-uri", uri]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    experiment = re.search(r"#/experiments/(\d+)/", url).group(1)
+    base = f"http://127.0.0.1:5000/#/experiments/{experiment}/runs?workflowType=machine_learning&viewStateShareKey="
+    assert lines == [f"CartPole: {base}hydrarl-runs", f"  search CartPole-ppo: {base}hydrarl-search-CartPole-ppo",
+                     f"start the UI with: mlflow ui --backend-store-uri {uri}"]
+    assert url.endswith("viewStateShareKey=hydrarl-search-CartPole-ppo")
