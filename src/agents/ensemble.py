@@ -14,7 +14,6 @@ controller. Members must have the env's observation and action spaces; recurrent
 
 from __future__ import annotations
 
-import pickle
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ from stable_baselines3.common.type_aliases import GymEnv
 
 from hydrarl.agents.controllers import Controller, ControllerMismatch
 from hydrarl.agents.factory import algorithm_class
-from hydrarl.config.runs import NORMALIZATION, find_model
+from hydrarl.config.runs import NORMALIZATION, find_model, read_normalization
 from hydrarl.errors import UserError
 
 
@@ -43,8 +42,10 @@ class Member:
         self.normalizer = None
         statistics = model_path.parent / NORMALIZATION
         if statistics.is_file():
-            with statistics.open("rb") as f:
-                self.normalizer = pickle.load(f)  # a VecNormalize without its env: statistics and settings only
+            try:
+                self.normalizer = read_normalization(statistics)  # statistics and settings, without its env
+            except Exception as exc:  # noqa: BLE001 - an unreadable file is the user's input
+                raise UserError(f"ensemble member {path}: {statistics} cannot be read: {exc}") from exc
             self.normalizer.training = False
 
     def act(self, observation: np.ndarray, deterministic: bool) -> np.ndarray:

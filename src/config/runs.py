@@ -57,3 +57,15 @@ def find_model(path: str | Path, checkpoint: str = "best") -> tuple[Path, Path, 
     else:
         raise UserError(f"{given} is not a run directory (a directory with config.yaml) or a model.zip inside one.")
     return run_dir, model_path, load_run_config(run_dir)
+
+
+def read_normalization(path: Path):
+    """The ``VecNormalize`` pickled at ``path`` (its statistics and settings, without an env). A file holding
+    something else is a ValueError; an unreadable one raises what unpickling raises."""
+    from stable_baselines3.common.save_util import load_from_pkl
+
+    saved = load_from_pkl(path)
+    if not hasattr(saved, "obs_rms"):
+        raise ValueError(f"holds a {type(saved).__name__}, not normalisation statistics")
+    return saved
+

@@ -40,7 +40,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from hydrarl.config.runs import MODEL, NORMALIZATION
+from hydrarl.config.runs import MODEL, NORMALIZATION, read_normalization
 from hydrarl.errors import UserError
 from hydrarl.training.callbacks import RUNTIME_ATTRIBUTES
 from hydrarl.training.seeding import rng_state, set_rng_state
@@ -222,9 +222,7 @@ def _read_normalization(directory: Path, env: VecEnv) -> VecNormalize | None:
     path = directory / NORMALIZATION
     if not isinstance(env, VecNormalize) or not path.exists():
         return None
-    saved = _read(path, load_from_pkl)
-    if not hasattr(saved, "obs_rms"):
-        raise UnreadableCheckpoint(path, f"holds a {type(saved).__name__}, not normalisation statistics")
+    saved = _read(path, read_normalization)
     if _shapes(saved.obs_rms) != _shapes(env.obs_rms):
         raise UserError(f"{path}: normalisation statistics of observations shaped {_shapes(saved.obs_rms)} "
                         f"do not fit this env's {_shapes(env.obs_rms)}.")
