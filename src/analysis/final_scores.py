@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hydrarl.analysis.aggregates import SUMMARY, improvement_probabilities, performance_profiles, score_summary
+from hydrarl.analysis.output import pyplot
 from hydrarl.analysis.tables import text_table
 
 PROFILE_POINTS = 101  # τ values of a performance profile, from the lowest score to the highest
@@ -55,9 +56,7 @@ def plot_final(scores: dict[str, np.ndarray], summary: dict, metric: str, title:
                reps: int = 2000, seed: int = 0):
     """A Figure of two panels: each group's IQM and mean with their intervals, and the performance profiles
     (fraction of runs with a final score above τ, band: 95 % interval)."""
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=150, layout="constrained",
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(10, 4.2), dpi=150, layout="constrained",
                                       gridspec_kw={"width_ratios": [1, 1.4]})
     labels = list(summary)
     for row, label in enumerate(labels):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hydrarl.analysis.output import out_argument, output_folder
+from hydrarl.analysis.output import out_argument, output_folder, pyplot
 from hydrarl.cli_args import ArgumentParser, number
 from hydrarl.errors import UserError, exit_on_user_error
 
@@ -157,11 +157,7 @@ def write_csv(series: dict[str, np.ndarray], rate: float, path: Path) -> Path:
 
 
 def plot(series: dict[str, np.ndarray], rate: float, title: str, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     t = np.arange(1, len(series["phase"]) + 1) / rate
     fig, axes = plt.subplots(3, 2, figsize=(13, 10), sharex=True)
     ax = axes[0, 0]

@@ -37,13 +37,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def print_links(uri: str) -> int:
-    """Each experiment's runs view and each search's view (writing the views where missing); the number of links."""
+def print_links(uri: str) -> None:
+    """Print each experiment's runs view and each search's view (writing the views where missing)."""
     from hydrarl.trackers.mlflow_tracker import ensure_experiment
     from hydrarl.trackers.mlflow_view import publish_view, runs_url, ui_command
 
     client = open_client(uri)
-    count = 0
     for experiment in client.search_experiments():
         if experiment.name == "Default" and not client.search_runs([experiment.experiment_id], max_results=1):
             continue
@@ -54,11 +53,9 @@ def print_links(uri: str) -> int:
         for study in studies:
             publish_view(client, experiment.experiment_id, study)
             print(f"  search {study}: {runs_url(uri, experiment.experiment_id, study)}")
-        count += 1 + len(studies)
     command = ui_command(uri)
     if command:
         print(f"start the UI with: {command}")
-    return count
 
 
 @exit_on_user_error

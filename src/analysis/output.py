@@ -51,3 +51,23 @@ def _remove_if_empty(out: Path, made: bool) -> None:
     if made:
         with suppress(OSError):
             out.rmdir()  # only an empty folder
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display needed), imported on first use."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` and close it (also when the write fails); returns ``path``."""
+    try:
+        fig.savefig(path)
+    finally:
+        pyplot().close(fig)
+    return path
+

@@ -25,7 +25,7 @@ from pathlib import Path
 import hydrarl  # noqa: F401  (privacy defaults)
 from hydrarl.analysis.curves import AGGREGATES, Curve, aggregate_runs
 from hydrarl.analysis.final_scores import plot_final, report, report_lines, write_final_csv
-from hydrarl.analysis.output import out_argument, output_folder
+from hydrarl.analysis.output import out_argument, output_folder, pyplot, save_figure
 from hydrarl.analysis.runs import add_selection_arguments, metric_history, select_from_args
 from hydrarl.cli_args import ArgumentParser, number
 from hydrarl.errors import UserError, exit_on_user_error
@@ -115,20 +115,10 @@ def curves_for(client, groups: dict[str, list], metric: str, agg: str = "mean", 
     return [c for c in curves if len(c.steps)]
 
 
-def _pyplot():
-    """pyplot on the Agg backend (files only, no display needed), imported on first use."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def group_colors(labels) -> dict[str, tuple]:
     """A tab10 colour per group label, in the given order: passed to every figure, a group keeps its colour
     in all of them even where another group has no curve."""
-    colors = _pyplot().get_cmap("tab10").colors
+    colors = pyplot().get_cmap("tab10").colors
     return {label: colors[i % len(colors)] for i, label in enumerate(labels)}
 
 
@@ -138,7 +128,7 @@ def plot_curves(curves: list[Curve], metric: str, title: str = "", agg: str = "m
     maps labels to colours (default: :func:`group_colors` of these curves)."""
     from matplotlib.ticker import FuncFormatter
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=150, layout="constrained")
     colors = colors or group_colors(c.label for c in curves)
     for c in curves:
@@ -191,16 +181,12 @@ def main(argv: list[str] | None = None) -> int:
             for line in report_lines(scores, summary, pairs, f"final {metric} per run", args.n_boot):
                 say(line)
             figures.append((metric, curves, scores, summary, pairs))
-        plt = _pyplot()
         colors = group_colors(groups)
         for metric, curves, scores, summary, pairs in figures:
             stem = metric_file_stem(metric)
-            for fig, png in ((plot_curves(curves, metric, ", ".join(scope), args.agg, args.n_boot, colors), out / f"{stem}.png"),
-                             (plot_final(scores, summary, metric, ", ".join(scope), colors, args.n_boot, args.seed), out / f"{stem}_final.png")):
-                try:
-                    fig.savefig(png)
-                finally:
-                    plt.close(fig)
+            save_figure(plot_curves(curves, metric, ", ".join(scope), args.agg, args.n_boot, colors), out / f"{stem}.png")
+            save_figure(plot_final(scores, summary, metric, ", ".join(scope), colors, args.n_boot, args.seed),
+                        out / f"{stem}_final.png")
             write_csv(curves, out / f"{stem}.csv")
             write_final_csv(summary, pairs, scores, out / f"{stem}_final.csv")
             for suffix in (".png", ".csv", "_final.png", "_final.csv"):

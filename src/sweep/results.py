@@ -45,11 +45,11 @@ def _describe(trial: FrozenTrial, base: list[str]) -> dict[str, Any]:
 
 
 def _plots(study: optuna.Study, directory: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
+
+    from hydrarl.analysis.output import pyplot
+
+    plt = pyplot()
 
     directory.mkdir(parents=True, exist_ok=True)
     single = len(study.directions) == 1
