@@ -1,14 +1,17 @@
-"""Facts about the code and command behind a run, recorded as tags: git commit, dirty flag, command line."""
+"""Facts about the code and command behind a run, recorded as tags: git commit, dirty flag, command line, host."""
 
 from __future__ import annotations
 
 import shlex
+import socket
 import subprocess
 import sys
 from typing import Any
 
 import hydrarl
 from hydrarl.paths import PROJECT_ROOT
+
+HOST_TAG = "hydrarl.host"  # the machine a run ran on
 
 
 def _git(*args: str) -> str | None:
@@ -20,7 +23,7 @@ def _git(*args: str) -> str | None:
 
 
 def run_tags(extra: dict[str, Any] | None = None) -> dict[str, str]:
-    """Tags for a new run: ``mlflow.source.git.commit``, ``git.dirty``, ``command``, ``hydrarl.version``."""
+    """Tags for a new run: ``mlflow.source.git.commit``, ``git.dirty``, ``command``, ``hydrarl.version``, the host."""
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
     tags = {
@@ -29,6 +32,7 @@ def run_tags(extra: dict[str, Any] | None = None) -> dict[str, str]:
         "command": shlex.join(["python", *sys.argv]),
         "mlflow.source.name": sys.argv[0] if sys.argv and sys.argv[0] else "hydrarl",
         "hydrarl.version": hydrarl.__version__,
+        HOST_TAG: socket.gethostname(),  # whose run_dir it is: a shared store holds runs of many machines
     }
     tags.update({k: str(v) for k, v in (extra or {}).items()})
     return tags

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,8 @@ import optuna
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from optuna.distributions import BaseDistribution
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from sqlalchemy.engine import make_url
 
@@ -131,13 +133,23 @@ def check_storage(url: str) -> None:
                         "installed, such as sqlite:///optuna.db, or null for a journal file in the sweep dir.") from exc
 
 
-def open_storage(url: str) -> BaseStorage:
-    """``journal:<path>`` -> a journal file (safe for many processes on one machine); else an RDB URL."""
+def open_storage(url: str, heartbeat_seconds: int | None = None, grace_seconds: int | None = None,
+                 stale_retries: int = 1) -> BaseStorage:
+    """``journal:<path>`` -> a journal file (safe for many processes on one machine, or on a shared disk whose
+    locks work); else an RDB URL. With ``heartbeat_seconds`` an RDB storage keeps heartbeats of running trials:
+    one silent for ``grace_seconds`` (default twice the interval) is failed and run again up to ``stale_retries``
+    times (:mod:`hydrarl.sweep.shared`). A sweeper opens it so; a trial's job needs no heartbeats."""
     if url.startswith("journal:"):
         path = Path(url.removeprefix("journal:"))
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     try:
-        return RDBStorage(url)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)  # Optuna marks heartbeats experimental
+            beats = {}
+            if heartbeat_seconds:
+                beats = {"heartbeat_interval": heartbeat_seconds, "grace_period": grace_seconds,
+                         "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=stale_retries)}
+            return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **beats)
     except Exception as exc:  # noqa: BLE001 - bad URL, missing driver, unreachable server
         raise UserError(f"hydra.sweeper.storage={url} cannot be opened: {exc}") from exc

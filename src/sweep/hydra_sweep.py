@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
@@ -40,6 +41,7 @@ from hydrarl.training.jobs import run_job
 log = logging.getLogger("hydrarl.sweep")
 
 PARENT_ATTR = "hydrarl.mlflow_parent_run_id"
+PARENT_WAIT_SECONDS = 60  # how long a process joining a new study waits for its creator's parent run
 
 
 def split_arguments(arguments: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -113,8 +115,21 @@ def report_failures(failed: list[FailedTrial], n_trials: int) -> None:
         print(f"  trial {trial.number}: {trial.reason}" + (f"  ({trial.log})" if trial.log else ""), file=sys.stderr)
 
 
+def _shared_parent(runner: SweepRunner, study) -> str | None:
+    """The MLflow run id of the study's parent run, if one exists. The process that created the study starts
+    it; another process that joins a study so new that the run is not there yet waits for it (up to
+    :data:`PARENT_WAIT_SECONDS`, then starts one itself), so processes started together share one parent."""
+    deadline = time.time() + (0 if runner.created else PARENT_WAIT_SECONDS)
+    while True:
+        parent = study.user_attrs.get(PARENT_ATTR)  # read from the storage each time
+        if parent or time.time() >= deadline or study.get_trials(deepcopy=False):
+            return parent
+        time.sleep(0.5)
+
+
 def _parent_run(config: DictConfig, runner: SweepRunner, study):
-    """The study's MLflow run (re-opened on resume); None without the mlflow logger."""
+    """The study's MLflow run, shared by every process of the study (re-opened on resume); None without
+    the mlflow logger."""
     if "mlflow" not in (config.get("logger") or {}):
         return None
     from hydrarl.trackers import RunRecord
@@ -126,10 +141,12 @@ def _parent_run(config: DictConfig, runner: SweepRunner, study):
     tracker = MlflowTracker(mlflow_cfg.tracking_uri, mlflow_cfg.experiment_name, name, study=runner.study_name)
     settings = {k: v for k, v in asdict(runner.s).items() if k != "_target_"}
     params = flatten({"search": {**settings, "study_name": runner.study_name, "n_epochs": runner.n_epochs}})
-    resume = {"mlflow": study.user_attrs[PARENT_ATTR]} if PARENT_ATTR in study.user_attrs else {}
+    parent = _shared_parent(runner, study)
     tracker.start(RunRecord(runner.sweep_dir, name, params,
-                            run_tags({"sweep.study": runner.study_name, "run_dir": runner.sweep_dir}), resume))
-    study.set_user_attr(PARENT_ATTR, tracker.run_id)
+                            run_tags({"sweep.study": runner.study_name, "run_dir": runner.sweep_dir}),
+                            {"mlflow": parent} if parent else {}))
+    if parent is None:
+        study.set_user_attr(PARENT_ATTR, tracker.run_id)
     publish_view(tracker.client, tracker.experiment_id, runner.study_name)  # the UI's view of this search's runs
     return tracker
 
@@ -169,7 +186,7 @@ def run_search(config: DictConfig, options: dict[str, Any], arguments: list[str]
             status = Status.KILLED
             raise
         finally:
-            if parent is not None:
+            if parent is not None and not runner.others_running(study):  # else the last process to end ends it
                 parent.finish(status)
     failed = failed_trials(study)
     if failed:

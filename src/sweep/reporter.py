@@ -34,8 +34,13 @@ class TrialReporter:
         return cls(str(trial_cfg.storage), str(trial_cfg.study_name), int(trial_cfg.trial_id), bool(trial_cfg.get("report", True)))
 
     def report(self, value: float | None, step: int) -> bool:
-        """Record ``value`` at ``step``; True if the pruner says stop."""
+        """Record ``value`` at ``step``; True if the pruner says stop, or if the study has ended this trial
+        meanwhile (its sweeper died and another process failed it by its heartbeat and runs it again: this
+        run no longer counts)."""
         if not self.enabled or value is None or not math.isfinite(value):
             return False
-        self.trial.report(float(value), step)
+        try:
+            self.trial.report(float(value), step)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return True
         return bool(self.trial.should_prune())

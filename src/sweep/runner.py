@@ -10,8 +10,10 @@ study's total, trial numbers (and so run directories) continue, the epoch cap is
 seed is offset by the trials already in the study (so it proposes new configurations, not the first ones
 again). The runner holds the sweep directory's lock (:class:`hydrarl.locks.DirLock`) while it works, and
 its trials' processes die with it; so when a re-run takes the lock, a trial the study still has RUNNING
-belongs to a dead sweeper and is adopted: continued under its own number and run directory, each job (seed)
-told from the result its run left, resumed from its checkpoint, or run again there.
+that was started from this sweep dir belongs to a dead sweeper and is adopted: continued under its own number
+and run directory, each job (seed) told from the result its run left, resumed from its checkpoint, or run
+again there. Other processes may share the study (:mod:`hydrarl.sweep.shared`): their trials count towards
+``n_trials``, and a dead one's trials are found by their heartbeats and run again.
 
 The epoch cap stops new trials after ``epoch_cap_factor`` x the fewest epochs of an early-stopped
 trial: a capped trial gets ``trainer.epoch_cap`` and keeps its ``trainer.n_epochs``, so its
@@ -23,6 +25,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +44,7 @@ from hydrarl.config import merge_overrides, override_key
 from hydrarl.errors import UserError
 from hydrarl.locks import DirLock
 from hydrarl.status import Status
+from hydrarl.sweep import shared
 from hydrarl.sweep.components import check_storage, make_pruner, make_sampler, open_storage, storage_url
 from hydrarl.sweep.reporter import PRUNER_ATTR
 from hydrarl.sweep.settings import RLOptunaSweeperConf
@@ -52,6 +56,7 @@ log = logging.getLogger("hydrarl.sweep")
 
 STOP_FILE = "delete_me_to_stop_hyperopt"
 EPOCH_CAP_ATTR = "hydrarl.epoch_cap"
+OWNER_ATTR = "hydrarl.sweep_dir"  # <host>:<sweep dir> of the sweeper that runs a trial
 JOB_LOG = "job.log"  # a trial job's output, in its run directory (training.jobs.run_job)
 
 
@@ -88,6 +93,8 @@ def failed_trials(study: optuna.Study) -> list[FailedTrial]:
     """The study's failed trials (pruned ones are not failures), with the reason and job.log of each."""
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if t.user_attrs.get("stop_reason") == shared.SURPLUS:
+            continue
         run_dirs = t.user_attrs.get("run_dirs") or []
         failed.append(FailedTrial(t.number, failure_reason(t.user_attrs.get("error")),
                                   Path(run_dirs[-1]) / JOB_LOG if run_dirs else None))
@@ -127,6 +134,10 @@ class SweepRunner:
         self._lock = threading.Lock()
         self._dir_lock = DirLock(self.sweep_dir, "search")
         self.adopted: list[tuple[optuna.Trial, list[TrialJob]]] = []  # a dead sweeper's trials, run first
+        self.owner = f"{socket.gethostname()}:{self.sweep_dir.resolve()}"
+        self.created = False      # whether this process created the study (it starts what the study shares)
+        self.heartbeat: shared.Heartbeat | None = None
+        self._said_waiting = False
         self.busy_seconds = 0.0   # summed wall time of this invocation's jobs
         self.wall_seconds = 0.0   # wall time of this invocation's loop
 
@@ -155,16 +166,22 @@ class SweepRunner:
             self._dir_lock.release()
 
     def open_study(self) -> optuna.Study:
-        """Create or load the study (under the sweep directory's lock) and adopt the trials a dead sweeper
-        left RUNNING (:attr:`adopted`, run first by :meth:`run`)."""
+        """Create or load the study (under the sweep directory's lock; :attr:`created` says which) and adopt
+        the trials a dead sweeper of this sweep dir left RUNNING (:attr:`adopted`, run first by :meth:`run`)."""
         with self.locked():
-            study = optuna.create_study(study_name=self.study_name, storage=open_storage(self.storage),
-                                        pruner=self.pruner, directions=self.s.directions, load_if_exists=True)
+            storage = open_storage(self.storage, self.s.heartbeat_seconds, self.s.grace_seconds, self.s.stale_retries)
+            self.heartbeat = shared.Heartbeat(storage)
+            options = {"study_name": self.study_name, "storage": storage, "pruner": self.pruner, "directions": self.s.directions}
+            try:  # the storage decides atomically which of several processes starting at once creates the study
+                study, self.created = optuna.create_study(**options), True
+            except optuna.exceptions.DuplicatedStudyError:
+                study = optuna.create_study(**options, load_if_exists=True)
             if [d.name.lower() for d in study.directions] != [d.lower() for d in self.s.directions]:
                 raise UserError(f"study {self.study_name} exists with directions {study.directions}; this search asks for {self.s.directions}.")
             study.sampler = make_sampler(self.s.sampler, self.distributions, trials_before=len(study.get_trials(deepcopy=False)))
             study.set_user_attr(PRUNER_ATTR, dict(self.s.pruner or {}))
-            self.adopted = [self._adopt(study, t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+            self.adopted = [self._adopt(study, t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                            if t.user_attrs.get(OWNER_ATTR, self.owner) == self.owner]  # another live process's are its own
         return study
 
     def _adopt(self, study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> tuple[optuna.Trial, list[TrialJob]]:
@@ -173,6 +190,7 @@ class SweepRunner:
         from hydrarl.training.checkpoint import find_last_checkpoint  # torch: only when adopting
 
         trial = optuna.trial.Trial(study, frozen._trial_id)
+        self.heartbeat.add(trial._trial_id)  # before another process could take it for dead
         stored = frozen.user_attrs.get("overrides")
         if stored:  # the trial's own command line, seed aside (each job sets its own)
             overrides = [o for o in stored if override_key(o) != "seed"]
@@ -193,9 +211,9 @@ class SweepRunner:
                     "; ".join(f"{j.run_dir.name}: {how}" for j, how in zip(jobs, hows, strict=True)) if len(jobs) > 1 else hows[0])
         return trial, jobs
 
-    def counted(self, study: optuna.Study) -> int:
-        """Trials that count towards n_trials: the finished ones."""
-        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
+    def total(self, study: optuna.Study) -> int:
+        """The study's total number of trials: ``n_trials``, or a smaller grid's size."""
+        return min(self.s.n_trials, getattr(study.sampler, "grid_size", self.s.n_trials))
 
     def epoch_cap(self, study: optuna.Study) -> int:
         """The most epochs a new trial runs: the study's cap, at most ``n_epochs``."""
@@ -212,16 +230,18 @@ class SweepRunner:
                 log.info("epoch cap for new trials: %d (%.2g x the fastest early stop, %d epochs)", cap, self.s.epoch_cap_factor, min(early))
 
     # -- stop conditions --------------------------------------------------------------------
-    def stop_reason(self, study: optuna.Study, running: int, started: float) -> str | None:
+    def stop_reason(self, study: optuna.Study, started: float) -> str | None:
+        """Why no new trial starts, or None. The study's trials count, whichever process runs them
+        (:func:`hydrarl.sweep.shared.counting`); a WAITING retry of a dead process's trial always runs."""
         if not (self.sweep_dir / STOP_FILE).exists():
             return f"{STOP_FILE} was deleted"
-        total = min(self.s.n_trials, getattr(study.sampler, "grid_size", self.s.n_trials))
-        if self.counted(study) + running >= total:
-            return f"n_trials={total} reached"
+        trials = shared.counting(study)
+        if len(trials) >= self.total(study) and not any(t.state == TrialState.WAITING for t in trials):
+            return f"n_trials={self.total(study)} reached"
         if self.s.max_duration_minutes is not None and time.time() - started >= 60 * self.s.max_duration_minutes:
             return f"max_duration_minutes={self.s.max_duration_minutes} passed"
         if self.s.max_failure_rate is not None:
-            finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+            finished = [t for t in shared.counting(study) if t.state.is_finished()]
             failed = sum(t.state == TrialState.FAIL for t in finished)
             if len(finished) >= 4 and failed / len(finished) > self.s.max_failure_rate:
                 return f"max_failure_rate={self.s.max_failure_rate} exceeded ({failed} of {len(finished)} failed)"
@@ -273,6 +293,14 @@ class SweepRunner:
                     f" (log: {where / JOB_LOG})" if where is not None and (where / JOB_LOG).exists() else "")
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, outcomes: list[JobOutcome]) -> None:
+        self.heartbeat.discard(trial._trial_id)
+        try:
+            self._record(study, trial, outcomes)
+        except optuna.exceptions.UpdateFinishedTrialError:  # its heartbeat went stale: another process ended it
+            log.warning("trial %d was ended as failed by another process (its heartbeat was late) and run again as a "
+                        "retry; the result of this run of it is in %s", trial.number, outcomes[0].run_dir if outcomes else "-")
+
+    def _record(self, study: optuna.Study, trial: optuna.Trial, outcomes: list[JobOutcome]) -> None:
         results = [o.result for o in outcomes if o.result is not None]
         trial.set_user_attr("run_dirs", [str(o.run_dir) for o in outcomes])
         if len(results) < len(outcomes) or not results:
@@ -309,7 +337,33 @@ class SweepRunner:
         """Run trials until a stop condition holds; ``study`` if already opened with :meth:`open_study`.
         Adopted trials start first; the sweep directory's lock is held throughout."""
         with self.locked():
-            return self._loop(study or self.open_study())
+            study = study or self.open_study()
+            with self.heartbeat:
+                return self._loop(study)
+
+    def _start(self, study: optuna.Study) -> tuple[optuna.Trial, list[TrialJob]] | None:
+        """Ask the study for the next trial (a dead process's WAITING retry first) and make its jobs; None when it
+        was surplus (another process took the last place) or its configuration could not be made (it failed)."""
+        trial = shared.ask(study, self.distributions)
+        self.heartbeat.add(trial._trial_id)
+        retry = study._storage.get_trial_system_attrs(trial._trial_id).get(shared.RETRY_ATTR)  # Trial hides them
+        if retry is None and shared.is_surplus(study, trial.number, self.total(study)):
+            self.heartbeat.discard(trial._trial_id)
+            trial.set_user_attr("stop_reason", shared.SURPLUS)
+            study.tell(trial, state=TrialState.FAIL)
+            log.info("trial %d not run: another process took the last of the n_trials=%d places", trial.number, self.total(study))
+            return None
+        trial.set_user_attr(OWNER_ATTR, self.owner)
+        try:
+            jobs = self._jobs(trial.number, trial._trial_id, self._overrides(trial, self.epoch_cap(study)), self._seeds(self.s.repeats))
+        except Exception as exc:  # noqa: BLE001 - e.g. a custom_search_space hook that raises
+            self.heartbeat.discard(trial._trial_id)
+            self._fail(study, trial, f"before it started: {exc!r}")
+            return None
+        trial.set_user_attr("overrides", jobs[0].overrides)
+        log.info("trial %d started%s: %s", trial.number, f" (a retry of trial {retry}, whose process died)" if retry is not None else "",
+                 " ".join(jobs[0].overrides))
+        return trial, jobs
 
     def _loop(self, study: optuna.Study) -> optuna.Study:
         (self.sweep_dir / STOP_FILE).touch()
@@ -322,24 +376,21 @@ class SweepRunner:
                 running[pool.submit(self._run, jobs)] = (trial, jobs)
             self.adopted = []
             while True:
+                shared.fail_stale(study)  # a dead process's trials become failed, each with a WAITING retry
                 barrier_wait = not self.s.asynchronous and bool(running)  # a batch is still running
                 while not barrier_wait and len(running) < self.s.n_jobs:
-                    reason = self.stop_reason(study, len(running), started)
+                    reason = self.stop_reason(study, started)
                     if reason:
                         break
-                    trial = study.ask(self.distributions)
-                    try:
-                        jobs = self._jobs(trial.number, trial._trial_id, self._overrides(trial, self.epoch_cap(study)),
-                                          self._seeds(self.s.repeats))
-                    except Exception as exc:  # noqa: BLE001 - e.g. a custom_search_space hook that raises
-                        self._fail(study, trial, f"before it started: {exc!r}")
-                        continue
-                    trial.set_user_attr("overrides", jobs[0].overrides)
-                    running[pool.submit(self._run, jobs)] = (trial, jobs)
-                    log.info("trial %d started: %s", trial.number, " ".join(jobs[0].overrides))
+                    started_trial = self._start(study)
+                    if started_trial is not None:
+                        running[pool.submit(self._run, started_trial[1])] = started_trial
                 if not running:
-                    break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    if not self._wait_for_others(study, reason):
+                        break
+                    time.sleep(self.heartbeat.interval)  # a retry of theirs may still come
+                    continue
+                done, _ = wait(running, timeout=self.heartbeat.interval, return_when=FIRST_COMPLETED)
                 for future in done:
                     trial, _jobs = running.pop(future)
                     try:
@@ -354,6 +405,23 @@ class SweepRunner:
         if self.s.reevaluate_top_k:
             self.reevaluate(study)
         return study
+
+    def others_running(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+        """The study's RUNNING trials that other processes run (or ran, if they died)."""
+        return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.user_attrs.get(OWNER_ATTR) != self.owner]
+
+    def _wait_for_others(self, study: optuna.Study, reason: str | None) -> bool:
+        """Whether to wait, with nothing of ours running, for other processes' trials: with heartbeats, while the
+        study's total is reached but some trial still runs elsewhere (its process may die and its retry fall to
+        this one). So each process's search ends when the study's last trial does."""
+        if not (self.heartbeat.enabled and reason and reason.startswith("n_trials")):
+            return False
+        others = self.others_running(study)
+        if others and not self._said_waiting:
+            log.info("n_trials reached; waiting for %d trial(s) of other processes to end (%s)", len(others),
+                     ", ".join(str(t.number) for t in others))
+            self._said_waiting = True
+        return bool(others)
 
     @property
     def utilization(self) -> float:

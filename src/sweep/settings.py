@@ -65,6 +65,9 @@ class RLOptunaSweeperConf:
     seed: int = 0                                # first seed of the repeats
     reevaluate_top_k: int = 0                    # at the end, rerun the best k configurations ...
     reevaluate_repeats: int = 3                  # ... with this many fresh seeds
+    heartbeat_seconds: int | None = 30           # RDB storages: a running trial's heartbeat interval; null: none
+    grace_seconds: int | None = None             # a trial without a heartbeat this long is its dead process's (null: 2 x heartbeat)
+    stale_retries: int = 1                       # how often a dead process's trial is run again (a WAITING copy)
 
     @property
     def directions(self) -> list[str]:
@@ -82,6 +85,14 @@ class RLOptunaSweeperConf:
             value = getattr(self, key)
             if not is_integer(value) or value < least:
                 raise bad(key, f"an integer >= {least}")
+        for key in ("heartbeat_seconds", "grace_seconds"):
+            value = getattr(self, key)
+            if value is not None and (not is_integer(value) or value < 1):
+                raise bad(key, "an integer number of seconds >= 1, or null")
+        if self.heartbeat_seconds is not None and self.grace_seconds is not None and self.grace_seconds <= self.heartbeat_seconds:
+            raise bad("grace_seconds", f"more than heartbeat_seconds={self.heartbeat_seconds} (a live trial beats that often)")
+        if not is_integer(self.stale_retries) or self.stale_retries < 0:
+            raise bad("stale_retries", "an integer >= 0")
         for key in ("epoch_cap_factor", "max_duration_minutes"):
             value = getattr(self, key)
             if value is not None and (not is_number(value) or value <= 0):

@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import logging
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BA
 
 from hydrarl.errors import UserError
 from hydrarl.locks import DirLock, is_locked
+from hydrarl.runinfo import HOST_TAG
 from hydrarl.status import Status
 from hydrarl.trackers.base import RunRecord, Tracker
 from hydrarl.trackers.mlflow_view import TAG_PREFIX, browse_hint, publish_view, view_key, view_state
@@ -130,13 +132,18 @@ class MlflowTracker(Tracker):
             log.info(browse_hint(self.tracking_uri, self.experiment_id, self.study))
 
 
-def _running_runs(client: MlflowClient) -> Iterator:
-    """Every RUNNING run of the store, in every active experiment."""
+def _running_runs(client: MlflowClient, under: Path | None = None) -> Iterator:
+    """The RUNNING runs of the store, in every active experiment, started on this machine (tag ``hydrarl.host``,
+    or no such tag); with ``under``, those whose ``run_dir`` tag may lie under it (the server filters, so a shared
+    store with thousands of live runs sends only these)."""
     experiments = [e.experiment_id for e in client.search_experiments()]
-    token = None
+    query = "attributes.status = 'RUNNING'"
+    if under is not None and "'" not in str(under):
+        query += f" and tags.run_dir LIKE '{under.resolve()}%'"  # '_' matches any character: _is_under decides
+    token, host = None, socket.gethostname()
     while experiments:
-        page = client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=1000, page_token=token)
-        yield from page
+        page = client.search_runs(experiments, query, max_results=1000, page_token=token)
+        yield from (run for run in page if run.data.tags.get(HOST_TAG, host) == host)  # another machine's paths are not ours to judge
         token = page.token
         if not token:
             break
@@ -161,7 +168,7 @@ def close_stale_runs(tracking_uri: str, under: Path | None = None, report: Calla
     with store_lock(tracking_uri):  # a store another process is creating has its schema when the lock is free
         client = MlflowClient(tracking_uri=tracking_uri)
     by_dir: dict[Path, list] = {}
-    for run in _running_runs(client):
+    for run in _running_runs(client, under):
         run_dir = run.data.tags.get("run_dir")
         if run_dir and _is_under(Path(run_dir), under):
             by_dir.setdefault(Path(run_dir), []).append(run)
