@@ -32,10 +32,12 @@ from hydrarl.config.compose import compose
 from hydrarl.errors import UserError, exit_now_on_user_error
 from hydrarl.runinfo import flatten, run_tags
 from hydrarl.status import Status
+from hydrarl.sweep import shared
 from hydrarl.sweep.results import write_results
 from hydrarl.sweep.runner import STOP_FILE, FailedTrial, SweepRunner, failed_trials
 from hydrarl.sweep.settings import RLOptunaSweeperConf
 from hydrarl.sweep.space import override_value, probe_values
+from hydrarl.sweep.submitit_trials import SubmititTrials, cluster_of, make_executor
 from hydrarl.training.jobs import run_job
 
 log = logging.getLogger("hydrarl.sweep")
@@ -64,7 +66,14 @@ def _runner(config: DictConfig, options: dict[str, Any], space: dict[str, str], 
     if not options["params"] and not options.get("custom_search_space"):
         raise UserError("the search has no parameters: give hydra.sweeper.params (see conf/search/) or sweep values on the command line.")
     settings = RLOptunaSweeperConf(**options)
-    return SweepRunner(settings, lambda job: run_job(job.as_job(base)), sweep_dir=Path(config.hydra.sweep.dir),
+    sweep_dir = Path(config.hydra.sweep.dir)
+    launcher = OmegaConf.to_container(config.hydra.launcher, resolve=True) if config.hydra.get("launcher") else None
+    if cluster_of(launcher):  # trials as SLURM (or submitit's local) jobs
+        run_trial = SubmititTrials(make_executor(launcher, sweep_dir), base)
+    else:
+        def run_trial(job):
+            return run_job(job.as_job(base))
+    return SweepRunner(settings, run_trial, sweep_dir=sweep_dir,
                        study_name=settings.study_name or f"{choices.env}-{choices.algorithm}", n_epochs=int(config.trainer.n_epochs))
 
 
@@ -173,7 +182,7 @@ def run_search(config: DictConfig, options: dict[str, Any], arguments: list[str]
         try:
             study = runner.run(study)
             files = write_results(study, runner, base)
-            finished = [t for t in study.trials if t.state.is_finished()]
+            finished = [t for t in shared.counting(study) if t.state.is_finished()]
             status = Status.FAILED if finished and all(t.state == TrialState.FAIL for t in finished) else Status.COMPLETED
             if parent is not None:
                 best = [t for t in study.trials if t.values is not None]

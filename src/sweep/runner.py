@@ -92,11 +92,11 @@ class FailedTrial:
 def failed_trials(study: optuna.Study) -> list[FailedTrial]:
     """The study's failed trials (pruned ones are not failures), with the reason and job.log of each."""
     failed = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if t.user_attrs.get("stop_reason") == shared.SURPLUS:
+    for t in shared.counting(study):  # not surplus trials, nor failed ones a retry replaced
+        if t.state != TrialState.FAIL:
             continue
         run_dirs = t.user_attrs.get("run_dirs") or []
-        failed.append(FailedTrial(t.number, failure_reason(t.user_attrs.get("error")),
+        failed.append(FailedTrial(t.number, failure_reason(t.user_attrs.get("error", shared.STALE_ERROR)),
                                   Path(run_dirs[-1]) / JOB_LOG if run_dirs else None))
     return failed
 

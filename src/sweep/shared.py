@@ -33,6 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 log = logging.getLogger("hydrarl.sweep")
 
 SURPLUS = "surplus"   # stop_reason of a trial asked for past n_trials, ended unrun
+STALE_ERROR = "its sweeper stopped (no heartbeat within the grace period) and its retries are used up"
 RETRY_ATTR = "failed_trial"  # Optuna's system attribute: the trial a retry replaces (RetryHeartbeatStaleTrialCallback)
 
 

@@ -161,15 +161,17 @@ def train_command(overrides: list[str]) -> list[str]:
     return [sys.executable, str(TRAIN_SCRIPT), *overrides]
 
 
-def run_job(job: Job) -> JobOutcome:
+def run_job(job: Job, started: Callable[[TrainProcess], None] | None = None) -> JobOutcome:
     """Run ``job`` to its end in a subprocess (output in ``<run dir>/job.log``) and collect its TrialResult.
     The subprocess dies with the calling thread (``die_with_parent``): a sweeper killed by SIGKILL leaves no
-    trial training on; its re-run adopts the trial."""
+    trial training on; its re-run adopts the trial. ``started`` gets the process once it runs (to signal it)."""
     job.run_dir.mkdir(parents=True, exist_ok=True)
     overrides = [*job.overrides, f"hydra.run.dir={job.run_dir}", "trainer.progress_bar=false"]
     if job.trial:
         overrides.append(trial_override(job.trial))
     process = TrainProcess(train_command(overrides), job.run_dir / "job.log", job.run_dir, die_with_parent=True)
+    if started is not None:
+        started(process)
     try:
         process.wait()
     except BaseException:  # the sweeper is stopping: the job is not left behind
