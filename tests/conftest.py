@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -29,3 +30,20 @@ def sb3_default_logdir(tmp_path_factory) -> None:
 @pytest.fixture
 def tracking_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/mlflow.db"
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """A real single-node SLURM cluster (tests/helpers/slurm_cluster.py) for one test module, its environment
+    (``SLURM_CONF``) in os.environ meanwhile: submitit runs sbatch, squeue, sacct and scancel with it."""
+    from tests.helpers.slurm_cluster import SlurmUnavailable, slurm_cluster
+
+    with contextlib.ExitStack() as stack:
+        try:
+            cluster = stack.enter_context(slurm_cluster(tmp_path_factory.mktemp("slurm")))
+        except SlurmUnavailable as reason:
+            pytest.skip(str(reason))
+        patch = stack.enter_context(pytest.MonkeyPatch.context())
+        for name, value in cluster.env.items():
+            patch.setenv(name, value)
+        yield cluster

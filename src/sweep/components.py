@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from hydrarl.sweep.space import grid_space
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc", "grid", "nsgaii")
 PRUNERS = ("median", "hyperband", "successive_halving", "wilcoxon", "none")
 JOURNAL_FILE = "optuna_journal.log"
+SCHEMA_ATTEMPTS = 5  # opening a new RDB storage from many processes at once
 
 
 def _options(cfg: dict[str, Any] | None) -> tuple[str | None, dict[str, Any]]:
@@ -143,13 +146,19 @@ def open_storage(url: str, heartbeat_seconds: int | None = None, grace_seconds: 
         path = Path(url.removeprefix("journal:"))
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)  # Optuna marks heartbeats experimental
-            beats = {}
-            if heartbeat_seconds:
-                beats = {"heartbeat_interval": heartbeat_seconds, "grace_period": grace_seconds,
-                         "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=stale_retries)}
-            return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **beats)
-    except Exception as exc:  # noqa: BLE001 - bad URL, missing driver, unreachable server
-        raise UserError(f"hydra.sweeper.storage={url} cannot be opened: {exc}") from exc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)  # Optuna marks heartbeats experimental
+        beats = {}
+        if heartbeat_seconds:
+            beats = {"heartbeat_interval": heartbeat_seconds, "grace_period": grace_seconds,
+                     "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=stale_retries)}
+        for attempt in range(SCHEMA_ATTEMPTS):
+            try:
+                return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **beats)
+            except Exception as exc:  # noqa: BLE001 - bad URL, missing driver, unreachable server, or a schema race
+                if attempt + 1 < SCHEMA_ATTEMPTS and ("already exists" in str(exc) or "duplicate key" in str(exc)):
+                    # processes opening a new database at once all create its tables: the losers try again
+                    time.sleep(0.5 + random.random())
+                    continue
+                raise UserError(f"hydra.sweeper.storage={url} cannot be opened: {exc}") from exc
+    raise AssertionError("unreachable")

@@ -181,7 +181,7 @@ class SweepRunner:
             study.sampler = make_sampler(self.s.sampler, self.distributions, trials_before=len(study.get_trials(deepcopy=False)))
             study.set_user_attr(PRUNER_ATTR, dict(self.s.pruner or {}))
             self.adopted = [self._adopt(study, t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                            if t.user_attrs.get(OWNER_ATTR, self.owner) == self.owner]  # another live process's are its own
+                            if t.user_attrs.get(OWNER_ATTR) == self.owner]  # another process's are its own
         return study
 
     def _adopt(self, study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> tuple[optuna.Trial, list[TrialJob]]:
@@ -345,6 +345,7 @@ class SweepRunner:
         """Ask the study for the next trial (a dead process's WAITING retry first) and make its jobs; None when it
         was surplus (another process took the last place) or its configuration could not be made (it failed)."""
         trial = shared.ask(study, self.distributions)
+        trial.set_user_attr(OWNER_ATTR, self.owner)  # first: another process opening the study must not adopt it
         self.heartbeat.add(trial._trial_id)
         retry = study._storage.get_trial_system_attrs(trial._trial_id).get(shared.RETRY_ATTR)  # Trial hides them
         if retry is None and shared.is_surplus(study, trial.number, self.total(study)):
@@ -353,7 +354,6 @@ class SweepRunner:
             study.tell(trial, state=TrialState.FAIL)
             log.info("trial %d not run: another process took the last of the n_trials=%d places", trial.number, self.total(study))
             return None
-        trial.set_user_attr(OWNER_ATTR, self.owner)
         try:
             jobs = self._jobs(trial.number, trial._trial_id, self._overrides(trial, self.epoch_cap(study)), self._seeds(self.s.repeats))
         except Exception as exc:  # noqa: BLE001 - e.g. a custom_search_space hook that raises

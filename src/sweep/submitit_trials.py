@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,9 @@ LAUNCHERS = {  # hydra-submitit-launcher's launchers -> submitit's cluster
 # The launcher's keys that submitit's AutoExecutor takes without a cluster prefix (its BaseQueueConf).
 COMMON_KEYS = ("timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes", "name", "stderr_to_stdout")
 STOP_SECONDS = 60  # how long a pre-empted job waits for train.py's checkpoint
+GONE = "gone from squeue"  # a job SLURM no longer lists: ended longer ago than MinJobAge
+ENDED_STATES = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
+                "SPECIAL_EXIT", "REVOKED"}
 
 
 def cluster_of(launcher: dict[str, Any] | None) -> str | None:
@@ -100,17 +104,36 @@ class SubmititTrials:
         start = time.time()
         submitted = self.executor.submit(TrialCommand(trial.as_job(self.base)))
         log.info("trial %d: %s job %s (%s)", trial.number, self.executor.cluster, submitted.job_id, trial.run_dir.name)
+        ended = None
         try:
             while not submitted.done():
+                ended = slurm_end(submitted.job_id) if self.executor.cluster == "slurm" else None
+                if ended:
+                    break
                 time.sleep(self.poll_seconds)
         except BaseException:  # the sweeper is stopping: its jobs do not run on without it
             submitted.cancel(check=False)
             raise
         try:
-            return submitted.result()
+            return submitted.result()  # waits a little for a result file that lags behind the job's end
         except Exception as exc:  # noqa: BLE001 - cancelled, killed, a lost node: one failed trial
-            state = submitted.state
+            state = ended if ended and ended != GONE else submitted.state
             reason = str(exc).strip().splitlines()
             return JobOutcome(None, -1, time.time() - start, trial.run_dir,
                               error=f"{self.executor.cluster} job {submitted.job_id} ended {state} without a result: "
                                     f"{reason[0] if reason else type(exc).__name__}")
+
+
+def slurm_end(job_id: str) -> str | None:
+    """The state of SLURM job ``job_id`` if it has ended (``squeue`` still shows it for ``MinJobAge``, default
+    5 minutes), :data:`GONE` if SLURM no longer knows it, None while it is pending or running, or when ``squeue``
+    cannot tell. submitit learns a job's end from ``sacct``; on a cluster without job accounting it never does,
+    and a cancelled job would hold its trial (and its sweeper) forever."""
+    try:
+        done = subprocess.run(["squeue", "--noheader", "--format=%T", f"--jobs={job_id}"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return GONE if "Invalid job id" in done.stderr else None
+    states = done.stdout.split()
+    return states[0] if states and all(s in ENDED_STATES for s in states) else GONE if not states else None

@@ -1,0 +1,139 @@
+"""How one PostgreSQL study holds up under many sweeper processes (docs/scaling.md).
+
+For each worker count (default 1, 4, 16, 64) a fresh database on one PostgreSQL server (started here, 127.0.0.1)
+gets one study; that many sweeper processes start at once, each the real ``SweepRunner`` (heartbeats, shared
+``n_trials``, surplus and retry rules) with one worker and a synthetic trial (``--trial-seconds`` of sleep, an
+intermediate value reported each of 3 epochs, as a training run reports). Measured: trials per second of the whole
+study, the sampler's time per trial (``ask`` to the trial's start, in each process), duplicate trial numbers, lost
+trials (asked for but never ended), surplus trials, the largest number of database connections seen, and the
+wall time. ``--trials-per-worker`` sets n_trials = workers x that.
+
+    python benchmarks/shared_study.py                        # 1, 4, 16, 64 workers
+    python benchmarks/shared_study.py --workers 4 --trial-seconds 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.helpers: the PostgreSQL server and the synthetic trial
+
+STUDY = "scale"
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One sweeper process: run the shared study to its end; print its ask times as JSON."""
+    import optuna
+
+    from hydrarl.sweep import shared
+    from hydrarl.sweep.runner import SweepRunner
+    from hydrarl.sweep.settings import RLOptunaSweeperConf
+    from tests.helpers.sweep_objective import synthetic
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    asks: list[float] = []
+    ask = shared.ask
+
+    def timed_ask(study, distributions):
+        start = time.perf_counter()
+        try:
+            return ask(study, distributions)
+        finally:
+            asks.append(time.perf_counter() - start)
+
+    shared.ask = timed_ask  # the runner asks through shared.ask: time each call, nothing else changes
+    settings = RLOptunaSweeperConf(storage=args.storage, n_trials=args.n_trials, n_jobs=1, params={"x": "interval(0,1)"},
+                                   sampler={"name": "tpe", "seed": None}, heartbeat_seconds=5)
+    runner = SweepRunner(settings, lambda job: synthetic(job, duration=args.trial_seconds), sweep_dir=Path(args.sweep_dir),
+                         study_name=STUDY, n_epochs=3)
+    runner.run()
+    print(json.dumps({"asks": asks}))
+
+
+def connections(url: str, database: str, stop: threading.Event, seen: list[int]) -> None:
+    """Sample the server's connections to ``database`` every 0.2 s into ``seen``."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")  # a fresh snapshot each query
+    query = sqlalchemy.text("select count(*) from pg_stat_activity where datname = :d")
+    with engine.connect() as conn:
+        while not stop.wait(0.2):
+            seen.append(int(conn.execute(query, {"d": database}).scalar()))
+    engine.dispose()
+
+
+def measure(server: str, n_workers: int, args: argparse.Namespace, work: Path) -> dict:
+    import optuna
+    from optuna.trial import TrialState
+
+    from hydrarl.sweep.shared import SURPLUS
+    from tests.helpers.servers import create_database
+
+    database = f"w{n_workers}"
+    storage = create_database(server, database)
+    n_trials = n_workers * args.trials_per_worker
+    seen: list[int] = []
+    stop = threading.Event()
+    sampler = threading.Thread(target=connections, args=(server, database, stop, seen))
+    sampler.start()
+    start = time.time()
+    procs = [subprocess.Popen([sys.executable, __file__, "--worker", "--storage", storage, "--n-trials", str(n_trials),
+                               "--trial-seconds", str(args.trial_seconds), "--sweep-dir", str(work / database / f"p{i}")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(n_workers)]
+    outputs = [p.communicate() for p in procs]
+    wall = time.time() - start
+    stop.set()
+    sampler.join()
+    failed = [err[-1500:] for (out, err), p in zip(outputs, procs, strict=True) if p.returncode != 0]
+    asks = [a for out, _ in outputs if out.strip() for a in json.loads(out.strip().splitlines()[-1])["asks"]]
+    trials = optuna.load_study(study_name=STUDY, storage=storage).trials
+    numbers = [t.number for t in trials]
+    run = [t for t in trials if t.user_attrs.get("stop_reason") != SURPLUS]
+    ended = [t for t in run if t.state == TrialState.COMPLETE or t.state == TrialState.PRUNED]
+    first = min(t.datetime_start for t in run).timestamp()
+    last = max(t.datetime_complete for t in ended).timestamp()
+    return {"workers": n_workers, "n_trials": n_trials, "ended": len(ended), "lost": len(run) - len(ended),
+            "duplicates": len(numbers) - len(set(numbers)), "surplus": len(trials) - len(run),
+            "trials_per_s": len(ended) / (last - first), "ask_median_ms": 1000 * statistics.median(asks),
+            "ask_p90_ms": 1000 * sorted(asks)[int(0.9 * (len(asks) - 1))], "max_connections": max(seen or [0]),
+            "wall_s": wall, "failed_workers": failed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--trials-per-worker", type=int, default=4)
+    parser.add_argument("--trial-seconds", type=float, default=2.0)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--storage", help=argparse.SUPPRESS)
+    parser.add_argument("--n-trials", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--sweep-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    from tests.helpers.servers import postgres_server
+
+    with tempfile.TemporaryDirectory() as tmp, postgres_server(Path(tmp)) as server:
+        print("| workers | n_trials | ended | lost | duplicates | surplus | trials/s | ask median ms | ask p90 ms | "
+              "max DB connections | wall s |\n|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+        for n in args.workers:
+            r = measure(server, n, args, Path(tmp))
+            print(f"| {r['workers']} | {r['n_trials']} | {r['ended']} | {r['lost']} | {r['duplicates']} | {r['surplus']} | "
+                  f"{r['trials_per_s']:.2f} | {r['ask_median_ms']:.0f} | {r['ask_p90_ms']:.0f} | {r['max_connections']} | "
+                  f"{r['wall_s']:.0f} |", flush=True)
+            for failure in r["failed_workers"]:
+                print(f"  a worker failed: {failure}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

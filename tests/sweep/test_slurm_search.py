@@ -1,0 +1,83 @@
+"""Searches and grids as SLURM jobs on a real single-node cluster (tests/helpers/slurm_cluster.py), through
+``hydra/launcher=submitit_slurm``: a 3-trial search whose trials are jobs (``sacct`` lists them), a trial
+cancelled with ``scancel`` is a failed trial and the search goes on, and a 2-job grid runs as a job array."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from hydrarl.paths import TRAIN_SCRIPT
+from hydrarl.sweep.components import open_storage, storage_url
+from tests.helpers.cli import run_cli
+from tests.helpers.compose import fast_overrides
+from tests.helpers.slurm_cluster import SlurmCluster
+
+SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=cpu", "hydra.launcher.cpus_per_task=1",
+         "hydra.launcher.timeout_min=10", "logger=[]", "trainer.eval_after_n_steps=200", "trainer.n_test_rollouts=1"]
+SEARCH = ["--multirun", "+search=Pendulum/sac", *SLURM, "hydra.sweeper.n_jobs=2", *fast_overrides("sac"), "algorithm.train_freq=4"]
+
+
+def job_ids(log: str) -> dict[int, str]:
+    """Trial number -> SLURM job id, from the sweeper's ``trial <n>: slurm job <id>`` lines."""
+    return {int(n): job for n, job in re.findall(r"trial (\d+): slurm job (\d+)", log)}
+
+
+def study_of(sweep_dir: Path) -> optuna.Study:
+    return optuna.load_study(study_name="Pendulum-sac", storage=open_storage(storage_url(None, sweep_dir)))
+
+
+def test_a_search_runs_its_trials_as_slurm_jobs(slurm: SlurmCluster, tmp_path):
+    sweep_dir = tmp_path / "search"
+    done = run_cli([*SEARCH, f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.n_trials=3", "trainer.n_epochs=2"],
+                   cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = job_ids(done.stdout + done.stderr)
+    assert sorted(jobs) == [0, 1, 2]
+    assert [slurm.wait_finished(job).state for job in jobs.values()] == ["COMPLETED"] * 3  # sacct lists each trial's job
+    trials = study_of(sweep_dir).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert all((sweep_dir / f"trial_{n:04d}" / "job.log").exists() for n in range(3))
+
+
+def test_a_trial_cancelled_with_scancel_fails_and_the_search_goes_on(slurm: SlurmCluster, tmp_path):
+    sweep_dir, log = tmp_path / "search", tmp_path / "sweeper.log"
+    args = [sys.executable, str(TRAIN_SCRIPT), *SEARCH, f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.n_jobs=1", "trainer.n_epochs=3"]
+    with open(log, "w") as out:
+        sweeper = subprocess.Popen(args, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while 0 not in job_ids(log.read_text()):
+            assert sweeper.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        first = job_ids(log.read_text())[0]
+        slurm.run("scancel", first)
+        code = sweeper.wait(300)
+    finally:
+        if sweeper.poll() is None:
+            sweeper.send_signal(signal.SIGKILL)
+    output = log.read_text()
+    assert code == 1, output[-3000:]  # a search with a failed trial lists it and exits 1, after every trial ran
+    assert slurm.wait_finished(first).state == "CANCELLED"
+    trials = study_of(sweep_dir).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert f"slurm job {first} ended CANCELLED without a result" in trials[0].user_attrs["error"]
+    assert "trial 0: slurm job" in output and "1 of 3 trials of this search failed" in output
+
+
+def test_a_grid_runs_as_a_slurm_job_array(slurm: SlurmCluster, tmp_path):
+    sweep_dir = tmp_path / "grid"
+    done = run_cli(["--multirun", *SLURM, "env=Pendulum", "algorithm=ppo", "seed=1,2", "trainer.n_epochs=1",
+                    f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert all((sweep_dir / f"{n}_Pendulum_ppo" / "trial_result.json").exists() for n in (0, 1))
+    array = next(p.name.split("_")[0] for p in (sweep_dir / ".submitit").iterdir() if "_" in p.name)
+    assert [slurm.wait_finished(f"{array}_{n}") for n in (0, 1)] == [(f"{array}_{n}", "COMPLETED", "0:0") for n in (0, 1)]
