@@ -5,7 +5,7 @@ gets one study; that many sweeper processes start at once, each the real ``Sweep
 ``n_trials``, surplus and retry rules) with one worker and a synthetic trial (``--trial-seconds`` of sleep, an
 intermediate value reported each of 3 epochs, as a training run reports). Measured: trials per second of the whole
 study, the sampler's time per trial (``ask`` to the trial's start, in each process), duplicate trial numbers, lost
-trials (asked for but never ended), surplus trials, the largest number of database connections seen, and the
+trials (asked for but never ended), failed trials and why, surplus trials, the largest number of database connections seen, and the
 wall time. ``--trials-per-worker`` sets n_trials = workers x that.
 
     python benchmarks/shared_study.py                        # 1, 4, 16, 64 workers
@@ -15,6 +15,7 @@ wall time. ``--trials-per-worker`` sets n_trials = workers x that.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import subprocess
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.helpers: the PostgreSQL server and the synthetic trial
 
 STUDY = "scale"
+LOGS = ROOT / "runs" / "bench" / "shared_study"  # the output of workers that failed
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -53,8 +55,12 @@ def worker(args: argparse.Namespace) -> None:
     shared.ask = timed_ask  # the runner asks through shared.ask: time each call, nothing else changes
     settings = RLOptunaSweeperConf(storage=args.storage, n_trials=args.n_trials, n_jobs=1, params={"x": "interval(0,1)"},
                                    sampler={"name": "tpe", "seed": None}, heartbeat_seconds=5)
-    runner = SweepRunner(settings, lambda job: synthetic(job, duration=args.trial_seconds), sweep_dir=Path(args.sweep_dir),
-                         study_name=STUDY, n_epochs=3)
+    def trial(job):
+        outcome = synthetic(job, duration=args.trial_seconds)
+        gc.collect()  # the trial's reporter (its own storage, as a train.py process has) closes its connections
+        return outcome
+
+    runner = SweepRunner(settings, trial, sweep_dir=Path(args.sweep_dir), study_name=STUDY, n_epochs=3)
     runner.run()
     print(json.dumps({"asks": asks}))
 
@@ -93,15 +99,23 @@ def measure(server: str, n_workers: int, args: argparse.Namespace, work: Path) -
     wall = time.time() - start
     stop.set()
     sampler.join()
-    failed = [err[-1500:] for (out, err), p in zip(outputs, procs, strict=True) if p.returncode != 0]
+    failed = []
+    for i, ((_, err), p) in enumerate(zip(outputs, procs, strict=True)):
+        if p.returncode != 0:
+            LOGS.mkdir(parents=True, exist_ok=True)
+            (LOGS / f"{database}_p{i}.stderr").write_text(err)
+            failed.append(f"exit {p.returncode}: {err.strip().splitlines()[-1][:300] if err.strip() else ''}")
     asks = [a for out, _ in outputs if out.strip() for a in json.loads(out.strip().splitlines()[-1])["asks"]]
     trials = optuna.load_study(study_name=STUDY, storage=storage).trials
     numbers = [t.number for t in trials]
     run = [t for t in trials if t.user_attrs.get("stop_reason") != SURPLUS]
     ended = [t for t in run if t.state == TrialState.COMPLETE or t.state == TrialState.PRUNED]
+    failed = [t for t in run if t.state == TrialState.FAIL]
     first = min(t.datetime_start for t in run).timestamp()
     last = max(t.datetime_complete for t in ended).timestamp()
-    return {"workers": n_workers, "n_trials": n_trials, "ended": len(ended), "lost": len(run) - len(ended),
+    reasons = sorted({str(t.user_attrs.get("error", "no error recorded")).strip().splitlines()[-1][:200] for t in failed})
+    return {"workers": n_workers, "n_trials": n_trials, "ended": len(ended), "failed": len(failed), "reasons": reasons,
+            "lost": len(run) - len(ended) - len(failed),
             "duplicates": len(numbers) - len(set(numbers)), "surplus": len(trials) - len(run),
             "trials_per_s": len(ended) / (last - first), "ask_median_ms": 1000 * statistics.median(asks),
             "ask_p90_ms": 1000 * sorted(asks)[int(0.9 * (len(asks) - 1))], "max_connections": max(seen or [0]),
@@ -124,13 +138,15 @@ def main() -> None:
     from tests.helpers.servers import postgres_server
 
     with tempfile.TemporaryDirectory() as tmp, postgres_server(Path(tmp)) as server:
-        print("| workers | n_trials | ended | lost | duplicates | surplus | trials/s | ask median ms | ask p90 ms | "
-              "max DB connections | wall s |\n|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+        print("| workers | n_trials | completed | failed | lost | duplicates | surplus | trials/s | ask median ms | ask p90 ms | "
+              "max DB connections | wall s |\n|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
         for n in args.workers:
             r = measure(server, n, args, Path(tmp))
-            print(f"| {r['workers']} | {r['n_trials']} | {r['ended']} | {r['lost']} | {r['duplicates']} | {r['surplus']} | "
+            print(f"| {r['workers']} | {r['n_trials']} | {r['ended']} | {r['failed']} | {r['lost']} | {r['duplicates']} | {r['surplus']} | "
                   f"{r['trials_per_s']:.2f} | {r['ask_median_ms']:.0f} | {r['ask_p90_ms']:.0f} | {r['max_connections']} | "
                   f"{r['wall_s']:.0f} |", flush=True)
+            for reason in r["reasons"]:
+                print(f"  a trial failed: {reason}", flush=True)
             for failure in r["failed_workers"]:
                 print(f"  a worker failed: {failure}", flush=True)
 

@@ -16,6 +16,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from hydrarl.errors import UserError
 from hydrarl.sweep.space import grid_space
@@ -136,6 +137,16 @@ def check_storage(url: str) -> None:
                         "installed, such as sqlite:///optuna.db, or null for a journal file in the sweep dir.") from exc
 
 
+def engine_options(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine options for an RDB study: a database server gets no pool (a connection per operation, a
+    few ms on a LAN), so each sweeper and trial holds a server connection only while it talks to the study. With
+    pooling each process kept 2-3 open, and 64 sweepers with their trials filled PostgreSQL's 200 connections
+    (docs/scaling.md). A sqlite file keeps SQLAlchemy's default."""
+    if make_url(url).get_backend_name() == "sqlite":
+        return {}
+    return {"poolclass": NullPool}
+
+
 def open_storage(url: str, heartbeat_seconds: int | None = None, grace_seconds: int | None = None,
                  stale_retries: int = 1) -> BaseStorage:
     """``journal:<path>`` -> a journal file (safe for many processes on one machine, or on a shared disk whose
@@ -154,7 +165,7 @@ def open_storage(url: str, heartbeat_seconds: int | None = None, grace_seconds: 
                      "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=stale_retries)}
         for attempt in range(SCHEMA_ATTEMPTS):
             try:
-                return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **beats)
+                return RDBStorage(url, engine_kwargs=engine_options(url), **beats)
             except Exception as exc:  # noqa: BLE001 - bad URL, missing driver, unreachable server, or a schema race
                 if attempt + 1 < SCHEMA_ATTEMPTS and ("already exists" in str(exc) or "duplicate key" in str(exc)):
                     # processes opening a new database at once all create its tables: the losers try again

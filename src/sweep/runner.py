@@ -296,7 +296,10 @@ class SweepRunner:
         self.heartbeat.discard(trial._trial_id)
         try:
             self._record(study, trial, outcomes)
-        except optuna.exceptions.UpdateFinishedTrialError:  # its heartbeat went stale: another process ended it
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):  # "Cannot tell a FAIL trial", "... finished"
+            if not study._storage.get_trial(trial._trial_id).state.is_finished():
+                raise
+            # its heartbeat went late (an overloaded machine, a paused sweeper): another process ended it meanwhile
             log.warning("trial %d was ended as failed by another process (its heartbeat was late) and run again as a "
                         "retry; the result of this run of it is in %s", trial.number, outcomes[0].run_dir if outcomes else "-")
 
