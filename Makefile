@@ -24,6 +24,9 @@ RENDER_LIBS := libegl1 libegl-mesa0 libgl1-mesa-dri libgles2
 SCREEN_TOOLS := xvfb xdotool
 # The browser test loads `mlflow ui` in a real, headless browser.
 BROWSER := chromium
+# The scale-out tests (docs/scaling.md) start real servers on 127.0.0.1: PostgreSQL (a shared Optuna study, an
+# MLflow server's database) and a one-node SLURM cluster with job accounting (munge, slurmdbd on MariaDB).
+SERVERS := postgresql-15 slurm-wlm slurmdbd munge mariadb-server
 export MENAGERIE_ROOT ?= $(abspath ../shared/menagerie)
 
 .PHONY: setup system train test matrix lint docs clean
@@ -38,6 +41,9 @@ system:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $(SCREEN_TOOLS); }
 	@command -v chromium >/dev/null || { echo "installing a headless browser: $(BROWSER)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $(BROWSER); }
+	@test -x /usr/lib/postgresql/15/bin/initdb && test -x /usr/sbin/slurmdbd && test -x /usr/sbin/mariadbd || { \
+		echo "installing servers for the scale-out tests: $(SERVERS)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SERVERS); }
 
 $(STAMP): pyproject.toml constraints.txt | system
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -8,8 +8,13 @@ study, the sampler's time per trial (``ask`` to the trial's start, in each proce
 trials (asked for but never ended), failed trials and why, surplus trials, the largest number of database connections seen, and the
 wall time. ``--trials-per-worker`` sets n_trials = workers x that.
 
-    python benchmarks/shared_study.py                        # 1, 4, 16, 64 workers
-    python benchmarks/shared_study.py --workers 4 --trial-seconds 1
+The MLflow part (``--mlflow-clients``, default 1 and 8): an MLflow tracking server (one uvicorn worker) on a
+database of the same PostgreSQL server; each client process starts a run and sends ``--batches`` metric batches
+of 10 metrics (what a Trainer sends each epoch), then ends it. Measured: requests per second the server answered,
+and the median and 90th percentile time of one batch.
+
+    python benchmarks/shared_study.py                        # 1, 4, 16, 64 workers; 1 and 8 MLflow clients
+    python benchmarks/shared_study.py --workers 4 --trial-seconds 1 --mlflow-clients 4
 """
 
 from __future__ import annotations
@@ -63,6 +68,42 @@ def worker(args: argparse.Namespace) -> None:
     runner = SweepRunner(settings, trial, sweep_dir=Path(args.sweep_dir), study_name=STUDY, n_epochs=3)
     runner.run()
     print(json.dumps({"asks": asks}))
+
+
+def mlflow_client(args: argparse.Namespace) -> None:
+    """One MLflow client process: a run in experiment ``scale`` (made by the caller), ``--batches`` batches."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=args.tracking_uri)
+    run = client.create_run(client.get_experiment_by_name("scale").experiment_id)
+    times = []
+    for step in range(args.batches):
+        start = time.perf_counter()
+        now = int(time.time() * 1000)
+        client.log_batch(run.info.run_id, metrics=[Metric(f"m{i}", float(step), now, step) for i in range(10)])
+        times.append(time.perf_counter() - start)
+    client.set_terminated(run.info.run_id)
+    print(json.dumps({"times": times}))
+
+
+def measure_mlflow(server: str, n_clients: int, args: argparse.Namespace, work: Path) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    from tests.helpers.servers import create_database, mlflow_server
+
+    with mlflow_server(work / f"mlflow{n_clients}", create_database(server, f"mlflow{n_clients}")) as uri:
+        MlflowClient(tracking_uri=uri).create_experiment("scale")  # once, before the clients fan out
+        start = time.time()
+        procs = [subprocess.Popen([sys.executable, __file__, "--mlflow-client", "--tracking-uri", uri, "--batches",
+                                   str(args.batches)], stdout=subprocess.PIPE, text=True) for _ in range(n_clients)]
+        outputs = [p.communicate()[0] for p in procs]
+        wall = time.time() - start
+    times = sorted(t for out in outputs if out.strip() for t in json.loads(out.strip().splitlines()[-1])["times"])
+    requests = n_clients * (args.batches + 2)
+    return {"clients": n_clients, "batches": len(times), "failed": sum(p.returncode != 0 for p in procs),
+            "requests_per_s": requests / wall, "median_ms": 1000 * statistics.median(times),
+            "p90_ms": 1000 * times[int(0.9 * (len(times) - 1))]}
 
 
 def connections(url: str, database: str, stop: threading.Event, seen: list[int]) -> None:
@@ -124,10 +165,14 @@ def measure(server: str, n_workers: int, args: argparse.Namespace, work: Path) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 4, 16, 64])
     parser.add_argument("--trials-per-worker", type=int, default=4)
     parser.add_argument("--trial-seconds", type=float, default=2.0)
+    parser.add_argument("--mlflow-clients", type=int, nargs="*", default=[1, 8])
+    parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--mlflow-client", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tracking-uri", help=argparse.SUPPRESS)
     parser.add_argument("--storage", help=argparse.SUPPRESS)
     parser.add_argument("--n-trials", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--sweep-dir", help=argparse.SUPPRESS)
@@ -135,11 +180,15 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    if args.mlflow_client:
+        mlflow_client(args)
+        return
     from tests.helpers.servers import postgres_server
 
     with tempfile.TemporaryDirectory() as tmp, postgres_server(Path(tmp)) as server:
-        print("| workers | n_trials | completed | failed | lost | duplicates | surplus | trials/s | ask median ms | ask p90 ms | "
-              "max DB connections | wall s |\n|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+        if args.workers:
+            print("| workers | n_trials | completed | failed | lost | duplicates | surplus | trials/s | ask median ms | ask p90 ms | "
+                  "max DB connections | wall s |\n|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
         for n in args.workers:
             r = measure(server, n, args, Path(tmp))
             print(f"| {r['workers']} | {r['n_trials']} | {r['ended']} | {r['failed']} | {r['lost']} | {r['duplicates']} | {r['surplus']} | "
@@ -149,6 +198,13 @@ def main() -> None:
                 print(f"  a trial failed: {reason}", flush=True)
             for failure in r["failed_workers"]:
                 print(f"  a worker failed: {failure}", flush=True)
+        if args.mlflow_clients:
+            print("\n| MLflow clients | batches | failed clients | requests/s | batch median ms | batch p90 ms |\n"
+                  "|---|---|---|---|---|---|", flush=True)
+        for n in args.mlflow_clients:
+            r = measure_mlflow(server, n, args, Path(tmp))
+            print(f"| {r['clients']} | {r['batches']} | {r['failed']} | {r['requests_per_s']:.0f} | {r['median_ms']:.1f} | "
+                  f"{r['p90_ms']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ class SubmititTrials:
         try:
             return submitted.result()  # waits a little for a result file that lags behind the job's end
         except Exception as exc:  # noqa: BLE001 - cancelled, killed, a lost node: one failed trial
-            state = ended if ended and ended != GONE else submitted.state
+            state = ended if ended and ended != GONE else (submitted.state.split() or ["UNKNOWN"])[0]  # "CANCELLED by 0"
             reason = str(exc).strip().splitlines()
             return JobOutcome(None, -1, time.time() - start, trial.run_dir,
                               error=f"{self.executor.cluster} job {submitted.job_id} ended {state} without a result: "

@@ -79,5 +79,5 @@ def test_a_grid_runs_as_a_slurm_job_array(slurm: SlurmCluster, tmp_path):
                     f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert all((sweep_dir / f"{n}_Pendulum_ppo" / "trial_result.json").exists() for n in (0, 1))
-    array = next(p.name.split("_")[0] for p in (sweep_dir / ".submitit").iterdir() if "_" in p.name)
+    array = next(p.name.split("_")[0] for p in (sweep_dir / ".submitit").iterdir() if p.name[0].isdigit())
     assert [slurm.wait_finished(f"{array}_{n}") for n in (0, 1)] == [(f"{array}_{n}", "COMPLETED", "0:0") for n in (0, 1)]
