@@ -83,7 +83,7 @@ class Heartbeat:
     """
 
     def __init__(self, storage: optuna.storages.BaseStorage):
-        interval = getattr(storage, "heartbeat_interval", None)
+        interval = getattr(storage, "get_heartbeat_interval", lambda: None)()  # an RDB storage, or its cache
         self.storage, self.interval = storage, interval
         self._trials: set[int] = set()
         self._lock = threading.Lock()

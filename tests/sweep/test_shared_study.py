@@ -120,3 +120,30 @@ def test_a_killed_sweepers_trial_is_run_again_by_a_live_one(servers, tmp_path):
     counted = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(counted) == 3, {n: t.state for n, t in by_number.items()}
     assert "a retry of trial" in (tmp_path / "live.log").read_text()
+
+
+START_RUN = """
+import sys, time
+from pathlib import Path
+from hydrarl.trackers import RunRecord
+from hydrarl.trackers.mlflow_tracker import MlflowTracker
+uri, experiment, name, at = sys.argv[1:5]
+time.sleep(max(0.0, float(at) - time.time()))  # every process starts its run at the same instant
+tracker = MlflowTracker(uri, experiment, name)
+tracker.start(RunRecord(Path("."), name, {}, {}))
+tracker.finish("completed")
+"""
+
+
+def test_runs_started_at_once_in_a_new_experiment_all_land_in_it(servers, tmp_path):
+    """Four fresh processes start runs at the same instant in an experiment no one has made yet (MLflow's own
+    ``set_experiment`` puts most such runs in Default, without an error): each run is in the experiment."""
+    at = str(time.time() + 8)  # after the four interpreters have imported MLflow
+    processes = [subprocess.Popen([sys.executable, "-c", START_RUN, servers["mlflow"], "fresh-at-once", f"run{i}", at],
+                                  cwd=tmp_path, stderr=subprocess.PIPE, text=True) for i in range(4)]
+    for process in processes:
+        assert process.wait(60) == 0, process.stderr.read()[-2000:]
+    client = MlflowClient(tracking_uri=servers["mlflow"])
+    runs = client.search_runs([client.get_experiment_by_name("fresh-at-once").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["run0", "run1", "run2", "run3"]
+    assert not client.search_runs(["0"], "attributes.run_name LIKE 'run%'")
