@@ -61,7 +61,7 @@ def finish(processes: dict[str, subprocess.Popen], tmp_path: Path, timeout: floa
 
 def test_three_sweepers_share_one_study_one_total_and_one_parent_run(servers, tmp_path):
     storage = create_database(servers["postgres"], "three")
-    extra = ["hydra.sweeper.n_trials=5", "trainer.n_epochs=2", "logger=[mlflow]",
+    extra = ["hydra.sweeper.n_trials=5", "trainer.n_epochs=1", "logger=[mlflow]",
              f"logger.mlflow.tracking_uri={servers['mlflow']}", "logger.mlflow.experiment_name=shared-search"]
     processes = {name: sweeper(tmp_path, name, storage, extra) for name in ("a", "b", "c")}  # started together
     finish(processes, tmp_path, timeout=240)
