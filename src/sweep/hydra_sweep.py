@@ -34,10 +34,11 @@ from hydrarl.runinfo import flatten, run_tags
 from hydrarl.status import Status
 from hydrarl.sweep import shared
 from hydrarl.sweep.results import write_results
-from hydrarl.sweep.runner import STOP_FILE, FailedTrial, SweepRunner, failed_trials
+from hydrarl.sweep.runner import STOP_FILE, SweepRunner
 from hydrarl.sweep.settings import RLOptunaSweeperConf
 from hydrarl.sweep.space import override_value, probe_values
 from hydrarl.sweep.submitit_trials import SubmititTrials, cluster_of, make_executor
+from hydrarl.sweep.trials import FailedTrial, failed_trials
 from hydrarl.training.jobs import run_job
 
 log = logging.getLogger("hydrarl.sweep")
@@ -195,7 +196,7 @@ def run_search(config: DictConfig, options: dict[str, Any], arguments: list[str]
             status = Status.KILLED
             raise
         finally:
-            if parent is not None and not runner.others_running(study):  # else the last process to end ends it
+            if parent is not None and not shared.others_running(study, runner.owner):  # else the last process to end ends it
                 parent.finish(status)
     failed = failed_trials(study)
     if failed:

@@ -22,7 +22,8 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from hydrarl.config import merge_overrides
-from hydrarl.sweep.runner import EPOCH_CAP_ATTR, SweepRunner, failed_trials
+from hydrarl.sweep.runner import EPOCH_CAP_ATTR, SweepRunner
+from hydrarl.sweep.trials import failed_trials
 
 log = logging.getLogger("hydrarl.sweep")
 

@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hydrarl.analysis.aggregates import aggregate
-from hydrarl.config import merge_overrides, override_key
+from hydrarl.config import override_key
 from hydrarl.errors import UserError
 from hydrarl.locks import DirLock
 from hydrarl.status import Status
@@ -49,62 +48,14 @@ from hydrarl.sweep.components import check_storage, make_pruner, make_sampler, o
 from hydrarl.sweep.reporter import PRUNER_ATTR
 from hydrarl.sweep.settings import RLOptunaSweeperConf
 from hydrarl.sweep.space import override_value, parse_space
-from hydrarl.training.jobs import Job, JobOutcome, failure_reason
+from hydrarl.sweep.trials import JOB_LOG, TrialJob, objective_value
+from hydrarl.training.jobs import JobOutcome, failure_reason
 from hydrarl.training.result import read_result
 
 log = logging.getLogger("hydrarl.sweep")
 
 STOP_FILE = "delete_me_to_stop_hyperopt"
 EPOCH_CAP_ATTR = "hydrarl.epoch_cap"
-OWNER_ATTR = "hydrarl.sweep_dir"  # <host>:<sweep dir> of the sweeper that runs a trial
-JOB_LOG = "job.log"  # a trial job's output, in its run directory (training.jobs.run_job)
-
-
-@dataclass
-class TrialJob:
-    """One training job of a trial (one seed)."""
-
-    number: int              # the Optuna trial number
-    overrides: list[str]
-    run_dir: Path
-    trial_cfg: dict[str, Any]
-    resume: bool = False     # an adopted job: continue the checkpoint its run directory holds
-    result: dict[str, Any] | None = None  # an adopted job whose run finished: its TrialResult, nothing to run
-
-    def as_job(self, base_overrides: list[str]) -> Job:
-        """The train.py job: ``base_overrides`` (minus keys the trial sets) + the trial's overrides
-        (+ ``trainer.resume=<run dir>``, which train.py expands to the run's own overrides and directory)."""
-        overrides = merge_overrides(base_overrides, self.overrides)
-        if self.resume:
-            overrides.append(f"trainer.resume={self.run_dir}")
-        return Job(overrides, self.run_dir, self.trial_cfg)
-
-
-@dataclass
-class FailedTrial:
-    """A failed trial of a study, as a search's end lists it."""
-
-    number: int
-    reason: str              # one line: the run's own reason (failure_reason)
-    log: Path | None         # the job.log of the run that failed
-
-
-def failed_trials(study: optuna.Study) -> list[FailedTrial]:
-    """The study's failed trials (pruned ones are not failures), with the reason and job.log of each."""
-    failed = []
-    for t in shared.counting(study):  # not surplus trials, nor failed ones a retry replaced
-        if t.state != TrialState.FAIL:
-            continue
-        run_dirs = t.user_attrs.get("run_dirs") or []
-        failed.append(FailedTrial(t.number, failure_reason(t.user_attrs.get("error", shared.STALE_ERROR)),
-                                  Path(run_dirs[-1]) / JOB_LOG if run_dirs else None))
-    return failed
-
-
-def objective_value(result: dict[str, Any], name: str) -> float | None:
-    """A TrialResult field (score, num_timesteps, epochs_run) or one of its metrics."""
-    value = result.get(name, (result.get("metrics") or {}).get(name))
-    return None if value is None else float(value)
 
 
 class SweepRunner:
@@ -181,7 +132,7 @@ class SweepRunner:
             study.sampler = make_sampler(self.s.sampler, self.distributions, trials_before=len(study.get_trials(deepcopy=False)))
             study.set_user_attr(PRUNER_ATTR, dict(self.s.pruner or {}))
             self.adopted = [self._adopt(study, t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                            if t.user_attrs.get(OWNER_ATTR) == self.owner]  # another process's are its own
+                            if t.user_attrs.get(shared.OWNER_ATTR) == self.owner]  # another process's are its own
         return study
 
     def _adopt(self, study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> tuple[optuna.Trial, list[TrialJob]]:
@@ -348,7 +299,7 @@ class SweepRunner:
         """Ask the study for the next trial (a dead process's WAITING retry first) and make its jobs; None when it
         was surplus (another process took the last place) or its configuration could not be made (it failed)."""
         trial = shared.ask(study, self.distributions)
-        trial.set_user_attr(OWNER_ATTR, self.owner)  # first: another process opening the study must not adopt it
+        trial.set_user_attr(shared.OWNER_ATTR, self.owner)  # first: another process opening the study must not adopt it
         self.heartbeat.add(trial._trial_id)
         retry = study._storage.get_trial_system_attrs(trial._trial_id).get(shared.RETRY_ATTR)  # Trial hides them
         if retry is None and shared.is_surplus(study, trial.number, self.total(study)):
@@ -409,17 +360,13 @@ class SweepRunner:
             self.reevaluate(study)
         return study
 
-    def others_running(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-        """The study's RUNNING trials that other processes run (or ran, if they died)."""
-        return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.user_attrs.get(OWNER_ATTR) != self.owner]
-
     def _wait_for_others(self, study: optuna.Study, reason: str | None) -> bool:
         """Whether to wait, with nothing of ours running, for other processes' trials: with heartbeats, while the
         study's total is reached but some trial still runs elsewhere (its process may die and its retry fall to
         this one). So each process's search ends when the study's last trial does."""
         if not (self.heartbeat.enabled and reason and reason.startswith("n_trials")):
             return False
-        others = self.others_running(study)
+        others = shared.others_running(study, self.owner)
         if others and not self._said_waiting:
             log.info("n_trials reached; waiting for %d trial(s) of other processes to end (%s)", len(others),
                      ", ".join(str(t.number) for t in others))

@@ -32,6 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 log = logging.getLogger("hydrarl.sweep")
 
+OWNER_ATTR = "hydrarl.sweep_dir"  # <host>:<sweep dir> of the sweeper that runs a trial
 SURPLUS = "surplus"   # stop_reason of a trial asked for past n_trials, ended unrun
 STALE_ERROR = "its sweeper stopped (no heartbeat within the grace period) and its retries are used up"
 RETRY_ATTR = "failed_trial"  # Optuna's system attribute: the trial a retry replaces (RetryHeartbeatStaleTrialCallback)
@@ -57,6 +58,11 @@ def is_surplus(study: optuna.Study, number: int, total: int) -> bool:
     same moment."""
     places = sorted(t.system_attrs.get(RETRY_ATTR, t.number) for t in counting(study))  # a retry holds its original's
     return number in places and places.index(number) >= total
+
+
+def others_running(study: optuna.Study, owner: str) -> list[FrozenTrial]:
+    """The study's RUNNING trials that processes other than ``owner`` run (or ran, if they died)."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.user_attrs.get(OWNER_ATTR) != owner]
 
 
 def fail_stale(study: optuna.Study) -> None:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hydrarl.sweep.runner import TrialJob
+from hydrarl.sweep.trials import TrialJob
 from hydrarl.training.jobs import Job, JobOutcome, TrainProcess, run_job
 
 log = logging.getLogger("hydrarl.sweep")

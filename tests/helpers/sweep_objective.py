@@ -12,7 +12,7 @@ import time
 
 from hydrarl.status import Status
 from hydrarl.sweep.reporter import TrialReporter
-from hydrarl.sweep.runner import TrialJob
+from hydrarl.sweep.trials import TrialJob
 from hydrarl.training.jobs import JobOutcome
 
 CALLS: list[dict] = []  # start/end times and overrides, for tests that look at scheduling

@@ -14,8 +14,9 @@ from optuna.trial import TrialState
 from hydrarl.errors import UserError
 from hydrarl.sweep import shared
 from hydrarl.sweep.components import open_storage
-from hydrarl.sweep.runner import OWNER_ATTR, SweepRunner, failed_trials
+from hydrarl.sweep.runner import SweepRunner
 from hydrarl.sweep.settings import RLOptunaSweeperConf
+from hydrarl.sweep.trials import failed_trials
 from tests.helpers.sweep_objective import synthetic
 
 SPACE = {"x": optuna.distributions.FloatDistribution(0, 1)}
@@ -79,11 +80,11 @@ def test_a_rerun_adopts_only_its_own_sweep_dirs_trials(tmp_path):
     mine, theirs = runner("mine"), runner("theirs")
     study = mine.open_study()
     for owner in (mine, theirs):                           # each left a trial RUNNING
-        shared.ask(study, SPACE).set_user_attr(OWNER_ATTR, owner.owner)
+        shared.ask(study, SPACE).set_user_attr(shared.OWNER_ATTR, owner.owner)
     rerun = runner("mine")
     rerun.open_study()
     assert [trial.number for trial, _ in rerun.adopted] == [0]
-    assert [t.number for t in rerun.others_running(study)] == [1]
+    assert [t.number for t in shared.others_running(study, rerun.owner)] == [1]
 
 
 @pytest.mark.parametrize(("key", "value"), [("heartbeat_seconds", 0), ("grace_seconds", -1), ("stale_retries", -1),

@@ -22,8 +22,7 @@ from optuna.trial import TrialState
 
 from hydrarl.paths import TRAIN_SCRIPT
 from hydrarl.sweep.components import open_storage
-from hydrarl.sweep.runner import OWNER_ATTR
-from hydrarl.sweep.shared import RETRY_ATTR, SURPLUS
+from hydrarl.sweep.shared import OWNER_ATTR, RETRY_ATTR, SURPLUS
 from tests.helpers.compose import fast_overrides
 from tests.helpers.servers import create_database, mlflow_server, postgres_server
 

@@ -16,8 +16,10 @@ from optuna.trial import TrialState
 
 from hydrarl.errors import UserError
 from hydrarl.paths import PROJECT_ROOT
-from hydrarl.sweep.runner import EPOCH_CAP_ATTR, STOP_FILE, SweepRunner, failed_trials
+from hydrarl.sweep.runner import EPOCH_CAP_ATTR, STOP_FILE, SweepRunner
 from hydrarl.sweep.settings import RLOptunaSweeperConf
+from hydrarl.sweep.shared import OWNER_ATTR
+from hydrarl.sweep.trials import failed_trials
 from hydrarl.training.jobs import failure_reason
 from tests.helpers import sweep_objective
 from tests.helpers.sweep_objective import synthetic
@@ -231,6 +233,7 @@ def test_an_adopted_trial_keeps_results_resumes_checkpoints_and_reruns_the_rest_
     first = runner(tmp_path, n_trials=1, repeats=3)
     study = first.open_study()
     trial = study.ask(first.distributions)  # as a sweeper that died after starting the trial leaves it
+    trial.set_user_attr(OWNER_ATTR, first.owner)
     jobs = first._jobs(trial.number, trial._trial_id, first._overrides(trial, first.epoch_cap(study)), first._seeds(3))
     trial.set_user_attr("overrides", jobs[0].overrides)
     seed_0, seed_1, seed_2 = (job.run_dir for job in jobs)
