@@ -1,0 +1,1 @@
+"""Offline datasets (Minari format) that collectors write and offline training reads."""
