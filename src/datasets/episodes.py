@@ -73,15 +73,16 @@ class EpisodeDataset:
         return self.read().total_episodes if self.exists else 0
 
     def append(self, episodes: Iterable[Episode], observation_space: gym.Space, action_space: gym.Space,
-               metadata: dict[str, Any] | None = None) -> list[int]:
+               metadata: dict[str, Any] | None = None, fresh: bool = False) -> list[int]:
         """Write ``episodes`` after the ones there (ids go on), as one atomic step; their ids. The spaces must
-        be the dataset's (a UserError otherwise: one dataset holds one kind of episode)."""
+        be the dataset's (a UserError otherwise: one dataset holds one kind of episode). ``fresh``: replace what
+        is there instead (ids from 0), as atomically."""
         episodes = list(episodes)
         with DirLock(self.path, "dataset"):  # one writer at a time (a second one: a UserError naming the first)
-            return self._append(episodes, observation_space, action_space, metadata or {})
+            return self._append(episodes, observation_space, action_space, metadata or {}, fresh)
 
     def _append(self, episodes: list[Episode], observation_space: gym.Space, action_space: gym.Space,
-                metadata: dict[str, Any]) -> list[int]:
+                metadata: dict[str, Any], fresh: bool) -> list[int]:
         from minari.data_collector.episode_buffer import EpisodeBuffer
         from minari.dataset.minari_storage import MinariStorage
 
@@ -90,7 +91,7 @@ class EpisodeDataset:
         current = self._current()
         new = versions / str(int(current.name) + 1 if current is not None else 0)
         shutil.rmtree(new, ignore_errors=True)  # a half-made version an earlier append left
-        if current is None:
+        if current is None or fresh:
             import minari
 
             storage = MinariStorage.new(new, observation_space, action_space, data_format="arrow", jpeg_encoding=False)
