@@ -5,7 +5,9 @@
 
 Collectors: ``scripted`` drives with the env's scripted controller (PenguinPi: ``algorithm=lane``) with action noise
 ``noise`` (default 0.1), so datasets of known quality are made without a person; ``policy`` drives with a saved
-model (a run directory or a model.zip; its best checkpoint), deterministic unless ``stochastic=true``. Keys
+model (a run directory or a model.zip; its best checkpoint), deterministic unless ``stochastic=true``; ``teleop``
+(PenguinPi) drives with the keys of the terminal (``hydrarl.analysis.teleop``; the env's ``teleop`` actions, the
+simulator in real time). Keys
 ``env.<key>=...`` and ``algorithm.<key>=...`` go to the env's and the controller's configs (e.g.
 ``env.kwargs.robot_url=http://192.168.50.1:8080``). By default the episodes are appended to the dataset (ids go
 on); ``one_shot=true`` starts it afresh. Each finished episode is written at once, as one atomic append: Ctrl-C
@@ -16,6 +18,7 @@ pose (x, y, θ) and the road share of each step when the env reports them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -58,9 +61,9 @@ def parse(argv: list[str]) -> Options:
         elif key in ("env", "dataset", "model"):
             setattr(options, key, Path(value) if key == "dataset" else value)
         elif key == "collector":
-            if value not in ("scripted", "policy"):
-                raise UserError(f"collector={value} is unknown: scripted (the env's scripted controller, with noise) or "
-                                "policy (a saved model: model=<run dir or model.zip>).")
+            if value not in ("scripted", "policy", "teleop"):
+                raise UserError(f"collector={value} is unknown: scripted (the env's scripted controller, with noise), "
+                                "policy (a saved model: model=<run dir or model.zip>) or teleop (keys in this terminal).")
             options.collector = value
         elif key in ("episodes", "seed"):
             if not value.isdigit() or (key == "episodes" and int(value) < 1):
@@ -79,6 +82,8 @@ def parse(argv: list[str]) -> Options:
             raise UserError(f"{key} is not a setting of collect.py; its settings: {allowed}.")
     if options.collector == "policy" and not options.model:
         raise UserError("collector=policy needs model=<run dir or model.zip>.")
+    if options.collector == "teleop" and options.env != "PenguinPi":
+        raise UserError(f"collector=teleop drives the PenguinPi with the users' key map; env={options.env} is not it.")
     if options.collector == "scripted" and options.env not in SCRIPTED:
         raise UserError(f"collector=scripted: env={options.env} has no scripted controller; envs with one: {', '.join(SCRIPTED)}. "
                         "Use collector=policy model=<a saved model> instead.")
@@ -87,7 +92,14 @@ def parse(argv: list[str]) -> Options:
 
 def _agent(options: Options):
     from hydrarl.analysis.eval_env import env_choice
-    from hydrarl.analysis.evaluate_agents import agent_from_controller, agent_from_path
+    from hydrarl.analysis.evaluate_agents import Agent, agent_from_controller, agent_from_path
+    from hydrarl.analysis.teleop import TerminalTeleop
+    from hydrarl.config.compose import compose
+
+    if options.collector == "teleop":  # real time by default (a person drives), the env's teleop actions
+        keys = TerminalTeleop()
+        cfg = compose([f"env={options.env}", "env.kwargs.sim_speedup=1", *options.overrides, "env.kwargs.actions=teleop"]).env
+        return Agent("teleop", cfg, "keys of this terminal", lambda env, seed: keys)
 
     if options.collector == "scripted":
         return agent_from_controller(" ".join([f"{options.env}/{SCRIPTED[options.env]}", f"algorithm.noise={options.noise}",
@@ -107,13 +119,17 @@ def collect(options: Options) -> list[int]:
     env = make_eval_env(agent, options.seed)
     written: list[int] = []
     fresh = options.one_shot
+    held = contextlib.ExitStack()
     try:
         model = agent.make_model(env, options.seed)
-        model.set_random_seed(options.seed)
+        if options.collector == "teleop":
+            held.enter_context(model)  # keys at once; the terminal is restored on the way out
+        else:
+            model.set_random_seed(options.seed)
         deterministic = options.collector == "policy" and not options.stochastic
         env.seed(options.seed)
         obs, state, start = env.reset(), None, np.ones(1, bool)
-        while len(written) < options.episodes:
+        while len(written) < options.episodes and not getattr(model, "quit", False):
             began, steps = time.time(), {"obs": [obs[0] if not isinstance(obs, dict) else {k: v[0] for k, v in obs.items()}],
                                          "actions": [], "rewards": [], "infos": [env.reset_infos[0] if env.reset_infos else {}]}
             done = np.zeros(1, bool)
@@ -142,6 +158,7 @@ def collect(options: Options) -> list[int]:
         log.warning("stopped: the %d episode(s) finished before Ctrl-C are in %s; the one in progress is dropped", len(written), options.dataset)
     finally:
         env.close()
+        held.close()
     return written
 
 

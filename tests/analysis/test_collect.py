@@ -41,7 +41,8 @@ def test_scripted_episodes_are_appended_and_read_back_aligned(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["collector=teleop"], "collector=teleop is unknown"),
+    (["collector=joystick"], "collector=joystick is unknown"),
+    (["collector=teleop"], "collector=teleop reads the keys of a terminal, and this command's input is not one"),
     (["episodes=0"], "episodes=0: give an integer >= 1"),
     (["colour=red"], "colour is not a setting of collect.py"),
     (["collector=policy"], "collector=policy needs model="),
@@ -69,3 +70,38 @@ def test_ctrl_c_keeps_the_episodes_finished_before_it(tmp_path):
     assert "finished before Ctrl-C are in" in output
     kept = minari.MinariDataset(dataset / "data").total_episodes
     assert kept >= 1 and f"it holds {kept} episodes" in output
+
+
+def test_teleop_drives_with_the_keys_of_a_terminal(tmp_path):
+    """collect.py on a pseudo-terminal: keys typed there drive the robot (forward = action 7 of the env's teleop
+    actions), q ends the session after its episode, and the terminal's settings come back."""
+    import os
+    import pty
+    import termios
+
+    dataset = tmp_path / "loop"
+    master, slave = pty.openpty()
+    before = termios.tcgetattr(slave)
+    args = [sys.executable, str(PROJECT_ROOT / "experiment" / "collect.py"), "env=PenguinPi", "collector=teleop",
+            "env.max_episode_steps=20", "episodes=5", f"dataset={dataset}", "env.kwargs.sim_speedup=0"]
+    collector = subprocess.Popen(args, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and collector.poll() is None and not (dataset / "data").exists():
+            os.write(master, b"w")  # forward, as a held key repeats
+            time.sleep(0.05)
+        os.write(master, b"q")
+        output = collector.communicate(timeout=60)[0]
+    finally:
+        after = termios.tcgetattr(slave)
+        os.close(slave)
+        os.close(master)
+        if collector.poll() is None:
+            collector.kill()
+    assert collector.returncode == 0, output
+    data = minari.MinariDataset(dataset / "data")
+    assert 1 <= data.total_episodes < 5  # q ended it early
+    actions = np.concatenate([e.actions for e in data.iterate_episodes()])
+    assert (actions == 7).any() and set(np.unique(actions)) <= set(range(9))
+    assert "drive with the arrows or w/a/s/d" in output
+    assert after == before  # the terminal is as it was (cbreak mode undone)
