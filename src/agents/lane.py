@@ -47,7 +47,7 @@ class LaneController(Controller):
         self,
         policy: str | type[BasePolicy] = "CnnPolicy",
         env: GymEnv | str | None = None,
-        speed: float = 0.5,
+        speed: float = 0.9,
         gain: float = 0.6,
         noise: float = 0.0,
         seed: int | None = None,
