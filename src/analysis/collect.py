@@ -130,8 +130,8 @@ def collect(options: Options) -> list[int]:
         env.seed(options.seed)
         obs, state, start = env.reset(), None, np.ones(1, bool)
         while len(written) < options.episodes and not getattr(model, "quit", False):
-            began, steps = time.time(), {"obs": [obs[0] if not isinstance(obs, dict) else {k: v[0] for k, v in obs.items()}],
-                                         "actions": [], "rewards": [], "infos": [env.reset_infos[0] if env.reset_infos else {}]}
+            began, steps = time.time(), {"obs": [_raw(env, obs)], "actions": [], "rewards": [],
+                                         "infos": [env.reset_infos[0] if env.reset_infos else {}]}
             done = np.zeros(1, bool)
             while not done[0]:
                 action, state = model.predict(obs, state, start, deterministic=deterministic)
@@ -140,13 +140,12 @@ def collect(options: Options) -> list[int]:
                 steps["actions"].append(action[0])
                 steps["rewards"].append(float(reward[0]))
                 steps["infos"].append(infos[0])
-                last = infos[0]["terminal_observation"] if done[0] else (obs[0] if not isinstance(obs, dict) else {k: v[0] for k, v in obs.items()})
-                steps["obs"].append(last)
+                steps["obs"].append(_raw(env, obs, infos[0].get("terminal_observation") if done[0] else None))
             truncated = bool(infos[0].get("TimeLimit.truncated", False))
             n = len(steps["actions"])
             episode = Episode(_stack(steps["obs"]), np.asarray(steps["actions"]), np.asarray(steps["rewards"]),
                               np.eye(1, n, n - 1, dtype=bool)[0] & (not truncated), np.eye(1, n, n - 1, dtype=bool)[0] & truncated,
-                              {key: np.asarray([_info(i, key, steps["infos"]) for i in range(n + 1)], dtype=np.float64).reshape(n + 1, -1)
+                              {key: np.asarray([i.get(key, np.nan) for i in steps["infos"]], dtype=np.float64).reshape(n + 1, -1)
                                for key in INFO_KEYS if key in steps["infos"][-1]})  # (steps + 1, k): Minari reads 1-D infos back wrong
             written += dataset.append([episode], env.observation_space, env.action_space, fresh=fresh)
             fresh = False
@@ -168,12 +167,17 @@ def _stack(observations: list):
     return np.stack(observations)
 
 
-def _info(index: int, key: str, infos: list[dict]):
-    """Step ``index``'s value of ``key`` (the reset's info for index 0 may lack it: the next step's then)."""
-    for info in infos[index:]:
-        if key in info:
-            return info[key]
-    return np.nan
+def _raw(env, obs, terminal=None):
+    """The env's own observation of copy 0 (``terminal``: the one an episode ended on, which the vec env keeps in
+    its info), as the env gave it: un-normalised where the model's checkpoint normalises observations."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    if terminal is not None:
+        first = terminal if not isinstance(obs, dict) else {k: np.asarray(v) for k, v in terminal.items()}
+        return env.unnormalize_obs(first) if isinstance(env, VecNormalize) else first
+    if isinstance(env, VecNormalize):
+        obs = env.get_original_obs()
+    return {k: v[0] for k, v in obs.items()} if isinstance(obs, dict) else obs[0]
 
 
 @exit_on_user_error

@@ -33,9 +33,11 @@ def test_scripted_episodes_are_appended_and_read_back_aligned(tmp_path, capsys):
         images = episode.observations["image"]
         assert images.shape == (16, 80, 320, 3) and episode.actions.shape == (15, 2)
         assert episode.truncations[-1] and not episode.terminations.any()  # the time limit, not off the road
-        # each stored observation is the one the env scored at that step: its road share is the info's
-        assert np.allclose([track_share(image) for image in images[1:]], episode.infos["track_share"][1:, 0])
+        # each stored observation is the one the env scored at that step (row 0: the reset's): its road share is the info's
+        assert np.allclose([track_share(image) for image in images], episode.infos["track_share"][:, 0])
         assert np.abs(episode.actions).max() <= 1 and episode.infos["pose"].shape == (16, 3)
+        pose = episode.infos["pose"]  # odometry: zero at the start, then the path driven
+        assert np.allclose(pose[0], 0) and np.hypot(*pose[-1, :2]) > 0.1
     assert main([*SHORT, "episodes=1", f"dataset={dataset}", "one_shot=true"]) == 0
     assert minari.MinariDataset(dataset / "data").total_episodes == 1
 

@@ -200,11 +200,12 @@ class PenguinPiEnv(gym.Env):
             self.client.reset_encoders()
             self.client.reset_pose()
         self._encoders = self.client.get_encoders()
-        self._pose = self.client.get_pose()[:2]
+        pose = self.client.get_pose()
+        self._pose = pose[:2]
         self._distance = 0.0
         self._recent.clear()
         observation, share = self._observe(np.zeros(2))
-        return observation, {"track_share": share}
+        return observation, {"track_share": share, "pose": tuple(pose)}  # as each step's info has them
 
     def step(self, action):
         try:
