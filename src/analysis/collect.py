@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -120,6 +121,10 @@ def collect(options: Options) -> list[int]:
     written: list[int] = []
     fresh = options.one_shot
     held = contextlib.ExitStack()
+    # Ctrl-C (SIGINT) ends the collection even where this process was started with it ignored (a background job
+    # of a script, a test runner's worker), as it ends training (hydrarl.training.callbacks.StopFlag)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    held.callback(signal.signal, signal.SIGINT, previous)
     try:
         model = agent.make_model(env, options.seed)
         if options.collector == "teleop":

@@ -61,7 +61,9 @@ def test_ctrl_c_keeps_the_episodes_finished_before_it(tmp_path):
     dataset = tmp_path / "loop"
     args = [sys.executable, str(PROJECT_ROOT / "experiment" / "collect.py"), *SHORT[:2], "env.max_episode_steps=30",
             "episodes=50", f"dataset={dataset}", "env.kwargs.sim_speedup=1"]  # real time: 6 s per episode
-    collector = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # started with SIGINT ignored, as a script's background job (or a test runner's worker) starts it: Ctrl-C still stops it
+    collector = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     deadline = time.time() + 120
     while not (dataset / "data").exists():
         assert collector.poll() is None and time.time() < deadline
