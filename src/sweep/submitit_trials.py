@@ -97,19 +97,24 @@ class SubmititTrials:
     """The runner's ``run_trial`` for submitit launchers: submit one trial job, poll it, return its JobOutcome.
     Safe to call from the runner's worker threads at once (one executor, one job each)."""
 
-    def __init__(self, executor, base_overrides: list[str], poll_seconds: float = 1.0):
+    def __init__(self, executor, base_overrides: list[str], poll_seconds: float = 1.0, squeue_seconds: float = 30.0):
+        """``poll_seconds``: how often a job's result file is looked for (a file test); ``squeue_seconds``: how often
+        SLURM is asked whether the job has ended without one (one ``squeue`` call; a cluster's controller serves
+        every user's, so not every second per trial)."""
         self.executor, self.base, self.poll_seconds = executor, list(base_overrides), poll_seconds
+        self.squeue_seconds = squeue_seconds
 
     def __call__(self, trial: TrialJob) -> JobOutcome:
         start = time.time()
         submitted = self.executor.submit(TrialCommand(trial.as_job(self.base)))
         log.info("trial %d: %s job %s (%s)", trial.number, self.executor.cluster, submitted.job_id, trial.run_dir.name)
-        ended = None
+        ended, asked = None, time.time()
         try:
             while not submitted.done():
-                ended = slurm_end(submitted.job_id) if self.executor.cluster == "slurm" else None
-                if ended:
-                    break
+                if self.executor.cluster == "slurm" and time.time() - asked >= self.squeue_seconds:
+                    ended, asked = slurm_end(submitted.job_id), time.time()
+                    if ended:
+                        break
                 time.sleep(self.poll_seconds)
         except BaseException:  # the sweeper is stopping: its jobs do not run on without it
             submitted.cancel(check=False)

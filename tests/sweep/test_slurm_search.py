@@ -74,3 +74,18 @@ def test_a_grid_runs_as_a_slurm_job_array(slurm: SlurmCluster, tmp_path):
     assert all((sweep_dir / f"{n}_Pendulum_ppo" / "trial_result.json").exists() for n in (0, 1))
     array = next(p.name.split("_")[0] for p in (sweep_dir / ".submitit").iterdir() if p.name[0].isdigit())
     assert [slurm.wait_finished(f"{array}_{n}") for n in (0, 1)] == [(f"{array}_{n}", "COMPLETED", "0:0") for n in (0, 1)]
+
+
+def test_squeue_tells_a_jobs_end_where_sacct_cannot(slurm: SlurmCluster):
+    """The sweeper's fallback for clusters without job accounting (submitit would wait for ever there)."""
+    from hydrarl.sweep.submitit_trials import GONE, slurm_end
+
+    job = slurm.sbatch("--output=/dev/null", "--wrap=sleep 60")
+    assert slurm_end(job) is None  # pending or running
+    slurm.run("scancel", job)
+    deadline = time.time() + 30
+    while slurm_end(job) is None:
+        assert time.time() < deadline, "squeue never showed the cancelled job's end"
+        time.sleep(0.2)
+    assert slurm_end(job) in ("CANCELLED", GONE)
+    assert slurm_end("999999") == GONE  # a job SLURM does not know (any more)
