@@ -89,3 +89,32 @@ def test_squeue_tells_a_jobs_end_where_sacct_cannot(slurm: SlurmCluster):
         time.sleep(0.2)
     assert slurm_end(job) in ("CANCELLED", GONE)
     assert slurm_end("999999") == GONE  # a job SLURM does not know (any more)
+
+
+def test_a_preempted_trial_job_checkpoints_and_comes_back_as_a_resume(tmp_path):
+    """What submitit calls in a job that SLURM is about to pre-empt (or time out with re-queues left):
+    train.py gets SIGTERM and writes its checkpoint; the re-queued submission resumes that run to its end.
+    (SLURM's own re-queue is submitit's; it waits ~2 minutes before the job runs again, too long for CI.)"""
+    import threading
+
+    from hydrarl.sweep.submitit_trials import TrialCommand
+    from hydrarl.training.jobs import Job
+
+    run_dir = tmp_path / "trial_0000"
+    overrides = ["env=Pendulum", "algorithm=sac", *SLURM[4:], *fast_overrides("sac"), "trainer.n_epochs=8", "seed=0"]
+    command = TrialCommand(Job(overrides, run_dir))
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.update(first=command()))
+    worker.start()
+    deadline = time.time() + 120
+    while not (run_dir / "checkpoints" / "last").exists():  # an epoch or more done
+        assert worker.is_alive() and time.time() < deadline, (run_dir / "job.log").read_text()[-2000:]
+        time.sleep(0.2)
+    again = command.checkpoint()  # what submitit's USR2 handler does before it re-queues the job
+    worker.join(60)
+    assert not worker.is_alive() and outcome["first"].result is None  # stopped, no result: not a finished trial
+    assert f"resume with trainer.resume={run_dir}" in (run_dir / "job.log").read_text()  # it checkpointed and said so
+    resumed = again.function
+    assert isinstance(resumed, TrialCommand) and f"trainer.resume={run_dir}" in resumed.job.overrides
+    result = resumed().result
+    assert result is not None and result["status"] == "completed" and result["epochs_run"] == 8
