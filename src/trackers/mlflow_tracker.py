@@ -30,7 +30,7 @@ from hydrarl.locks import DirLock, is_locked
 from hydrarl.runinfo import HOST_TAG
 from hydrarl.status import Status
 from hydrarl.trackers.base import RunRecord, Tracker
-from hydrarl.trackers.mlflow_view import TAG_PREFIX, browse_hint, publish_view, view_key, view_state
+from hydrarl.trackers.mlflow_view import TAG_PREFIX, browse_hint, publish_view, view_key, view_state, write_once
 
 log = logging.getLogger("hydrarl")
 
@@ -38,6 +38,7 @@ log = logging.getLogger("hydrarl")
 # unless the URL says otherwise: hydrarl.trackers.mlflow_view).
 KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 ERROR_TAG = "hydrarl.error"    # a failed run's one-line cause
+RESUMED_TAG = "hydrarl.resumed"  # a run continued from its checkpoint (or re-opened by another process)
 CLOSED_TAG = "hydrarl.closed"  # why close_stale_runs ended a run as KILLED
 STALE = "closed as KILLED: RUNNING, but no live process holds its run directory (its process died: SIGKILL, power loss)"
 
@@ -66,7 +67,8 @@ def ensure_experiment(client: MlflowClient, tracking_uri: str, name: str) -> str
             if experiment is None:
                 raise
     if experiment.tags.get(KIND_TAG) != TRAINING_KIND:
-        client.set_experiment_tag(experiment.experiment_id, KIND_TAG, TRAINING_KIND)
+        write_once(lambda: client.set_experiment_tag(experiment.experiment_id, KIND_TAG, TRAINING_KIND),
+                   lambda: client.get_experiment(experiment.experiment_id).tags.get(KIND_TAG) == TRAINING_KIND)
     if experiment.tags.get(TAG_PREFIX + view_key()) != view_state():
         publish_view(client, experiment.experiment_id)
     return experiment.experiment_id
@@ -101,11 +103,7 @@ class MlflowTracker(Tracker):
         resume_id = record.resume_ids.get(self.name)
         if resume_id:
             self._run_id = resume_id
-            self.client.update_run(resume_id, status="RUNNING")
-            self.client.set_tag(resume_id, "hydrarl.resumed", "true")
-            for tag in (CLOSED_TAG, ERROR_TAG):  # an earlier end's reasons no longer hold
-                if tag in self.client.get_run(resume_id).data.tags:
-                    self.client.delete_tag(resume_id, tag)
+            _reopen(self.client, resume_id)
             return
         run = self.client.create_run(experiment_id, run_name=self.run_name or record.run_name, tags=record.tags)
         self._run_id = run.info.run_id
@@ -130,6 +128,22 @@ class MlflowTracker(Tracker):
         if self.client is not None and self._run_id is not None:
             self.client.set_terminated(self._run_id, status=Status(status).mlflow)
             log.info(browse_hint(self.tracking_uri, self.experiment_id, self.study))
+
+
+def _reopen(client: MlflowClient, run_id: str) -> None:
+    """Mark ``run_id`` RUNNING and resumed again, dropping an earlier end's reasons. Several processes may do
+    this at once (the shared parent run of a search)."""
+    client.update_run(run_id, status="RUNNING")
+    tags = client.get_run(run_id).data.tags
+
+    def holds(key: str, value: str | None) -> bool:
+        return client.get_run(run_id).data.tags.get(key) == value
+
+    if tags.get(RESUMED_TAG) != "true":
+        write_once(lambda: client.set_tag(run_id, RESUMED_TAG, "true"), lambda: holds(RESUMED_TAG, "true"))
+    for key in (CLOSED_TAG, ERROR_TAG):
+        if key in tags:
+            write_once(lambda key=key: client.delete_tag(run_id, key), lambda key=key: holds(key, None))
 
 
 def _running_runs(client: MlflowClient, under: Path | None = None) -> Iterator:

@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 RUNS_VIEW = "hydrarl-runs"  # every run of the experiment
@@ -46,9 +48,22 @@ def view_state(study: str | None = None) -> str:
     return json.dumps(state, separators=(",", ":"))
 
 
+def write_once(write: Callable[[], None], holds: Callable[[], bool]) -> None:
+    """``write`` a tag that other processes may be writing at the same moment: an MLflow server on PostgreSQL
+    refuses the second of two concurrent writers of a new tag (a duplicate key), which is fine when the store
+    then ``holds`` what was wanted."""
+    try:
+        write()
+    except MlflowException:
+        if not holds():
+            raise
+
+
 def publish_view(client: MlflowClient, experiment_id: str, study: str | None = None) -> None:
     """Write (or rewrite) the experiment's runs view, or search ``study``'s view, as an experiment tag."""
-    client.set_experiment_tag(experiment_id, TAG_PREFIX + view_key(study), view_state(study))
+    key, state = TAG_PREFIX + view_key(study), view_state(study)
+    write_once(lambda: client.set_experiment_tag(experiment_id, key, state),
+               lambda: client.get_experiment(experiment_id).tags.get(key) == state)
 
 
 def runs_url(tracking_uri: str, experiment_id: str, study: str | None = None) -> str:

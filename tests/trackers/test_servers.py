@@ -8,13 +8,17 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
 import pytest
 from mlflow import MlflowClient
 
+from hydrarl.trackers import RunRecord
+from hydrarl.trackers.mlflow_tracker import ERROR_TAG, RESUMED_TAG, MlflowTracker
 from tests.helpers.servers import create_database, mlflow_server, postgres_server
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # heartbeat_interval
@@ -110,3 +114,30 @@ def test_two_processes_log_runs_at_once_into_an_experiment_made_first(tracking, 
     for run in runs:
         assert len(client.get_metric_history(run.info.run_id, "loss")) == 20
     assert client.search_runs(["0"]) == []  # nothing went to the Default experiment
+
+
+def test_many_processes_reopen_one_run_at_once_without_a_duplicate_tag_error(tracking):
+    """The shared parent run of a search: each sweeper that joins re-opens it; on the server the second writer of
+    the same new tag is refused (a duplicate key), which must not end that sweeper."""
+    uri, _ = tracking
+    trackers = [MlflowTracker(uri, "reopened") for _ in range(8)]
+    for tracker in trackers:
+        tracker.start(RunRecord(Path("."), "setup", {}, {}))  # the experiment, its tags and a client each
+    client = trackers[0].client
+    runs = []
+    for round_ in range(5):
+        run_id = client.create_run(trackers[0].experiment_id, run_name=f"parent{round_}").info.run_id
+        client.set_tag(run_id, ERROR_TAG, "an earlier end")
+        client.set_terminated(run_id, "FAILED")
+        runs.append(run_id)
+        barrier = threading.Barrier(len(trackers))
+
+        def reopen(tracker: MlflowTracker, run_id: str = run_id, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            tracker.start(RunRecord(Path("."), "parent", {}, {}, {"mlflow": run_id}))
+
+        with ThreadPoolExecutor(len(trackers)) as pool:
+            [job.result() for job in [pool.submit(reopen, tracker) for tracker in trackers]]  # raises as a sweeper would
+    for run_id in runs:
+        run = client.get_run(run_id)
+        assert run.info.status == "RUNNING" and run.data.tags.get(RESUMED_TAG) == "true" and ERROR_TAG not in run.data.tags
