@@ -36,3 +36,12 @@ try:
     _farama_notifications.pop("gymnasium_robotics", None)
 except ImportError:
     pass
+
+# The legacy ``gym`` (installed for d3rlpy, imported by SB3 to check for it) prints a notice on stderr at import,
+# from this table of notices per version: drop them, for the same reason.
+try:
+    from gym_notices import notices as _gym_notices
+
+    _gym_notices.notices.clear()
+except ImportError:
+    pass

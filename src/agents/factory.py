@@ -71,7 +71,7 @@ def apply_env_overrides(algo_cfg: DictConfig, env_cfg: DictConfig, name: str = "
 
 def accepted_kwargs(cls: type) -> list[str]:
     """The constructor's named arguments; where it passes ``**kwargs`` on (a subclass of an SB3 agent that adds its
-    own), also those of the classes above it."""
+    own), also those of the classes above it, and those its ``config_fields()`` lists."""
     names: list[str] = []
     for klass in cls.__mro__:
         if "__init__" not in vars(klass):
@@ -80,7 +80,8 @@ def accepted_kwargs(cls: type) -> list[str]:
         names += [p for p in params if p not in ("self", "args", "kwargs") and p not in names]
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             break
-    return names
+    extra = getattr(cls, "config_fields", None)  # an agent passing **kwargs to a library's config (hydrarl.agents.offline)
+    return names + [n for n in extra() if n not in names] if extra else names
 
 
 def is_goal_space(space: spaces.Space) -> bool:

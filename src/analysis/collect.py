@@ -6,8 +6,8 @@
 Collectors: ``scripted`` drives with the env's scripted controller (PenguinPi: ``algorithm=lane``) with action noise
 ``noise`` (default 0.1), so datasets of known quality are made without a person; ``policy`` drives with a saved
 model (a run directory or a model.zip; its best checkpoint), deterministic unless ``stochastic=true``; ``teleop``
-(PenguinPi) drives with the keys of the terminal (``hydrarl.analysis.teleop``; the env's ``teleop`` actions, the
-simulator in real time). Keys
+(PenguinPi) drives with the keys of the terminal (``hydrarl.analysis.teleop``; the users' wheel commands as the
+env's continuous actions, the simulator in real time). Keys
 ``env.<key>=...`` and ``algorithm.<key>=...`` go to the env's and the controller's configs (e.g.
 ``env.kwargs.robot_url=http://192.168.50.1:8080``). By default the episodes are appended to the dataset (ids go
 on); ``one_shot=true`` starts it afresh. Each finished episode is written at once, as one atomic append: Ctrl-C
@@ -97,9 +97,12 @@ def _agent(options: Options):
     from hydrarl.analysis.teleop import TerminalTeleop
     from hydrarl.config.compose import compose
 
-    if options.collector == "teleop":  # real time by default (a person drives), the env's teleop actions
-        keys = TerminalTeleop()
-        cfg = compose([f"env={options.env}", "env.kwargs.sim_speedup=1", *options.overrides, "env.kwargs.actions=teleop"]).env
+    if options.collector == "teleop":  # real time by default (a person drives); the keys' wheel commands
+        cfg = compose([f"env={options.env}", "env.kwargs.sim_speedup=1", *options.overrides]).env
+        if cfg.kwargs.actions != "continuous":
+            raise UserError("collector=teleop records the keys' wheel commands as the env's continuous actions; "
+                            f"env.kwargs.actions={cfg.kwargs.actions} is not allowed here.")
+        keys = TerminalTeleop(cfg.kwargs.max_speed)
         return Agent("teleop", cfg, "keys of this terminal", lambda env, seed: keys)
 
     if options.collector == "scripted":

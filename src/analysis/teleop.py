@@ -1,7 +1,9 @@
 """``collector=teleop``: drive the PenguinPi from the keys of the terminal the command runs in.
 
-The users' key map: forward/backward and left/right, ``fwd, turn`` in {-1, 0, 1}, which the env's ``teleop`` actions
-turn into wheel commands ``L = 20 fwd - 5 turn``, ``R = 20 fwd + 5 turn``. Keys: the arrows or w/a/s/d; space (or
+The users' key map: forward/backward and left/right, ``fwd, turn`` in {-1, 0, 1}, to wheel commands
+``L = 20 fwd - 5 turn``, ``R = 20 fwd + 5 turn``, given to the env as its continuous actions ``(L, R) / max_speed``
+(which the env turns back into exactly these commands). So a dataset recorded by hand has the same actions as one
+recorded by a controller or a policy, and offline agents learn from either. Keys: the arrows or w/a/s/d; space (or
 no key during a step) stands still; q ends the session after the current episode; Ctrl-C ends it at once (the env
 stops the robot; finished episodes are kept). Each step uses the last key pressed since the previous step, so a
 held key (the terminal repeats it) keeps driving.
@@ -18,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from hydrarl.envs.penguinpi.env import TELEOP_FORWARD, TELEOP_TURN
 from hydrarl.errors import UserError
 
 KEYS = {  # key -> (fwd, turn)
@@ -27,9 +30,10 @@ KEYS = {  # key -> (fwd, turn)
 HELP = "drive with the arrows or w/a/s/d (space: stand), q: stop after this episode, Ctrl-C: stop now"
 
 
-def teleop_action(fwd: int, turn: int) -> int:
-    """The env's ``teleop`` action index of (fwd, turn)."""
-    return 3 * (fwd + 1) + (turn + 1)
+def wheel_action(fwd: int, turn: int, max_speed: int) -> np.ndarray:
+    """The env's continuous action for (fwd, turn): the users' wheel commands divided by ``max_speed``."""
+    return np.array([TELEOP_FORWARD * fwd - TELEOP_TURN * turn, TELEOP_FORWARD * fwd + TELEOP_TURN * turn],
+                    dtype=np.float32) / max_speed
 
 
 class TerminalTeleop:
@@ -37,7 +41,12 @@ class TerminalTeleop:
     drives with it as with any model. Use as a context manager: the terminal is put in cbreak mode (keys arrive at
     once, Ctrl-C still interrupts) and restored on exit."""
 
-    def __init__(self, stream: Any = None):
+    def __init__(self, max_speed: int, stream: Any = None):
+        """``max_speed``: the env's wheel command of a continuous action 1 (at least 25, the largest key command)."""
+        if max_speed < TELEOP_FORWARD + TELEOP_TURN:
+            raise UserError(f"collector=teleop drives with wheel commands up to {TELEOP_FORWARD + TELEOP_TURN}; "
+                            f"env.kwargs.max_speed={max_speed} cannot give them: use {TELEOP_FORWARD + TELEOP_TURN} or more.")
+        self.max_speed = max_speed
         self.stream = stream if stream is not None else sys.stdin
         if not self.stream.isatty():
             raise UserError("collector=teleop reads the keys of a terminal, and this command's input is not one: run it "
@@ -77,4 +86,4 @@ class TerminalTeleop:
         return move
 
     def predict(self, observation, state=None, episode_start=None, deterministic: bool = True):
-        return np.array([teleop_action(*self.last_key())]), state
+        return wheel_action(*self.last_key(), self.max_speed)[None], state

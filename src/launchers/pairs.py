@@ -26,7 +26,8 @@ from hydrarl.paths import CONF_DIR
 # policy (CarRacing) their defaults made a one-epoch check last 12-24 s. The recurrent agents (rsac, rtd3, rdpg)
 # train on 16-step segments instead of whole episodes (their batch_size counts sequences).
 FAST_ALGORITHM = {"learning_starts": 50, "batch_size": 32, "buffer_size": 2000, "segment_len": 16, "n_steps": 32,
-                  "n_delta": 2, "n_epochs": 1, "cg_max_steps": 3, "n_critic_updates": 1}
+                  "n_delta": 2, "n_epochs": 1, "cg_max_steps": 3, "n_critic_updates": 1, "dataset": "random",
+                  "random_episodes": 2}
 
 
 def fast_overrides(algo_cfg) -> list[str]:

@@ -220,18 +220,42 @@ class PenguinPiEnv(gym.Env):
         ticks = np.array([wrap16(state.left - self._encoders[0]), wrap16(state.right - self._encoders[1])], dtype=float)
         self._encoders = (state.left, state.right)
         observation, share = self._observe(ticks)
-        reward = self.weights["track"] * 0.1 * math.tanh(50.0 * share**4)
-        if self._recent:
-            deviation = np.abs(ticks - np.mean(self._recent, axis=0)).mean()
-            reward -= self.weights["smoothness"] * deviation / self.max_ticks
-        self._recent.append(ticks)
         moved = math.hypot(state.x - self._pose[0], state.y - self._pose[1])
+        reward = self._reward(share, ticks, moved, self._recent)
         self._pose = (state.x, state.y)
-        reward += self.weights["pose_change"] * moved / (self.max_ticks * METRES_PER_COUNT)
         self._distance += moved
         info = {"track_share": share, "command": (left, right), "pose": (state.x, state.y, state.theta),
                 "episode_metrics": {"distance": self._distance}}
         return observation, float(reward), share < self.offtrack_share, False, info
+
+    def _reward(self, share: float, ticks: np.ndarray | None, moved: float, recent: deque) -> float:
+        """The reward of a step that ended with road share ``share`` and wheel ``ticks`` (counts; None: not known,
+        no smoothness term) after moving ``moved`` m; ``recent``: the ticks of the steps before (appended to)."""
+        reward = self.weights["track"] * 0.1 * math.tanh(50.0 * share**4)
+        if ticks is not None:
+            if recent:
+                deviation = np.abs(ticks - np.mean(recent, axis=0)).mean()
+                reward -= self.weights["smoothness"] * deviation / self.max_ticks
+            recent.append(ticks)
+        return reward + self.weights["pose_change"] * moved / (self.max_ticks * METRES_PER_COUNT)
+
+    def episode_rewards(self, observations, infos: dict[str, np.ndarray]) -> np.ndarray:
+        """The rewards this env (its reward weights) pays for a recorded episode: ``observations`` (steps + 1
+        of them: the camera crops, or a dict with ``image`` and, for the smoothness term, ``encoders``) and
+        ``infos["pose"]`` ((steps + 1, 3): odometry x, y (m), θ). What offline training uses for a dataset
+        recorded without rewards, or with other weights. A UserError when the episode lacks what is needed."""
+        images = observations["image"] if isinstance(observations, dict) else observations
+        ticks = observations.get("encoders") if isinstance(observations, dict) else None
+        if "pose" not in infos:
+            raise UserError("the PenguinPi reward needs each step's odometry pose (infos['pose']); this episode has none.")
+        if self.weights["smoothness"] and ticks is None:
+            raise UserError("the PenguinPi reward's smoothness term needs the wheel ticks: record with "
+                            "env.kwargs.include_encoders=true, or set env.kwargs.reward.smoothness=0.")
+        poses = np.asarray(infos["pose"], dtype=float)
+        recent: deque[np.ndarray] = deque(maxlen=SMOOTHNESS_WINDOW)
+        return np.array([self._reward(track_share(images[t + 1]), None if ticks is None else np.asarray(ticks[t + 1], float),
+                                      math.hypot(*(poses[t + 1, :2] - poses[t, :2])), recent)
+                         for t in range(len(images) - 1)], dtype=np.float64)
 
     def render(self):
         return self._image.copy() if self.render_mode == "rgb_array" else None
