@@ -51,7 +51,7 @@ SCALERS = {  # our names -> d3rlpy.preprocessing classes, per kind
     "action_scaler": {"min_max": "MinMaxActionScaler"},
     "reward_scaler": {"standard": "StandardRewardScaler", "min_max": "MinMaxRewardScaler"},
 }
-OWN_SETTINGS = ("dataset", "reward", "max_ticks", "random_episodes", "image_pool", "image_filters", "image_feature_size")
+IMAGE_KEY = "image"  # the entry of Dict observations the policy reads
 
 
 def d3rlpy():
@@ -149,13 +149,26 @@ class OfflineAgent(BaseAlgorithm):
             self._setup_model()
 
     # -- model ---------------------------------------------------------------------------------
-    def _input_space(self) -> spaces.Box:
-        """The observation space d3rlpy sees: the env's (channel-first images average-pooled by ``image_pool``)."""
+    @property
+    def _key(self) -> str | None:
+        """For Dict observations, the entry the policy reads (``image``; the others, e.g. the wheel ticks, serve
+        the data's cleaning only); None for array observations."""
+        return IMAGE_KEY if isinstance(self.observation_space, spaces.Dict) else None
+
+    def _policy_space(self) -> spaces.Box:
+        """The observations the policy reads: the env's, or the ``image`` entry of a Dict of them."""
         space = self.observation_space
-        if isinstance(space, spaces.Dict) or not isinstance(space, spaces.Box):
+        if isinstance(space, spaces.Dict) and IMAGE_KEY in space.spaces and not is_goal_space(space):
+            space = space[IMAGE_KEY]
+        if not isinstance(space, spaces.Box):
             why = "goal-conditioned dict" if is_goal_space(space) else type(space).__name__
-            raise Incompatible(f"offline agents here read one array observation (a vector or an image); this env "
-                               f"has {why} observations.")
+            raise Incompatible(f"offline agents here read one array observation (a vector, an image, or the image of a "
+                               f"dict with one); this env has {why} observations.")
+        return space
+
+    def _input_space(self) -> spaces.Box:
+        """The observation space d3rlpy sees: the policy's (channel-first images average-pooled by ``image_pool``)."""
+        space = self._policy_space()
         if not self._is_image():
             return space
         c, h, w = space.shape
@@ -163,7 +176,14 @@ class OfflineAgent(BaseAlgorithm):
         return spaces.Box(0, 255, (c, h // p, w // p), np.uint8)
 
     def _is_image(self) -> bool:
-        return is_image_space(self.observation_space, check_channels=False, normalized_image=False)
+        return is_image_space(self._policy_space(), check_channels=False, normalized_image=False)
+
+    def _policy_input(self, observations) -> np.ndarray:
+        """What d3rlpy reads of a batch of env observations (channel-last images too): the policy's entry,
+        channel-first, pooled."""
+        if self._key is not None:
+            observations = observations[self._key]
+        return self._pool(maybe_transpose(np.asarray(observations), self._policy_space()))
 
     def _make_algo(self):
         d3 = d3rlpy()
@@ -233,7 +253,7 @@ class OfflineAgent(BaseAlgorithm):
         self.data_summary = summary
         log.info("offline data: %s", ", ".join(f"{k} {v}" for k, v in summary.items()))
         d3 = d3rlpy()
-        observations = [self._pool(maybe_transpose(np.asarray(s.observations), self.observation_space)) for s in segments]
+        observations = [self._policy_input(s.observations) for s in segments]
         buffer = d3.dataset.ReplayBuffer(d3.dataset.InfiniteBuffer(), episodes=[
             d3.dataset.Episode(observations=o, actions=np.asarray(s.actions, np.float32).reshape(len(s), -1),
                                rewards=np.asarray(s.rewards, np.float32).reshape(-1, 1), terminated=s.terminal)
@@ -272,9 +292,14 @@ class OfflineAgent(BaseAlgorithm):
 
     def predict(self, observation, state=None, episode_start=None, deterministic: bool = False):
         """Actions in the env's units for a batch of observations (or one); d3rlpy undoes the action scaling."""
-        observation = maybe_transpose(np.asarray(observation), self.observation_space)
+        # images in the model's channel-first layout (an evaluation env hands over its own channel-last frames)
+        observation = ({k: maybe_transpose(np.asarray(v), self.observation_space[k]) for k, v in observation.items()}
+                       if isinstance(observation, dict) else maybe_transpose(np.asarray(observation), self.observation_space))
         vectorized = is_vectorized_observation(observation, self.observation_space)
-        batch = self._pool(observation if vectorized else observation[None])
+        if not vectorized:
+            observation = ({k: np.asarray(v)[None] for k, v in observation.items()} if isinstance(observation, dict)
+                           else np.asarray(observation)[None])
+        batch = self._policy_input(observation)
         with th.no_grad():
             if deterministic or self.config_class == "BCConfig":
                 actions = self._algo.predict(batch)

@@ -75,7 +75,7 @@ def _unknown_key_message(key: str, base: DictConfig) -> str:
 GRAMMAR_URL = "https://hydra.cc/docs/advanced/override_grammar/basic/"
 
 
-def _parse(overrides: list[str]) -> list:
+def parse_overrides(overrides: list[str]) -> list:
     """Hydra's parse of the overrides; for text its grammar rejects, a one-line UserError naming the override
     and why (Hydra's own message less its "Error parsing override" and link lines)."""
     parser = OverridesParser.create()
@@ -96,7 +96,7 @@ def compose(overrides: list[str], check: bool = True) -> DictConfig:
     keys and values are checked: anything wrong is a UserError saying what is allowed."""
     if not check:
         return _hydra_compose(overrides)
-    parsed = _parse(overrides)
+    parsed = parse_overrides(overrides)
     for override in parsed:
         if override.get_key_element().lstrip("+~") in RENAMED_KEYS:
             raise UserError(renamed_key_message(override.get_key_element(), override.value()))
@@ -144,7 +144,7 @@ def check_command_line(overrides: list[str], multirun: bool, hydra_keys: tuple[s
     ``hydra.*`` overrides take part only for ``hydra_keys`` (e.g. the output folders); Hydra takes no sweep
     values for them: a ``hydra.sweeper.params.<key>=<sweep>`` has ``<key>`` checked, then is refused with the
     way to search it."""
-    parsed = _parse(overrides)
+    parsed = parse_overrides(overrides)
     probe: list[str] = []
     sweeps: list[tuple[str, list[str]]] = []  # (key, values) of each listable sweep, in command-line order
     hydra_sweep = None

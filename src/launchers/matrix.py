@@ -19,6 +19,8 @@ longer pass. A bar whose pair cannot be built (refused or failing at the agent f
 from __future__ import annotations
 
 import math
+import shlex
+import subprocess
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,7 +44,7 @@ from hydrarl.launchers.pairs import (
     pair_problems,
 )
 from hydrarl.launchers.scheduler import MatrixJob
-from hydrarl.paths import CONF_DIR
+from hydrarl.paths import CONF_DIR, PROJECT_ROOT
 from hydrarl.training.jobs import train_command
 from hydrarl.training.stopping import Progress, progress
 
@@ -119,6 +121,9 @@ class Bar:
     overrides: tuple[str, ...] = ()
     provenance: dict[str, Any] | None = None
     algorithm: str | None = None  # the algorithm config, when the file names a variant (FetchReach/hac_1layer.yaml: hac)
+    # What the runs need made first (an offline agent's dataset): {creates: <path under the project>, commands:
+    # [<experiment script> <args>, ...]}, run in order from the project root when ``creates`` is missing.
+    prepare: dict[str, Any] | None = None
 
     @property
     def rule(self) -> str:
@@ -188,16 +193,19 @@ def curve_verdict(points: Iterable[tuple[int | None, float]], bar: Bar) -> dict[
 def performance_jobs(out: Path, bars: list[Bar], say=print, workers: int = 1,
                      overrides: tuple[str, ...] = ()) -> tuple[list[MatrixJob], dict[str, str]]:
     """The runs of each of ``bars`` (:func:`load_bars`; ``overrides`` added to each), and {bar: why its pair cannot
-    be built}: each bar's pair is first built at the agent factory with the bar's settings (only its replay buffer
-    shrunk), and a bar whose pair is refused or fails gets no runs and fails (:func:`bar_verdicts`)."""
+    be built}: what a bar's runs need is made first (:func:`prepare_bar`), then each bar's pair is built at the agent
+    factory with the bar's settings (only its replay buffer shrunk); a bar whose preparation fails, or whose pair
+    is refused or fails, gets no runs and fails (:func:`bar_verdicts`)."""
+    cannot_build = {bar.name: why for bar in bars if (why := prepare_bar(bar, out, say))}
+    ready = [bar for bar in bars if bar.name not in cannot_build]
     groups = []
-    for bar in bars:
+    for bar in ready:
         env_name, algorithm = bar.pair
         shrink = tuple(o for o in algorithm_fast_overrides(algorithm) if o.startswith("algorithm.buffer_size="))
         groups.append((env_name, [(algorithm, (*bar.settings(1), *overrides, *shrink))]))
     checks = check_groups(groups, workers)
-    cannot_build = {bar.name: f"{checks[bar.pair].outcome}: {checks[bar.pair].reason}" for bar in bars
-                    if checks[bar.pair].outcome != VALID}
+    cannot_build |= {bar.name: f"{checks[bar.pair].outcome}: {checks[bar.pair].reason}" for bar in ready
+                     if checks[bar.pair].outcome != VALID}
     jobs = []
     for bar in bars:
         if bar.name in cannot_build:
@@ -210,6 +218,24 @@ def performance_jobs(out: Path, bars: list[Bar], say=print, workers: int = 1,
                                   meta={"bar": bar.name, "seed": seed}, run_dir=run_dir))
     say(f"performance tier: {len(bars)} bar(s), {len(jobs)} run(s)")
     return jobs, cannot_build
+
+
+def prepare_bar(bar: Bar, out: Path, say=print) -> str | None:
+    """Make what ``bar.prepare`` says its runs need, unless it exists; None when ready, else why not (the failed
+    command and its log, ``<out>/logs/<bar>_prepare.log``)."""
+    if not bar.prepare or (PROJECT_ROOT / bar.prepare["creates"]).exists():
+        return None
+    log = out / "logs" / f"{bar.name.replace('/', '_')}_prepare.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for command in bar.prepare["commands"]:
+        say(f"{bar.name}: preparing {bar.prepare['creates']}: {command}")
+        script, *args = shlex.split(command)
+        with log.open("a") as sink:
+            done = subprocess.run([sys.executable, str(PROJECT_ROOT / script), *args], cwd=PROJECT_ROOT, stdout=sink,
+                                  stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            return f"preparing its runs failed: {command} exited {done.returncode} (see {log})"
+    return None
 
 
 def bar_verdicts(jobs: list[MatrixJob], bars: list[Bar], cannot_build: dict[str, str] | None = None) -> list[dict[str, Any]]:

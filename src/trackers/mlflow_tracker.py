@@ -44,10 +44,20 @@ STALE = "closed as KILLED: RUNNING, but no live process holds its run directory 
 
 
 def sqlite_artifact_root(tracking_uri: str) -> Path | None:
-    """``<dir>/mlruns`` for ``sqlite:///<dir>/<file>``; None for other stores."""
+    """``<dir>/mlruns`` for ``sqlite:///<dir>/<file>`` (a relative ``<dir>``: from the working directory, as SQLite
+    opens it); None for other stores."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
-    return Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlruns"
+    return Path(tracking_uri.removeprefix("sqlite:///")).absolute().parent / "mlruns"
+
+
+def absolute_store(tracking_uri: str) -> str:
+    """``sqlite:///<path>`` with a relative path (``sqlite:///mlflow.db``: the working directory's) made absolute;
+    other URIs as they are. MLflow keeps one store per URI string in a process, so a relative one would stay bound
+    to the folder it was first opened in."""
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_absolute():
+        return f"sqlite:///{Path(tracking_uri.removeprefix('sqlite:///')).absolute()}"
+    return tracking_uri
 
 
 def ensure_experiment(client: MlflowClient, tracking_uri: str, name: str) -> str:
@@ -79,7 +89,7 @@ class MlflowTracker(Tracker):
 
     def __init__(self, tracking_uri: str, experiment_name: str, run_name: str | None = None, study: str | None = None):
         """``study``: this is search ``study``'s parent run; its view is the search's (:mod:`mlflow_view`)."""
-        self.tracking_uri, self.study = tracking_uri, study
+        self.tracking_uri, self.study = absolute_store(tracking_uri), study
         self.experiment_name = experiment_name
         self.run_name = run_name
         self.client: MlflowClient | None = None

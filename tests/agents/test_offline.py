@@ -166,3 +166,18 @@ def test_an_offline_run_trains_evaluates_in_the_env_and_resumes(tmp_path):
     assert state["epoch"] == 2 and state["num_timesteps"] == 80  # gradient steps
     assert "train/critic_loss" in state["history"][-1] and "eval/mean_reward" in state["history"][-1]
     assert "Gym has been unmaintained" not in first.stderr + second.stderr  # the legacy gym's notice is dropped
+
+
+def test_a_search_over_iql_trains_trials_on_a_dataset_with_wheel_ticks(recorded, tmp_path):
+    """+search=PenguinPi/iql on the recorded dataset (dict observations: the policy reads the image, the ticks clean
+    the data): two trials, each trained and evaluated in the simulator, recorded in the study's results."""
+    done = run_cli(["--multirun", "+search=PenguinPi/iql", f"dataset={recorded}", "hydra.sweeper.n_trials=2",
+                    "hydra.sweeper.n_jobs=1", "trainer.n_epochs=2", "trainer.eval_after_n_steps=10",
+                    "trainer.n_test_rollouts=1", "env.max_episode_steps=10", "env.kwargs.include_encoders=true",
+                    "env.policy=MultiInputPolicy", "algorithm.batch_size=16", "logger=[]",
+                    f"hydra.sweep.dir={tmp_path}/search"], cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = (tmp_path / "search" / "optimization_results.yaml").read_text()
+    assert "best_value" in results
+    finished = sorted((tmp_path / "search").glob("*/trial_result.json"))
+    assert len(finished) == 2 and all(json.loads(p.read_text())["status"] == "completed" for p in finished)

@@ -12,7 +12,7 @@ import pytest
 
 from hydrarl.config import validate
 from hydrarl.config.compose import available, compose
-from hydrarl.launchers.matrix import BARS_DIR, Bar, bar_verdicts, curve_verdict, hopeless, run_verdict
+from hydrarl.launchers.matrix import BARS_DIR, Bar, bar_verdicts, curve_verdict, hopeless, prepare_bar, run_verdict
 from hydrarl.launchers.run_testing import main, parse_gpus
 from hydrarl.launchers.scheduler import MatrixJob, Scheduler
 from hydrarl.training.result import RESULT_FILE, TrialResult
@@ -236,3 +236,21 @@ def test_every_bar_composes_and_its_measurements_meet_it(name):
             points = [[1000 * (i + 1), v] for i, v in enumerate(run["success_per_1000_steps"])]
         passed += curve_verdict([(steps, value) for steps, value in points], bar)["passed"]
     assert passed >= bar.succ_runs, f"{name}: {passed} of the recorded runs meet the bar, it asks for {bar.succ_runs}"
+
+
+def test_a_bar_prepares_what_its_runs_need_once_and_fails_with_the_command_that_failed(tmp_path):
+    """``prepare`` (an offline bar's dataset): its commands run from the project root when ``creates`` is missing, and
+    not again once it exists; a failing command makes the bar fail before any run, naming the command and its log."""
+    dataset = tmp_path / "loop"
+    record = f"experiment/collect.py env=PenguinPi collector=scripted episodes=1 env.max_episode_steps=5 dataset={dataset}"
+    bar = Bar(name="PenguinPi/bc", total_runs=1, succ_runs=1, metric="eval/distance", value=1.0, max_steps=10,
+              prepare={"creates": str(dataset), "commands": [record]})
+    said: list[str] = []
+    assert prepare_bar(bar, tmp_path / "out", said.append) is None
+    assert (dataset / "data" / "metadata.json").exists() and len(said) == 1
+    assert prepare_bar(bar, tmp_path / "out", said.append) is None and len(said) == 1  # made already: nothing runs
+    broken = Bar(name="PenguinPi/iql", total_runs=1, succ_runs=1, metric="eval/distance", value=1.0, max_steps=10,
+                 prepare={"creates": str(tmp_path / "never"), "commands": ["experiment/collect.py collector=nobody"]})
+    why = prepare_bar(broken, tmp_path / "out", said.append)
+    assert why.startswith("preparing its runs failed: experiment/collect.py collector=nobody exited 2")
+    assert "collector=nobody is unknown" in (tmp_path / "out" / "logs" / "PenguinPi_iql_prepare.log").read_text()

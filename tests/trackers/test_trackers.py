@@ -89,3 +89,17 @@ def test_an_experiment_is_marked_as_training_runs_even_when_an_older_version_mad
         assert caplog.messages[-1] == (f"runs in MLflow: mlflow ui --backend-store-uri {uri}, then http://127.0.0.1:5000/#/"
                                        f"experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
                                        "&viewStateShareKey=hydrarl-runs")
+
+
+def test_a_relative_sqlite_store_keeps_artifacts_beside_it_in_the_working_directory(tmp_path, monkeypatch):
+    """``sqlite:///mlflow.db`` (what the error messages suggest) opens in the working directory, and new experiments
+    keep their artifacts in its ``mlruns`` there."""
+    from mlflow import MlflowClient
+
+    from hydrarl.trackers.mlflow_tracker import ensure_experiment
+
+    monkeypatch.chdir(tmp_path)
+    client = MlflowClient("sqlite:///mlflow.db")
+    experiment = client.get_experiment(ensure_experiment(client, "sqlite:///mlflow.db", "relative store"))
+    assert experiment.artifact_location == (tmp_path / "mlruns" / "relative_store").as_uri()
+    assert (tmp_path / "mlflow.db").exists()
