@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import io
 import logging
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -140,6 +141,8 @@ class OfflineAgent(BaseAlgorithm):
             raise UserError(f"algorithm.reward={reward!r} is not allowed: dataset (its rewards) | env (computed again by the env).")
         if not (isinstance(image_pool, int) and image_pool >= 1):
             raise UserError(f"algorithm.image_pool={image_pool!r} is not allowed: an integer >= 1 (pooling factor).")
+        if dataset not in (None, RANDOM):
+            dataset = str(Path(dataset).absolute())  # the same folder from a search's trial or a resume elsewhere
         self.dataset, self.reward, self.max_ticks, self.random_episodes = str(dataset), reward, max_ticks, random_episodes
         self.image_pool, self.image_filters = image_pool, image_filters or [[16, 4, 2], [32, 3, 2]]
         self.image_feature_size, self.config = image_feature_size, config
@@ -308,9 +311,6 @@ class OfflineAgent(BaseAlgorithm):
         actions = np.clip(actions.reshape(len(batch), *self.action_space.shape), self.action_space.low,
                           self.action_space.high).astype(self.action_space.dtype)
         return (actions if vectorized else actions[0]), state
-
-    def set_random_seed(self, seed: int | None = None) -> None:
-        super().set_random_seed(seed)
 
 
 def _check_types(config_class: type, options: dict[str, Any]) -> None:
