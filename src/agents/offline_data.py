@@ -6,7 +6,8 @@ observation, action, reward and next observation whatever is cleaned or recomput
 
 - **Rewards.** The dataset's, unless they are missing (not finite) or ``reward="env"``: then the training env's
   ``episode_rewards(observations, infos)`` computes them from the stored observations and infos (PenguinPi: the road
-  share of each image and the odometry distance), cached per episode in ``<dataset>/.rewards/<key>/``.
+  share of each image and the odometry distance), cached per episode in ``<dataset>/.cache/rewards/<key>/``
+  (dropped when the dataset is replaced).
 - **Cleaning.** A step whose wheel ticks (the ``encoders`` observation after it, in counts) exceed ``max_ticks`` in
   size is a glitch of the robot's counters: the step is dropped *as a whole* and its episode split there. The
   part before it ends as truncated (not a terminal state), the part after starts at the observation that followed
@@ -28,13 +29,12 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, VecTransposeImage
 
-from hydrarl.datasets.episodes import Episode, EpisodeDataset
+from hydrarl.datasets.episodes import CACHE, Episode, EpisodeDataset
 from hydrarl.errors import UserError
 
 log = logging.getLogger("hydrarl")
 
 RANDOM = "random"
-REWARDS = ".rewards"
 
 
 @dataclass
@@ -130,7 +130,7 @@ def dataset_segments(path: str, env: VecEnv, reward: str, max_ticks: float | Non
     """The segments of the dataset in folder ``path`` (see the module doc) and a summary (episodes, steps, dropped
     steps, where the rewards came from, the dataset's version). Its spaces must be the training env's."""
     data = check_dataset(path, env)
-    cache_dir = Path(path) / REWARDS / _reward_key(env)
+    cache_dir = Path(path) / CACHE / "rewards" / _reward_key(env)
     segments, summary = [], {"episodes": 0, "steps": 0, "dropped_steps": 0, "recomputed_rewards": 0}
     for data_episode in data.iterate_episodes():
         episode = _episode(data_episode)

@@ -32,6 +32,8 @@ from hydrarl.locks import DirLock
 
 CURRENT = "data"          # the link readers open
 VERSIONS = ".versions"    # <dataset>/.versions/<n>/: one complete Minari layout each
+CACHE = ".cache"          # what readers derive per episode id (offline training's recomputed rewards); dropped when
+                          # the dataset is replaced, whose new episodes reuse the ids
 DATASET_NAMESPACE = "hydrarl"  # Minari's dataset_id: hydrarl/<folder name>-v0
 
 
@@ -93,6 +95,8 @@ class EpisodeDataset:
         shutil.rmtree(new, ignore_errors=True)  # a half-made version an earlier append left
         if current is None or fresh:
             import minari
+
+            shutil.rmtree(self.path / CACHE, ignore_errors=True)  # before the switch: never kept for other episodes
 
             storage = MinariStorage.new(new, observation_space, action_space, data_format="arrow", jpeg_encoding=False)
             storage.update_metadata({"dataset_id": f"{DATASET_NAMESPACE}/{self.path.name}-v0",

@@ -66,7 +66,7 @@ def test_rewards_computed_again_by_the_env_equal_the_recorded_ones_and_are_cache
         assert summary["recomputed_rewards"] == 2 and summary["steps"] == 50 and summary["dropped_steps"] == 0
         for again, original in zip(recomputed, stored, strict=True):
             np.testing.assert_allclose(again.rewards, original.rewards, rtol=0, atol=1e-6)  # stored as float32
-        [cache] = (recorded / ".rewards").iterdir()
+        [cache] = (recorded / ".cache" / "rewards").iterdir()
         sentinel = np.full(25, 7.0)
         np.save(cache / "0.npy", sentinel)  # the cache is what a second read uses
         again, _ = dataset_segments(str(recorded), env, reward="env", max_ticks=100)

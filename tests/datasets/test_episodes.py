@@ -15,7 +15,7 @@ import minari
 import numpy as np
 import pytest
 
-from hydrarl.datasets.episodes import CURRENT, VERSIONS, Episode, EpisodeDataset
+from hydrarl.datasets.episodes import CACHE, CURRENT, VERSIONS, Episode, EpisodeDataset
 from hydrarl.errors import UserError
 from hydrarl.locks import DirLock
 
@@ -48,6 +48,18 @@ def test_appends_continue_the_ids_and_minari_reads_every_step_back_exactly(tmp_p
         assert list(theirs.terminations) == list(ours.terminations) and not theirs.truncations.any()
         assert np.allclose(theirs.infos["pose"], ours.infos["pose"])
     assert [p.name for p in (tmp_path / "loop" / VERSIONS).iterdir()] == ["1"]  # the old version is gone
+
+
+def test_what_readers_cached_per_episode_id_goes_with_a_fresh_dataset_and_stays_on_appends(tmp_path):
+    data = EpisodeDataset(tmp_path / "loop")
+    data.append([episode(3, 0)], OBS, ACT)
+    cached = tmp_path / "loop" / CACHE / "rewards" / "0.npy"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"episode 0 of the first dataset")
+    data.append([episode(3, 1)], OBS, ACT)
+    assert cached.exists()  # episode 0 is still the same episode
+    assert data.append([episode(4, 2)], OBS, ACT, fresh=True) == [0]  # a new episode 0
+    assert not (tmp_path / "loop" / CACHE).exists()
 
 
 APPEND = """
