@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from hydrarl.envs.penguinpi.env import TELEOP_FORWARD, TELEOP_TURN
+from hydrarl.envs.penguinpi.env import TELEOP_FORWARD, TELEOP_TURN, teleop_commands
 from hydrarl.errors import UserError
 
 KEYS = {  # key -> (fwd, turn)
@@ -32,8 +32,7 @@ HELP = "drive with the arrows or w/a/s/d (space: stand), q: stop after this epis
 
 def wheel_action(fwd: int, turn: int, max_speed: int) -> np.ndarray:
     """The env's continuous action for (fwd, turn): the users' wheel commands divided by ``max_speed``."""
-    return np.array([TELEOP_FORWARD * fwd - TELEOP_TURN * turn, TELEOP_FORWARD * fwd + TELEOP_TURN * turn],
-                    dtype=np.float32) / max_speed
+    return np.array(teleop_commands(fwd, turn), dtype=np.float32) / max_speed
 
 
 class TerminalTeleop:

@@ -65,6 +65,11 @@ def _announced_url(process: subprocess.Popen, deadline: float) -> str:
     return found.group(0)
 
 
+def teleop_commands(fwd: int, turn: int) -> tuple[int, int]:
+    """The users' key map: wheel commands (L, R) of ``fwd, turn`` in {-1, 0, 1}."""
+    return TELEOP_FORWARD * fwd - TELEOP_TURN * turn, TELEOP_FORWARD * fwd + TELEOP_TURN * turn
+
+
 def check_kwargs(**kwargs: object) -> None:
     """A UserError naming the first ``env.kwargs.<key>`` whose value the robot would refuse or that makes no env,
     with what is allowed; run when the env is built, before a simulator starts or a request is sent."""
@@ -181,7 +186,7 @@ class PenguinPiEnv(gym.Env):
         if self.actions == "teleop":
             forward, turn = divmod(int(action), 3)
             forward, turn = forward - 1, turn - 1
-            return TELEOP_FORWARD * forward - TELEOP_TURN * turn, TELEOP_FORWARD * forward + TELEOP_TURN * turn
+            return teleop_commands(forward, turn)
         left, right = np.clip(np.asarray(action, dtype=float).reshape(2), -1.0, 1.0)
         return round(self.max_speed * left), round(self.max_speed * right)
 
