@@ -5,7 +5,8 @@
 
 Collectors: ``scripted`` drives with the env's scripted controller (PenguinPi: ``algorithm=lane``) with action noise
 ``noise`` (default 0.1), so datasets of known quality are made without a person; ``policy`` drives with a saved
-model (a run directory or a model.zip; its best checkpoint), deterministic unless ``stochastic=true``; ``teleop``
+model (a run directory or a model.zip; its best checkpoint), deterministic unless ``stochastic=true``, with
+Gaussian action noise of std ``noise`` times half the action range when ``noise`` is given (Box actions); ``teleop``
 (PenguinPi) drives with the keys of the terminal (``hydrarl.analysis.teleop``; the users' wheel commands as the
 env's continuous actions, the simulator in real time). Keys
 ``env.<key>=...`` and ``algorithm.<key>=...`` go to the env's and the controller's configs (e.g.
@@ -44,7 +45,7 @@ class Options:
     dataset: Path = Path("runs/datasets/loop")
     one_shot: bool = False
     seed: int = 0
-    noise: float = 0.1
+    noise: float | None = None  # scripted: 0.1 when not given; policy: none when not given
     model: str | None = None
     stochastic: bool = False
     overrides: list[str] = field(default_factory=list)
@@ -74,7 +75,9 @@ def parse(argv: list[str]) -> Options:
             try:
                 options.noise = float(value)
             except ValueError:
-                raise UserError(f"noise={value}: give a number in [0, 1] (std of the action noise).") from None
+                options.noise = -1.0
+            if not 0 <= options.noise <= 1:
+                raise UserError(f"noise={value}: give a number in [0, 1] (std of the action noise, in half action ranges).")
         elif key in ("one_shot", "stochastic"):
             if value not in ("true", "false"):
                 raise UserError(f"{key}={value}: give true or false.")
@@ -83,6 +86,8 @@ def parse(argv: list[str]) -> Options:
             raise UserError(f"{key} is not a setting of collect.py; its settings: {allowed}.")
     if options.collector == "policy" and not options.model:
         raise UserError("collector=policy needs model=<run dir or model.zip>.")
+    if options.collector == "teleop" and options.noise is not None:
+        raise UserError("noise applies to collector=scripted and collector=policy; teleop records the keys as pressed.")
     if options.collector == "teleop" and options.env != "PenguinPi":
         raise UserError(f"collector=teleop drives the PenguinPi with the users' key map; env={options.env} is not it.")
     if options.collector == "scripted" and options.env not in SCRIPTED:
@@ -106,7 +111,7 @@ def _agent(options: Options):
         return Agent("teleop", cfg, "keys of this terminal", lambda env, seed: keys)
 
     if options.collector == "scripted":
-        return agent_from_controller(" ".join([f"{options.env}/{SCRIPTED[options.env]}", f"algorithm.noise={options.noise}",
+        return agent_from_controller(" ".join([f"{options.env}/{SCRIPTED[options.env]}", f"algorithm.noise={0.1 if options.noise is None else options.noise}",
                                                *options.overrides]))
     if options.overrides:
         raise UserError(f"collector=policy plays the model in its run's env; these overrides do not apply: {' '.join(options.overrides)}")
@@ -135,6 +140,7 @@ def collect(options: Options) -> list[int]:
         else:
             model.set_random_seed(options.seed)
         deterministic = options.collector == "policy" and not options.stochastic
+        perturb = _action_noise(env.action_space, options.noise if options.collector == "policy" else None, options.seed)
         env.seed(options.seed)
         obs, state, start = env.reset(), None, np.ones(1, bool)
         while len(written) < options.episodes and not getattr(model, "quit", False):
@@ -143,6 +149,7 @@ def collect(options: Options) -> list[int]:
             done = np.zeros(1, bool)
             while not done[0]:
                 action, state = model.predict(obs, state, start, deterministic=deterministic)
+                action = perturb(action)
                 obs, reward, done, infos = env.step(action)
                 start = done
                 steps["actions"].append(action[0])
@@ -167,6 +174,19 @@ def collect(options: Options) -> list[int]:
         env.close()
         held.close()
     return written
+
+
+def _action_noise(space, noise: float | None, seed: int):
+    """``actions -> actions``: adds N(0, (noise · half the range)²) to each action dimension, clipped to the bounds
+    (the policy collector's ``noise``); the identity when ``noise`` is None or 0."""
+    from gymnasium import spaces
+
+    if not noise:
+        return lambda actions: actions
+    if not isinstance(space, spaces.Box):
+        raise UserError(f"noise={noise}: action noise needs Box actions; this env's are {space}. Leave noise out.")
+    rng, scale = np.random.default_rng(seed), noise * (space.high - space.low) / 2
+    return lambda actions: np.clip(actions + rng.normal(0.0, 1.0, actions.shape) * scale, space.low, space.high).astype(space.dtype)
 
 
 def _stack(observations: list):

@@ -42,6 +42,26 @@ def test_scripted_episodes_are_appended_and_read_back_aligned(tmp_path, capsys):
     assert minari.MinariDataset(dataset / "data").total_episodes == 1
 
 
+def test_policy_collector_adds_seeded_action_noise_in_half_ranges(recorded_run, tmp_path):
+    """collector=policy with noise=0.1 (Pendulum, torque in [-2, 2]): each recorded action is the model's own action
+    at that observation plus N(0, 0.2²), clipped; without noise it is the model's action; the same seed records the
+    same episode."""
+    from stable_baselines3 import SAC
+
+    model = SAC.load(recorded_run.run_dir / "checkpoints" / "best" / "model.zip", device="cpu")
+    base = ["env=Pendulum", "collector=policy", f"model={recorded_run.run_dir}", "episodes=1", "seed=4"]
+    residuals = {}
+    for name, extra in (("clean", []), ("noisy", ["noise=0.1"]), ("again", ["noise=0.1"])):
+        assert main([*base, *extra, f"dataset={tmp_path / name}"]) == 0
+        episode = next(minari.MinariDataset(tmp_path / name / "data").iterate_episodes())
+        assert episode.actions.shape == (200, 1) and np.abs(episode.actions).max() <= 2
+        own = model.predict(episode.observations[:-1], deterministic=True)[0]
+        residuals[name] = (episode.actions - own)[np.abs(episode.actions) < 2]  # clipped ones are not N(0, 0.2²)
+    assert np.abs(residuals["clean"]).max() < 1e-5
+    assert len(residuals["noisy"]) > 100 and 0.15 < residuals["noisy"].std() < 0.25 and abs(residuals["noisy"].mean()) < 0.05
+    assert np.array_equal(residuals["noisy"], residuals["again"])
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["collector=joystick"], "collector=joystick is unknown"),
     (["collector=teleop"], "collector=teleop reads the keys of a terminal, and this command's input is not one"),
@@ -49,6 +69,8 @@ def test_scripted_episodes_are_appended_and_read_back_aligned(tmp_path, capsys):
     (["colour=red"], "colour is not a setting of collect.py"),
     (["collector=policy"], "collector=policy needs model="),
     (["env=Pendulum"], "env=Pendulum has no scripted controller"),
+    (["collector=scripted", "noise=2"], "noise=2: give a number in [0, 1]"),
+    (["collector=teleop", "noise=0.1"], "noise applies to collector=scripted and collector=policy"),
 ])
 def test_bad_settings_exit_2_with_one_line_and_record_nothing(tmp_path, capsys, argv, message):
     assert main([*argv, f"dataset={tmp_path / 'loop'}"]) == 2
