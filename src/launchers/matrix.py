@@ -122,7 +122,9 @@ class Bar:
     provenance: dict[str, Any] | None = None
     algorithm: str | None = None  # the algorithm config, when the file names a variant (FetchReach/hac_1layer.yaml: hac)
     # What the runs need made first (an offline agent's dataset): {creates: <path under the project>, commands:
-    # [<experiment script> <args>, ...]}, run in order from the project root when ``creates`` is missing.
+    # [<experiment script> <args>, ...]}, run in order from the project root when ``creates`` is missing; a command
+    # given as {creates: <path>, command: <script> <args>} is skipped when its own ``creates`` exists (a step that a
+    # run of the bar, or of another bar, already made).
     prepare: dict[str, Any] | None = None
 
     @property
@@ -227,7 +229,11 @@ def prepare_bar(bar: Bar, out: Path, say=print) -> str | None:
         return None
     log = out / "logs" / f"{bar.name.replace('/', '_')}_prepare.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    for command in bar.prepare["commands"]:
+    for step in bar.prepare["commands"]:
+        command, made = (step, None) if isinstance(step, str) else (step["command"], step.get("creates"))
+        if made and (PROJECT_ROOT / made).exists():
+            say(f"{bar.name}: preparing {bar.prepare['creates']}: {made} exists, so this step is skipped: {command}")
+            continue
         say(f"{bar.name}: preparing {bar.prepare['creates']}: {command}")
         script, *args = shlex.split(command)
         with log.open("a") as sink:

@@ -240,15 +240,17 @@ def test_every_bar_composes_and_its_measurements_meet_it(name):
 
 def test_a_bar_prepares_what_its_runs_need_once_and_fails_with_the_command_that_failed(tmp_path):
     """``prepare`` (an offline bar's dataset): its commands run from the project root when ``creates`` is missing, and
-    not again once it exists; a failing command makes the bar fail before any run, naming the command and its log."""
+    not again once it exists; a step whose own ``creates`` exists is skipped; a failing command makes the bar fail
+    before any run, naming the command and its log."""
     dataset = tmp_path / "loop"
     record = f"experiment/collect.py env=PenguinPi collector=scripted episodes=1 env.max_episode_steps=5 dataset={dataset}"
+    made_before = {"creates": str(tmp_path), "command": "experiment/collect.py collector=nobody"}  # would fail if it ran
     bar = Bar(name="PenguinPi/bc", total_runs=1, succ_runs=1, metric="eval/distance", value=1.0, max_steps=10,
-              prepare={"creates": str(dataset), "commands": [record]})
+              prepare={"creates": str(dataset), "commands": [made_before, record]})
     said: list[str] = []
     assert prepare_bar(bar, tmp_path / "out", said.append) is None
-    assert (dataset / "data" / "metadata.json").exists() and len(said) == 1
-    assert prepare_bar(bar, tmp_path / "out", said.append) is None and len(said) == 1  # made already: nothing runs
+    assert (dataset / "data" / "metadata.json").exists() and len(said) == 2 and "this step is skipped" in said[0]
+    assert prepare_bar(bar, tmp_path / "out", said.append) is None and len(said) == 2  # made already: nothing runs
     broken = Bar(name="PenguinPi/iql", total_runs=1, succ_runs=1, metric="eval/distance", value=1.0, max_steps=10,
                  prepare={"creates": str(tmp_path / "never"), "commands": ["experiment/collect.py collector=nobody"]})
     why = prepare_bar(broken, tmp_path / "out", said.append)
