@@ -55,7 +55,7 @@ class EpisodeDataset:
     """The dataset in folder ``path`` (made on the first append)."""
 
     def __init__(self, path: Path):
-        self.path = Path(path)
+        self.path = Path(path).absolute()  # Minari sizes a relative storage folder at <folder>/<folder>/...: not found
 
     @property
     def exists(self) -> bool:

@@ -50,6 +50,13 @@ def test_appends_continue_the_ids_and_minari_reads_every_step_back_exactly(tmp_p
     assert [p.name for p in (tmp_path / "loop" / VERSIONS).iterdir()] == ["1"]  # the old version is gone
 
 
+def test_a_folder_given_relative_to_the_working_directory_is_written_and_appended(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # collect.py dataset=runs/datasets/x, as a bar's prepare step runs it
+    assert EpisodeDataset(Path("runs") / "loop").append([episode(4, 0)], OBS, ACT, fresh=True) == [0]
+    assert EpisodeDataset(Path("runs") / "loop").append([episode(2, 1)], OBS, ACT) == [1]
+    assert minari.MinariDataset(tmp_path / "runs" / "loop" / CURRENT).total_steps == 6
+
+
 def test_what_readers_cached_per_episode_id_goes_with_a_fresh_dataset_and_stays_on_appends(tmp_path):
     data = EpisodeDataset(tmp_path / "loop")
     data.append([episode(3, 0)], OBS, ACT)
