@@ -46,6 +46,7 @@ from hydrarl.launchers.pairs import (
 from hydrarl.launchers.scheduler import MatrixJob
 from hydrarl.paths import CONF_DIR, PROJECT_ROOT
 from hydrarl.training.jobs import train_command
+from hydrarl.training.result import write_atomic
 from hydrarl.training.stopping import Progress, progress
 
 # In the function tier's 50-step epoch (episodes cut at 25 steps) an off-policy agent starts updating after this many
@@ -122,7 +123,7 @@ class Bar:
     provenance: dict[str, Any] | None = None
     algorithm: str | None = None  # the algorithm config, when the file names a variant (FetchReach/hac_1layer.yaml: hac)
     # What the runs need made first (an offline agent's dataset): {creates: <path under the project>, commands:
-    # [<experiment script> <args>, ...]}, run in order from the project root when ``creates`` is missing; a command
+    # [<experiment script> <args>, ...]}, run in order from the project root until they have all succeeded once; a command
     # given as {creates: <path>, command: <script> <args>} is skipped when its own ``creates`` exists (a step that a
     # run of the bar, or of another bar, already made).
     prepare: dict[str, Any] | None = None
@@ -223,10 +224,16 @@ def performance_jobs(out: Path, bars: list[Bar], say=print, workers: int = 1,
 
 
 def prepare_bar(bar: Bar, out: Path, say=print) -> str | None:
-    """Make what ``bar.prepare`` says its runs need, unless it exists; None when ready, else why not (the failed
-    command and its log, ``<out>/logs/<bar>_prepare.log``)."""
-    if not bar.prepare or (PROJECT_ROOT / bar.prepare["creates"]).exists():
+    """Make what ``bar.prepare`` says its runs need, unless an earlier preparation finished; None when ready, else
+    why not (the failed command and its log, ``<out>/logs/<bar>_prepare.log``). A preparation that finished leaves
+    ``<creates>.prepared`` beside what it made: a ``creates`` without it (a collection stopped half-way) is made again."""
+    if not bar.prepare:
         return None
+    made_all = Path(f"{PROJECT_ROOT / bar.prepare['creates']}.prepared")
+    if made_all.exists():
+        return None
+    if (PROJECT_ROOT / bar.prepare["creates"]).exists():
+        say(f"{bar.name}: {bar.prepare['creates']} exists, but its preparation never finished: it is made again")
     log = out / "logs" / f"{bar.name.replace('/', '_')}_prepare.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     for step in bar.prepare["commands"]:
@@ -241,6 +248,7 @@ def prepare_bar(bar: Bar, out: Path, say=print) -> str | None:
                                   stderr=subprocess.STDOUT)
         if done.returncode != 0:
             return f"preparing its runs failed: {command} exited {done.returncode} (see {log})"
+    write_atomic(made_all, yaml.safe_dump(bar.prepare, sort_keys=False))
     return None
 
 

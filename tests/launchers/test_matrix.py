@@ -7,7 +7,9 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 
+import minari
 import pytest
 
 from hydrarl.config import validate
@@ -239,11 +241,11 @@ def test_every_bar_composes_and_its_measurements_meet_it(name):
 
 
 def test_a_bar_prepares_what_its_runs_need_once_and_fails_with_the_command_that_failed(tmp_path):
-    """``prepare`` (an offline bar's dataset): its commands run from the project root when ``creates`` is missing, and
-    not again once it exists; a step whose own ``creates`` exists is skipped; a failing command makes the bar fail
-    before any run, naming the command and its log."""
+    """``prepare`` (an offline bar's dataset): its commands run from the project root, and not again once they have
+    all succeeded; a ``creates`` left by a preparation that never finished is made again; a step whose own
+    ``creates`` exists is skipped; a failing command makes the bar fail before any run, naming the command and its log."""
     dataset = tmp_path / "loop"
-    record = f"experiment/collect.py env=PenguinPi collector=scripted episodes=1 env.max_episode_steps=5 dataset={dataset}"
+    record = f"experiment/collect.py env=PenguinPi collector=scripted episodes=1 env.max_episode_steps=5 one_shot=true dataset={dataset}"
     made_before = {"creates": str(tmp_path), "command": "experiment/collect.py collector=nobody"}  # would fail if it ran
     bar = Bar(name="PenguinPi/bc", total_runs=1, succ_runs=1, metric="eval/distance", value=1.0, max_steps=10,
               prepare={"creates": str(dataset), "commands": [made_before, record]})
@@ -251,6 +253,10 @@ def test_a_bar_prepares_what_its_runs_need_once_and_fails_with_the_command_that_
     assert prepare_bar(bar, tmp_path / "out", said.append) is None
     assert (dataset / "data" / "metadata.json").exists() and len(said) == 2 and "this step is skipped" in said[0]
     assert prepare_bar(bar, tmp_path / "out", said.append) is None and len(said) == 2  # made already: nothing runs
+    Path(f"{dataset}.prepared").unlink()  # as a collection stopped half-way leaves it: the dataset, no mark
+    assert prepare_bar(bar, tmp_path / "out", said.append) is None
+    assert "its preparation never finished" in said[2] and len(said) == 5 and Path(f"{dataset}.prepared").exists()
+    assert minari.MinariDataset(dataset / "data").total_episodes == 1  # made afresh, not appended to
     broken = Bar(name="PenguinPi/iql", total_runs=1, succ_runs=1, metric="eval/distance", value=1.0, max_steps=10,
                  prepare={"creates": str(tmp_path / "never"), "commands": ["experiment/collect.py collector=nobody"]})
     why = prepare_bar(broken, tmp_path / "out", said.append)
