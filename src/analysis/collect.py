@@ -34,6 +34,7 @@ from hydrarl.errors import UserError, exit_on_user_error
 log = logging.getLogger("hydrarl")
 
 SCRIPTED = {"PenguinPi": "lane"}  # collector=scripted: the env's scripted controller
+SCRIPTED_NOISE = 0.1  # collector=scripted without noise=: the std of its action noise
 INFO_KEYS = ("pose", "track_share")  # per-step infos kept in the dataset when the env gives them
 
 
@@ -45,7 +46,7 @@ class Options:
     dataset: Path = Path("runs/datasets/loop")
     one_shot: bool = False
     seed: int = 0
-    noise: float | None = None  # scripted: 0.1 when not given; policy: none when not given
+    noise: float | None = None  # not given: SCRIPTED_NOISE for collector=scripted, none for collector=policy
     model: str | None = None
     stochastic: bool = False
     overrides: list[str] = field(default_factory=list)
@@ -72,12 +73,7 @@ def parse(argv: list[str]) -> Options:
                 raise UserError(f"{key}={value}: give an integer >= {1 if key == 'episodes' else 0}.")
             setattr(options, key, int(value))
         elif key == "noise":
-            try:
-                options.noise = float(value)
-            except ValueError:
-                options.noise = -1.0
-            if not 0 <= options.noise <= 1:
-                raise UserError(f"noise={value}: give a number in [0, 1] (std of the action noise, in half action ranges).")
+            options.noise = _unit_number(value)
         elif key in ("one_shot", "stochastic"):
             if value not in ("true", "false"):
                 raise UserError(f"{key}={value}: give true or false.")
@@ -96,6 +92,17 @@ def parse(argv: list[str]) -> Options:
     return options
 
 
+def _unit_number(value: str) -> float:
+    """``noise=<value>`` as a float in [0, 1]; a UserError otherwise."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not 0 <= number <= 1:
+        raise UserError(f"noise={value}: give a number in [0, 1] (std of the action noise, in half action ranges).")
+    return number
+
+
 def _agent(options: Options):
     from hydrarl.analysis.eval_env import env_choice
     from hydrarl.analysis.evaluate_agents import Agent, agent_from_controller, agent_from_path
@@ -111,7 +118,7 @@ def _agent(options: Options):
         return Agent("teleop", cfg, "keys of this terminal", lambda env, seed: keys)
 
     if options.collector == "scripted":
-        return agent_from_controller(" ".join([f"{options.env}/{SCRIPTED[options.env]}", f"algorithm.noise={0.1 if options.noise is None else options.noise}",
+        return agent_from_controller(" ".join([f"{options.env}/{SCRIPTED[options.env]}", f"algorithm.noise={SCRIPTED_NOISE if options.noise is None else options.noise}",
                                                *options.overrides]))
     if options.overrides:
         raise UserError(f"collector=policy plays the model in its run's env; these overrides do not apply: {' '.join(options.overrides)}")

@@ -229,10 +229,11 @@ def prepare_bar(bar: Bar, out: Path, say=print) -> str | None:
     ``<creates>.prepared`` beside what it made: a ``creates`` without it (a collection stopped half-way) is made again."""
     if not bar.prepare:
         return None
-    made_all = Path(f"{PROJECT_ROOT / bar.prepare['creates']}.prepared")
+    target = PROJECT_ROOT / bar.prepare["creates"]
+    made_all = Path(f"{target}.prepared")
     if made_all.exists():
         return None
-    if (PROJECT_ROOT / bar.prepare["creates"]).exists():
+    if target.exists():
         say(f"{bar.name}: {bar.prepare['creates']} exists, but its preparation never finished: it is made again")
     log = out / "logs" / f"{bar.name.replace('/', '_')}_prepare.log"
     log.parent.mkdir(parents=True, exist_ok=True)
