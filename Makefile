@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := box2d,comet,pybullet,tensorboard,slurm,postgres,offline,test
+EXTRAS := box2d,comet,pybullet,tensorboard,slurm,postgres,offline,jax,test
 # Test processes at once, for pytest and the function tier: one more than the 2 cores this is measured on,
 # because tests and jobs spend part of their time waiting on subprocesses, simulators and HTTP.
 PYTEST_WORKERS ?= 3

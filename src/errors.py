@@ -20,6 +20,8 @@ EXTRA_FOR_MODULE = {
     "tensorboard": "tensorboard",
     "torch.utils.tensorboard": "tensorboard",
     "pybullet": "pybullet",
+    "sbx": "jax",
+    "jax": "jax",
 }
 
 

@@ -45,7 +45,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.utils import set_random_seed
@@ -62,6 +61,7 @@ from hydrarl.errors import UserError, exit_on_user_error
 from hydrarl.paths import CONF_DIR
 from hydrarl.training.checkpoint import load_normalization
 from hydrarl.training.evaluation import Episodes, run_episodes, summarize
+from hydrarl.training.threads import limit_threads
 
 CHECKPOINTS = ("best", "last")
 
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.env is not None and not args.agents:
         raise UserError(f"--env {args.env} applies to run directories and model.zip files; a --controller names its env (Env/algo).")
     play_env = env_choice(args.env) if args.env is not None else None
-    torch.set_num_threads(1)
+    limit_threads(1)
     agents = unique_labels([agent_from_path(p, args.checkpoint, play_env) for p in args.agents]
                            + [agent_from_controller(c) for c in args.controller])
     with output_folder(args.out, "evaluate") as out:

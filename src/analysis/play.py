@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     if not os.environ.get("DISPLAY"):
         raise UserError("play.py opens a window and this machine has no screen (DISPLAY is not set); "
                         "record a video instead: python experiment/plot_gait.py RUN_DIR render=record.")
-    import torch
+    from hydrarl.training.threads import limit_threads
 
-    torch.set_num_threads(1)
+    limit_threads(1)
     print(play(load_agent(args), args), flush=True)
     return 0

@@ -41,6 +41,7 @@ from hydrarl.launchers.pairs import (
     algorithm_fast_overrides,
     check_groups,
     check_pairs,
+    in_function_sample,
     pair_problems,
 )
 from hydrarl.launchers.scheduler import MatrixJob
@@ -65,9 +66,11 @@ def matches(name: str, pattern: str | None) -> bool:
 
 
 def select_pairs(pattern: str | None) -> list[Pair]:
-    """The env x algorithm pairs the ``-f`` filter selects; a UserError when it selects none (checked before the
-    tier makes its output folder)."""
-    selected = [(e, a) for e in available("env") for a in available("algorithm") if matches(f"{e}/{a}", pattern)]
+    """The env x algorithm pairs the ``-f`` filter selects, of those the tier checks (:func:`in_function_sample`;
+    a pair named whole, ``-f Ant/sbx_sac``, always); a UserError when it selects none (checked before the tier
+    makes its output folder)."""
+    selected = [(e, a) for e in available("env") for a in available("algorithm")
+                if matches(f"{e}/{a}", pattern) and (in_function_sample(e, a) or f"{e}/{a}".lower() == str(pattern).lower())]
     if not selected:
         raise UserError(f"no env x algorithm pair matches -f {pattern!r}; pairs are named <Env>/<algo>, e.g. CartPole/ppo")
     return selected

@@ -36,10 +36,31 @@ def fast_overrides(algo_cfg) -> list[str]:
 
 
 @functools.cache
+def _algorithm_config(algorithm: str):
+    """``conf/algorithm/<algorithm>.yaml`` as composed with the default env (once per algorithm)."""
+    return compose([f"algorithm={algorithm}"], check=False).algorithm
+
+
 def algorithm_fast_overrides(algorithm: str) -> tuple[str, ...]:
-    """``fast_overrides`` of ``conf/algorithm/<algorithm>.yaml``: they depend on its keys only, not on the env,
-    so each algorithm is composed once (with the default env)."""
-    return tuple(fast_overrides(compose([f"algorithm={algorithm}"], check=False).algorithm))
+    """``fast_overrides`` of ``conf/algorithm/<algorithm>.yaml``: they depend on its keys only, not on the env."""
+    return tuple(fast_overrides(_algorithm_config(algorithm)))
+
+
+# One env of each kind of spaces the expected refusals tell apart: Box vectors, Discrete vectors, goal dicts,
+# Discrete images, Box images (the CarRacing drivers), the bumps family, the robot's images.
+ENV_KINDS = ("Pendulum", "CartPole", "FetchReach", "CarRacing", "CarRacingContinuous", "Bumps", "PenguinPi")
+# Libraries whose agents the function tier trains on ENV_KINDS only, not on every env: sbx-rl's agents are SB3's
+# algorithms on JAX, with SB3's collection, buffers and env handling, which the SB3 agents' jobs already run in every
+# env; what is their own (networks, updates, saving) depends on the kind of spaces only. A JAX job costs 7-18 s (the
+# import, then compiling each update), three to six times a torch job's.
+SAMPLED_LIBRARIES = frozenset({"sbx"})
+
+
+def in_function_sample(env_name: str, algorithm: str) -> bool:
+    """Whether the function tier checks this pair by default: every env for most algorithms, ``ENV_KINDS`` for the
+    agents of ``SAMPLED_LIBRARIES``."""
+    library = str(_algorithm_config(algorithm).get("_target_") or "").split(".")[0]
+    return env_name in ENV_KINDS or library not in SAMPLED_LIBRARIES
 
 
 Pair = tuple[str, str]  # (env, algorithm)

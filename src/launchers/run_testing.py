@@ -72,9 +72,10 @@ def override(text: str) -> str:
 # Function tier: relative seconds of a pair's job, measured (2 jobs on 2 cores): PenguinPi's simulators
 # (one per env copy, 3 steps/s) ~4x a vector env's, CarRacing's frames ~3x, the Bumps scenes and MuJoCo
 # bodies ~1.5x; controllers and ARS take no gradient step. Jobs start longest first, so that no long one
-# starts last and runs alone (alphabetically, PenguinPi came last).
+# starts last and runs alone (alphabetically, PenguinPi came last). The JAX agents (sbx_*) import JAX and compile
+# their updates: ~3x.
 SLOW_ENVS = {"PenguinPi": 4.0, "CarRacing": 3.0, "Bump": 1.5, "Ant": 1.5, "Cassie": 1.5, "HalfCheetah": 1.3, "Fetch": 1.3}
-QUICK_ALGORITHMS = {"random": 0.5, "constant": 0.5, "pid": 0.5, "human": 0.5, "bumps_oracle": 0.5, "ars": 0.5}
+ALGORITHM_WEIGHTS = {"random": 0.5, "constant": 0.5, "pid": 0.5, "human": 0.5, "bumps_oracle": 0.5, "ars": 0.5, "sbx_": 3.0}
 
 
 def longest_first(jobs: list) -> list:
@@ -82,7 +83,7 @@ def longest_first(jobs: list) -> list:
     def cost(job) -> float:
         env, _, algorithm = job.name.partition("/")
         weight = next((w for prefix, w in SLOW_ENVS.items() if env.startswith(prefix)), 1.0)
-        return weight * QUICK_ALGORITHMS.get(algorithm, 1.0)
+        return weight * next((w for prefix, w in ALGORITHM_WEIGHTS.items() if algorithm.startswith(prefix)), 1.0)
     return sorted(jobs, key=cost, reverse=True)
 
 

@@ -6,7 +6,7 @@ A checkpoint is a directory under ``<run dir>/checkpoints/``:
 - ``replay_buffer.pkl``: off-policy agents only, and only in ``last``; the filled part of the buffer (an
   unfilled 1e6-transition buffer is saved as the transitions it holds, not as 1e6 rows);
 - ``vecnormalize.pkl``: observation statistics, when the env normalises;
-- ``rng.pt``: python/numpy/torch RNG states;
+- ``rng.pt``: python/numpy/torch RNG states (and a JAX agent's key);
 - ``trainer_state.json``: :class:`TrainerState`.
 
 Every checkpoint is written whole into ``<name>.tmp`` beside it, flushed to disk and only then renamed
@@ -47,6 +47,7 @@ from hydrarl.training.seeding import rng_state, set_rng_state
 
 BUFFER = "replay_buffer.pkl"
 RNG = "rng.pt"
+AGENT_KEY = "agent_key"  # in rng.pt: a JAX agent's random key
 STATE = "trainer_state.json"
 LAST = "last"  # the checkpoint rewritten every epoch
 EPOCH = re.compile(r"epoch_(\d+)")  # epoch_<k>: kept every trainer.checkpoint_every epochs
@@ -143,7 +144,7 @@ def save_checkpoint(directory: Path, model: BaseAlgorithm, env: VecEnv, state: T
             env.save(str(tmp / NORMALIZATION))
         if full and _replay_buffer(model) is not None:
             save_to_pkl(tmp / BUFFER, _trimmed(model.replay_buffer))
-        torch.save(rng_state(), tmp / RNG)
+        torch.save({**rng_state(), **_agent_key(model)}, tmp / RNG)
         state.save(tmp / STATE)
         _flush(tmp)
     except BaseException as exc:
@@ -159,6 +160,13 @@ def save_checkpoint(directory: Path, model: BaseAlgorithm, env: VecEnv, state: T
     tmp.rename(directory)
     _fsync(directory.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _agent_key(model: BaseAlgorithm) -> dict[str, np.ndarray]:
+    """A JAX agent's own random key (sbx's ``model.key``, split at every sample it draws), which its ``load`` resets
+    to the seed's: kept with the global RNG states so that a resume continues the stream."""
+    key = getattr(model, "key", None)
+    return {} if key is None else {AGENT_KEY: np.asarray(key)}
 
 
 def _replay_buffer(model: BaseAlgorithm):
@@ -265,12 +273,17 @@ def load_checkpoint(directory: Path, model_cls: type[BaseAlgorithm], env: VecEnv
         env.obs_rms, env.ret_rms = normalization.obs_rms, normalization.ret_rms
     if buffer is not None:
         buffer = _untrim(buffer)
-        model.replay_buffer = buffer
         if hasattr(buffer, "set_env"):  # HerReplayBuffer keeps a reference to the env
             buffer.env = None
             buffer.set_env(model.get_env())
             buffer.truncate_last_trajectory()  # the interrupted episode does not continue
-        buffer.device = model.device
+        # the device of the buffer the model made for itself (a JAX agent's stays on the CPU)
+        buffer.device = getattr(model.replay_buffer, "device", model.device)
+        model.replay_buffer = buffer
+    if AGENT_KEY in rng:
+        import jax.numpy as jnp  # imported already: the model is a JAX agent
+
+        model.key = jnp.asarray(rng.pop(AGENT_KEY))
     set_rng_state(rng)
     return model, state
 

@@ -9,7 +9,9 @@ import pytest
 import yaml
 
 from hydrarl.config.compose import available
+from hydrarl.launchers.matrix import select_pairs
 from hydrarl.launchers.pairs import (
+    ENV_KINDS,
     FAILED,
     REFUSALS_FILE,
     REFUSED,
@@ -193,3 +195,14 @@ def test_an_output_folder_that_cannot_be_written_is_exit_2_before_any_job(tmp_pa
 def test_the_scheduler_refuses_no_process_at_all():
     with pytest.raises(ValueError, match="max_procs >= 1"):
         Scheduler(max_procs=0, say=lambda m: None)
+
+
+def test_the_tier_trains_the_jax_agents_on_one_env_of_each_kind_unless_a_pair_is_named():
+    """sbx's agents (SB3's algorithms on JAX) run on ENV_KINDS only; the torch agents on every env; -f Env/algo, the
+    whole name, selects any pair."""
+    every = select_pairs(None)
+    assert ("Ant", "sac") in every and ("Pendulum", "sbx_sac") in every and ("FetchReach", "sbx_sac_her") in every
+    assert ("Ant", "sbx_sac") not in every and ("FetchPush", "sbx_sac_her") not in every
+    assert {env for env, algorithm in every if algorithm.startswith("sbx_")} == set(ENV_KINDS)
+    assert select_pairs("Ant/sbx_sac") == [("Ant", "sbx_sac")]
+    assert ("Ant", "sbx_sac") not in select_pairs("Ant/")
