@@ -38,9 +38,18 @@ def summarise(seed: int, run_dir: Path, wall: float) -> dict:
     steps = [(h["time/epoch"], h["eval/success_rate"]) for h in state["history"]]
     per_epoch = state["num_timesteps"] // state["epoch"]
     first = next((int(e) * per_epoch for e, s in steps if s >= 0.9), None)
+    # seconds from the command to the end of the first evaluation with success >= 0.9: start-up, then each epoch's
+    # training (its steps at its rate) and evaluation
+    elapsed, seconds_to = state["history"][0].get("time/first_step_seconds") or 0.0, None
+    for h in state["history"]:
+        elapsed += per_epoch / h["time/steps_per_second"] + h.get("time/eval_seconds", 0.0)
+        if h["eval/success_rate"] >= 0.9:
+            seconds_to = elapsed
+            break
     return {
         "seed": seed,
         "first_step_at_0.9": first,
+        "seconds_to_0.9": seconds_to,
         "final_success": steps[-1][1],
         "train_steps_per_s": sum(h["time/steps_per_second"] for h in state["history"]) / len(state["history"]),
         "first_step_seconds": state["history"][0].get("time/first_step_seconds"),
@@ -50,7 +59,7 @@ def summarise(seed: int, run_dir: Path, wall: float) -> dict:
     }
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, overrides: list[str]) -> None:
     """Success rate per evaluation, one line per seed, and the 0.9 bar."""
     import matplotlib
 
@@ -65,7 +74,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.axhline(0.9, color="grey", linestyle="--", linewidth=1, label="0.9 bar")
     ax.set_xlabel("env steps")
     ax.set_ylabel("eval success rate (10 episodes)")
-    ax.set_title("FetchReach, sac_her defaults: experiment/train.py seed=S")
+    ax.set_title(f"FetchReach: experiment/train.py seed=S {' '.join(overrides)}".strip())
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
@@ -86,14 +95,15 @@ def main() -> None:
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda s: one(s, out, args.overrides, reuse=args.reuse is not None), args.seeds))
     if args.plot:
-        plot(rows, args.plot)
-    print("| seed | first eval with success >= 0.9 (env steps) | final success | train steps/s | first env step (s) | wall (s) | success per epoch |")
-    print("|---|---|---|---|---|---|---|")
+        plot(rows, args.plot, args.overrides)
+    print("| seed | first eval with success >= 0.9 (env steps) | seconds to it | final success | train steps/s | first env step (s) | wall (s) | success per epoch |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
             print(f"| {r['seed']} | FAILED: {r['error'][-200:]!r} |")
             continue
-        print(f"| {r['seed']} | {r['first_step_at_0.9']} | {r['final_success']:.2f} | {r['train_steps_per_s']:.0f} | "
+        to = "-" if r["seconds_to_0.9"] is None else f"{r['seconds_to_0.9']:.0f}"
+        print(f"| {r['seed']} | {r['first_step_at_0.9']} | {to} | {r['final_success']:.2f} | {r['train_steps_per_s']:.0f} | "
               f"{r['first_step_seconds']:.1f} | {r['wall_s']:.0f} | {' '.join(f'{s:.1f}' for s in r['curve'])} |")
     ok = sum(1 for r in rows if r.get("first_step_at_0.9") is not None and r["first_step_at_0.9"] <= 10_000)
     print(f"\n{ok} of {len(rows)} seeds reached 0.9 within 10,000 env steps (runs in {out})")
