@@ -2,7 +2,7 @@
 agents (sbx-rl) with the same configs, side by side in one invocation.
 
 For each env x algorithm, ``--repeats`` pairs of measurements, torch and JAX alternating (so that a slower spell of
-the machine hits both). Each measurement is its own process with one compute thread (``limit_threads(1)``, as
+the machine hits both). Each measurement is its own process with one compute thread (``set_up_backends(1)``, as
 ``trainer.torch_threads=1`` gives a run): the agent built from ``conf/`` as train.py builds it, ``learn`` until it
 has updated a few times (JAX compiles then), then ``learn`` timed over ``--steps`` env steps (four rollouts for PPO).
 Updates: gradient steps (SAC, TQC: one per env step; PPO: minibatches x epochs per rollout).
@@ -36,10 +36,10 @@ import json, math, sys, time
 from hydrarl.agents.factory import build_agent
 from hydrarl.config.compose import compose
 from hydrarl.envs.factory import make_vec_env
-from hydrarl.training.threads import limit_threads
+from hydrarl.training.backends import set_up_backends
 
 env_name, algorithm, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
-limit_threads(1, "cpu")
+set_up_backends(1, "cpu")
 cfg = compose([f"env={env_name}", f"algorithm={algorithm}", "seed=0"])
 a = cfg.algorithm
 on_policy = "n_steps" in a and "buffer_size" not in a

@@ -38,14 +38,13 @@ def summarise(seed: int, run_dir: Path, wall: float) -> dict:
     steps = [(h["time/epoch"], h["eval/success_rate"]) for h in state["history"]]
     per_epoch = state["num_timesteps"] // state["epoch"]
     first = next((int(e) * per_epoch for e, s in steps if s >= 0.9), None)
-    # seconds from the command to the end of the first evaluation with success >= 0.9: start-up, then each epoch's
-    # training (its steps at its rate) and evaluation
-    elapsed, seconds_to = state["history"][0].get("time/first_step_seconds") or 0.0, None
+    # seconds from the command to the end of each evaluation: start-up, then each epoch's training (its steps at its
+    # rate) and evaluation
+    elapsed, seconds = state["history"][0].get("time/first_step_seconds") or 0.0, []
     for h in state["history"]:
         elapsed += per_epoch / h["time/steps_per_second"] + h.get("time/eval_seconds", 0.0)
-        if h["eval/success_rate"] >= 0.9:
-            seconds_to = elapsed
-            break
+        seconds.append(elapsed)
+    seconds_to = next((t for t, (_, s) in zip(seconds, steps, strict=True) if s >= 0.9), None)
     return {
         "seed": seed,
         "first_step_at_0.9": first,
@@ -56,6 +55,7 @@ def summarise(seed: int, run_dir: Path, wall: float) -> dict:
         "wall_s": wall,
         "curve": [s for _, s in steps],
         "steps": [int(e) * per_epoch for e, _ in steps],
+        "seconds": seconds,
     }
 
 

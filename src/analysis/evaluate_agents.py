@@ -59,9 +59,9 @@ from hydrarl.cli_args import ArgumentParser, number
 from hydrarl.config.runs import find_model
 from hydrarl.errors import UserError, exit_on_user_error
 from hydrarl.paths import CONF_DIR
+from hydrarl.training.backends import set_up_backends
 from hydrarl.training.checkpoint import load_normalization
 from hydrarl.training.evaluation import Episodes, run_episodes, summarize
-from hydrarl.training.threads import limit_threads
 
 CHECKPOINTS = ("best", "last")
 
@@ -113,6 +113,7 @@ def agent_from_path(path: str | Path, checkpoint: str = "best", env: EnvChoice |
     (``--env``), acting in that env config instead of its run's (its spaces checked here, before any episode)."""
     from hydrarl.agents.factory import algorithm_class
 
+    set_up_backends(1)  # one thread per tool; before the class is looked up (a JAX agent's imports JAX)
     _, model_path, cfg = find_model(path, checkpoint)
     cls = algorithm_class(cfg.algorithm, str(cfg.algorithm_name))
     name = model_path.parent.name
@@ -164,6 +165,7 @@ def agent_from_controller(spec: str) -> Agent:
     from hydrarl.agents.factory import algorithm_class, apply_env_overrides, build_agent
     from hydrarl.config.compose import available, compose
 
+    set_up_backends(1)
     pair, *overrides = spec.split() or [""]
     env_name, _, algorithm = pair.partition("/")
     if not env_name or not algorithm or "/" in algorithm:
@@ -349,7 +351,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.env is not None and not args.agents:
         raise UserError(f"--env {args.env} applies to run directories and model.zip files; a --controller names its env (Env/algo).")
     play_env = env_choice(args.env) if args.env is not None else None
-    limit_threads(1)
     agents = unique_labels([agent_from_path(p, args.checkpoint, play_env) for p in args.agents]
                            + [agent_from_controller(c) for c in args.controller])
     with output_folder(args.out, "evaluate") as out:

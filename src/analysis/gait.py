@@ -188,9 +188,6 @@ def plot(series: dict[str, np.ndarray], rate: float, title: str, path: Path) -> 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     record = split_render(args)
-    from hydrarl.training.threads import limit_threads
-
-    limit_threads(1)
     agent = load_agent(args)
     if args.steps is not None:
         limit = agent.env_cfg.max_episode_steps

@@ -146,8 +146,5 @@ def main(argv: list[str] | None = None) -> int:
     if not os.environ.get("DISPLAY"):
         raise UserError("play.py opens a window and this machine has no screen (DISPLAY is not set); "
                         "record a video instead: python experiment/plot_gait.py RUN_DIR render=record.")
-    from hydrarl.training.threads import limit_threads
-
-    limit_threads(1)
     print(play(load_agent(args), args), flush=True)
     return 0

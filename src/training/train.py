@@ -26,6 +26,7 @@ from hydrarl.locks import DirLock
 from hydrarl.runinfo import flatten, run_tags
 from hydrarl.status import Status
 from hydrarl.trackers import RunRecord, Trackers, make_trackers
+from hydrarl.training.backends import set_up_backends
 from hydrarl.training.checkpoint import (
     MODEL,
     NORMALIZATION,
@@ -37,7 +38,6 @@ from hydrarl.training.checkpoint import (
 )
 from hydrarl.training.result import ERROR_FILE, RESULT_FILE, TrialResult, write_atomic
 from hydrarl.training.seeding import EVAL_SEED_OFFSET, draw_seed
-from hydrarl.training.threads import limit_threads
 from hydrarl.training.trainer import EpochReporter, Interrupted, Trainer
 
 log = logging.getLogger("hydrarl")
@@ -98,7 +98,7 @@ def _prepare(cfg: DictConfig, run_dir: Path):
         raise UserError(f"{run_dir} already holds a run; resume it with trainer.resume={run_dir} or start a new run.")
     seed = resume_seed(candidates) if candidates else (cfg.seed if cfg.seed is not None else draw_seed())
     device = resolve_device(str(t.device))
-    limit_threads(t.torch_threads, device)
+    set_up_backends(t.torch_threads, device)
     set_random_seed(seed)
     for line in apply_env_overrides(cfg.algorithm, cfg.env, cfg.algorithm_name):
         log.info(line)

@@ -3,6 +3,7 @@ run continues its counters and its random key, a search prunes them like any age
 that do not use it, and ``trainer.torch_threads`` reaches JAX. Every env of each kind trains them in the function tier."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -18,6 +19,7 @@ from hydrarl.errors import MissingDependency
 from hydrarl.paths import PROJECT_ROOT
 from hydrarl.sweep.components import open_storage
 from hydrarl.sweep.reporter import PRUNER_ATTR, TrialReporter
+from hydrarl.training.backends import JAX_CACHE_DIR
 from hydrarl.training.checkpoint import AGENT_KEY, RNG, load_checkpoint
 from hydrarl.training.train import run
 from tests.helpers.compose import compose_cfg, fast_overrides
@@ -95,28 +97,35 @@ def test_a_search_prunes_a_jax_trial_from_inside_the_trainer(tmp_path):
     assert study.trials[0].intermediate_values == {1: result.metrics["eval/mean_reward"]}
 
 
-def test_jax_is_imported_by_a_jax_run_only_with_the_threads_it_was_given():
-    """A torch agent's run never imports JAX; a JAX agent's imports it after the thread settings are in place."""
+def test_jax_is_imported_by_a_jax_run_only_with_its_settings_and_keeps_what_it_compiled(tmp_path):
+    """A torch agent's run never imports JAX; a JAX agent's imports it after the settings are in place (one thread,
+    the CPU, the compilation cache), and what it compiles lands in the cache, where the next process finds it."""
     script = """
 import os, sys
 from hydrarl.agents.factory import build_agent
 from hydrarl.config.compose import compose
 from hydrarl.envs.factory import make_vec_env
-from hydrarl.errors import MissingDependency
-from hydrarl.training.threads import limit_threads
-limit_threads(1, "cpu")
+from hydrarl.training.backends import set_up_backends
+set_up_backends(1, "cpu")
 for algorithm in ("sac", "sbx_sac"):
-    cfg = compose(["env=Pendulum", f"algorithm={algorithm}", "algorithm.buffer_size=100"])
-    build_agent(cfg.algorithm, make_vec_env(cfg.env, 0), 0, "cpu", name=algorithm)
+    cfg = compose(["env=Pendulum", f"algorithm={algorithm}", "algorithm.buffer_size=200", "algorithm.learning_starts=50"])
+    model = build_agent(cfg.algorithm, make_vec_env(cfg.env, 0), 0, "cpu", name=algorithm)
     print(algorithm, "jax" in sys.modules)
+model.learn(60)
 import jax
-print(os.environ["XLA_FLAGS"], jax.devices()[0].platform)
+print(os.environ["XLA_FLAGS"], jax.devices()[0].platform, jax.config.values["jax_compilation_cache_dir"])
 """
-    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("XLA_FLAGS", None)
+    env.pop("JAX_PLATFORMS", None)
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+                          env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     assert lines[:2] == ["sac False", "sbx_sac True"]
-    assert "--xla_cpu_multi_thread_eigen=false" in lines[2] and lines[2].endswith(" cpu")
+    assert "--xla_cpu_multi_thread_eigen=false" in lines[2] and lines[2].endswith(f" cpu {tmp_path / 'cache'}")
+    assert any(p.name.startswith("jit__train") for p in (tmp_path / "cache").iterdir())  # SAC's update, compiled
+    assert JAX_CACHE_DIR.parts[-2:] == ("hydrarl", "jax")  # the default, when JAX_COMPILATION_CACHE_DIR is not set
 
 
 def test_without_the_jax_extra_a_jax_agent_names_the_extra_to_install():
