@@ -15,33 +15,19 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fetchreach_success import one
+from fetchreach_success import one, success_axes
 
 BACKENDS = {"torch": [], "JAX": ["algorithm=sbx_sac_her"]}
 
 
 def plot(rows: dict[str, list[dict]], path: Path) -> None:
     """Success per evaluation against seconds since the command, one line per run, a colour per backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.8), dpi=110)
+    ax, save = success_axes("FetchReach, the default run on each backend (one core per run)")
     for (backend, runs), colour in zip(rows.items(), ("tab:blue", "tab:orange"), strict=True):
         for i, r in enumerate(runs):
             ax.plot(r["seconds"], r["curve"], marker="o", color=colour, alpha=0.8, markersize=4,
                     label=f"{backend} ({'sbx_sac_her' if backend == 'JAX' else 'sac_her'})" if i == 0 else None)
-    ax.axhline(0.9, color="grey", linestyle="--", linewidth=1, label="0.9")
-    ax.set_xlabel("seconds since the command")
-    ax.set_ylabel("eval success rate (10 episodes)")
-    ax.set_title("FetchReach, the default run on each backend (one core per run)")
-    ax.set_ylim(-0.05, 1.05)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save("seconds since the command", path)
 
 
 def main() -> None:

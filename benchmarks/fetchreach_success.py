@@ -59,28 +59,39 @@ def summarise(seed: int, run_dir: Path, wall: float) -> dict:
     }
 
 
-def plot(rows: list[dict], path: Path, overrides: list[str]) -> None:
-    """Success rate per evaluation, one line per seed, and the 0.9 bar."""
+def success_axes(title: str):
+    """A figure for success rates per evaluation (one line per run is the caller's), and a function that finishes it
+    (x label, the 0.9 line, legend) and writes it to a path."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.8), dpi=110)
+
+    def save(xlabel: str, path: Path) -> None:
+        ax.axhline(0.9, color="grey", linestyle="--", linewidth=1, label="0.9")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("eval success rate (10 episodes)")
+        ax.set_title(title)
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+
+    return ax, save
+
+
+def plot(rows: list[dict], path: Path, overrides: list[str]) -> None:
+    """Success rate per evaluation, one line per seed, and the 0.9 bar."""
+    ax, save = success_axes(f"FetchReach: experiment/train.py seed=S {' '.join(overrides)}".strip())
     styles = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", "-")]
     for i, r in enumerate(r for r in rows if "curve" in r):
         marker, line = styles[i % len(styles)]
         ax.plot(r["steps"], r["curve"], marker=marker, linestyle=line, markersize=7 - i, label=f"seed {r['seed']}")
-    ax.axhline(0.9, color="grey", linestyle="--", linewidth=1, label="0.9 bar")
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("eval success rate (10 episodes)")
-    ax.set_title(f"FetchReach: experiment/train.py seed=S {' '.join(overrides)}".strip())
-    ax.set_ylim(-0.05, 1.05)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save("env steps", path)
 
 
 def main() -> None:
