@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import random
 import time
 import warnings
@@ -10,7 +11,7 @@ from typing import Any
 
 import optuna
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from optuna.distributions import BaseDistribution
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -81,25 +82,39 @@ def make_sampler(cfg: dict[str, Any] | None, distributions: dict[str, BaseDistri
     raise UserError(f"hydra.sweeper.sampler.name={name} is unknown; one of {', '.join(SAMPLERS)}, or give a _target_.")
 
 
+NAMED_PRUNERS = {
+    "median": optuna.pruners.MedianPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "wilcoxon": optuna.pruners.WilcoxonPruner,
+    "none": optuna.pruners.NopPruner,
+}
+
+
+def _target_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A ``{_target_: ...}`` pruner's settings without what a preset's named pruner left in the same mapping
+    (``name``, and settings of the named pruners that the target does not take: ``n_startup_trials`` beside a
+    ThresholdPruner); any other key stays, so a misspelt argument is still an error."""
+    try:
+        accepted = set(inspect.signature(get_class(cfg["_target_"])).parameters)
+    except Exception:  # noqa: BLE001  (not a class: instantiate names the fault)
+        return cfg
+    named = {"name"} | {p for cls in NAMED_PRUNERS.values() for p in inspect.signature(cls).parameters}
+    return {k: v for k, v in cfg.items() if k == "_target_" or k in accepted or k not in named}
+
+
 def make_pruner(cfg: dict[str, Any] | None) -> optuna.pruners.BasePruner:
-    """``{name: median|hyperband|successive_halving|wilcoxon|none, <pruner kwargs>}`` or ``{_target_: ...}``."""
+    """``{name: median|hyperband|successive_halving|wilcoxon|none, <pruner kwargs>}`` or ``{_target_: ...}`` (which may
+    be added over a preset's named pruner: ``+hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner``)."""
     if cfg and "_target_" in cfg:
-        return _instantiate(cfg, "pruner")
+        return _instantiate(_target_settings(dict(cfg)), "pruner")
     name, options = _options(cfg)
-    pruners = optuna.pruners
-    builders = {
-        "median": pruners.MedianPruner,
-        "hyperband": pruners.HyperbandPruner,
-        "successive_halving": pruners.SuccessiveHalvingPruner,
-        "wilcoxon": pruners.WilcoxonPruner,
-        "none": pruners.NopPruner,
-    }
     name = name or "median"
-    if name not in builders:
+    if name not in NAMED_PRUNERS:
         raise UserError(f"hydra.sweeper.pruner.name={name} is unknown; one of {', '.join(PRUNERS)}, or give a _target_.")
     if name == "none":
-        return pruners.NopPruner()  # other pruners' settings (left from a preset) do not apply
-    return _build(builders[name], options, "pruner")
+        return optuna.pruners.NopPruner()  # other pruners' settings (left from a preset) do not apply
+    return _build(NAMED_PRUNERS[name], options, "pruner")
 
 
 def _instantiate(cfg: dict[str, Any], what: str):

@@ -59,7 +59,7 @@ def split_arguments(arguments: list[str]) -> tuple[list[str], dict[str, str]]:
 
 
 def _runner(config: DictConfig, options: dict[str, Any], space: dict[str, str], base: list[str]) -> SweepRunner:
-    """The runner of this search: ``options`` (the ``hydra.sweeper`` fields, less ``_target_``) with the
+    """The runner of this search: ``options`` (the ``hydra.sweeper`` fields, less Hydra's ``_target_`` and ``_recursive_``) with the
     command line's sweeps added to ``params``; sweep dir, study name and epochs from the config."""
     choices = config.hydra.runtime.choices
     options = {k: (OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v) for k, v in options.items()}
@@ -149,7 +149,7 @@ def _parent_run(config: DictConfig, runner: SweepRunner, study):
     mlflow_cfg = config.logger.mlflow
     name = f"search-{runner.study_name}"
     tracker = MlflowTracker(mlflow_cfg.tracking_uri, mlflow_cfg.experiment_name, name, study=runner.study_name)
-    settings = {k: v for k, v in asdict(runner.s).items() if k != "_target_"}
+    settings = {k: v for k, v in asdict(runner.s).items() if k not in ("_target_", "_recursive_")}
     params = flatten({"search": {**settings, "study_name": runner.study_name, "n_epochs": runner.n_epochs}})
     parent = _shared_parent(runner, study)
     tracker.start(RunRecord(runner.sweep_dir, name, params,

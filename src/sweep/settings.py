@@ -46,6 +46,7 @@ class RLOptunaSweeperConf:
     """
 
     _target_: str = SWEEPER_TARGET
+    _recursive_: bool = False  # a sampler's or pruner's {_target_: ...} is built by the sweeper, not when Hydra makes it
     study_name: str | None = None                # default: <env>-<algorithm>
     storage: str | None = None                   # SQLAlchemy URL; null: journal file in the sweep dir
     direction: Any = "maximize"                  # or [maximize, minimize, ...] with as many objectives

@@ -11,6 +11,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
+import yaml
 
 from hydrarl.agents.factory import build_agent
 from hydrarl.config.compose import available
@@ -22,6 +23,7 @@ from hydrarl.sweep.reporter import PRUNER_ATTR, TrialReporter
 from hydrarl.training.backends import JAX_CACHE_DIR
 from hydrarl.training.checkpoint import AGENT_KEY, RNG, load_checkpoint
 from hydrarl.training.train import run
+from tests.helpers.cli import run_cli
 from tests.helpers.compose import compose_cfg, fast_overrides
 
 sbx = pytest.importorskip("sbx")
@@ -131,3 +133,19 @@ print(os.environ["XLA_FLAGS"], jax.devices()[0].platform, jax.config.values["jax
 def test_without_the_jax_extra_a_jax_agent_names_the_extra_to_install():
     message = str(MissingDependency("algorithm=sbx_sac (sbx.SAC)", "sbx"))
     assert "needs the optional module 'sbx'" in message and "pip install -e '.[jax]'" in message
+
+
+def test_a_two_trial_search_over_a_jax_agent_prunes_both_trials(tmp_path):
+    """The rl_optuna sweeper through the command line, two trials at once, a pruner that prunes any value: each JAX
+    trial reports its first epoch and stops there, and the search ends with both pruned."""
+    sweep = tmp_path / "search"
+    done = run_cli(["--multirun", "+search=Pendulum/sac", "algorithm=sbx_sac", f"hydra.sweep.dir={sweep}",
+                    "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+                    "+hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner", "+hydra.sweeper.pruner.lower=1e9",
+                    "hydra.sweeper.pruner.n_warmup_steps=0",  # over the preset's median pruner
+                    "trainer.n_epochs=3", "trainer.eval_after_n_steps=100", "trainer.n_test_rollouts=1", "logger=[]",
+                    *fast_overrides("sbx_sac")], cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert yaml.safe_load((sweep / "optimization_results.yaml").read_text())["trials"] == {"PRUNED": 2}
+    results = [json.loads(p.read_text()) for p in sorted(sweep.glob("trial_*/trial_result.json"))]
+    assert [(r["status"], r["epochs_run"], r["num_timesteps"]) for r in results] == [("pruned", 1, 100)] * 2
