@@ -5,11 +5,11 @@ whole batch in one pass.
   whether or not it ever stores infos. It stores them only with ``copy_info_dict=True`` (for envs whose reward needs
   the info), and our configs leave that off. At the Fetch configs' 10⁶ slots, those dicts cost about a second of every
   run's start-up, and were pickled again with every checkpoint. Here the array holds ``None`` until infos are stored.
-- **Sampled in one pass.** SB3 scans all 10⁶ slots for the sampleable transitions at every batch (~0.6 ms, a third of
-  its sampling time on FetchReach), then gathers, normalises and converts the real and the relabelled part of the batch
-  separately and concatenates them. Here the sampleable transitions are listed again only when they change (an episode
-  ends, an old one is overwritten), and the batch is gathered once, its relabelled rows' goals and rewards replaced in
-  place. The distribution is SB3's: transitions uniform over the finished episodes, the first ``her_ratio`` of the
+- **Sampled in one pass.** SB3 scans all 10⁶ slots for the sampleable transitions at every batch, then gathers,
+  normalises and converts the real and the relabelled part of the batch separately and concatenates them: 1.1 ms per
+  batch on FetchReach (under a profiler), 0.45 ms here. Here the sampleable transitions are listed again only when
+  they change (an episode ends, an old one is overwritten), and the batch is gathered once, its relabelled rows' goals
+  and rewards replaced in place. The distribution is SB3's: transitions uniform over the finished episodes, the first ``her_ratio`` of the
   batch relabelled with goals drawn by ``goal_selection_strategy``, rewards from the env's ``compute_reward``.
 """
 

@@ -51,8 +51,8 @@ def algorithm_fast_overrides(algorithm: str) -> tuple[str, ...]:
 ENV_KINDS = ("Pendulum", "CartPole", "FetchReach", "CarRacing", "CarRacingContinuous", "Bumps", "PenguinPi")
 # Libraries whose agents the function tier trains on ENV_KINDS only, not on every env: sbx-rl's agents are SB3's
 # algorithms on JAX, with SB3's collection, buffers and env handling, which the SB3 agents' jobs already run in every
-# env; what is their own (networks, updates, saving) depends on the kind of spaces only. A JAX job costs 7-18 s (the
-# import, then compiling each update), three to six times a torch job's.
+# env; what is their own (networks, updates, saving) depends on the kind of spaces only. A JAX job costs 7-38 s (the
+# import, then compiling its networks and update), three to six times a torch job's.
 SAMPLED_LIBRARIES = frozenset({"sbx"})
 
 
