@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 
 import hydrarl  # noqa: F401  (privacy defaults)
+from hydrarl.training.backends import set_up_backends
 
-# One torch thread per test process, as train.py runs (trainer.torch_threads): pytest runs 3 workers on 2 cores,
-# and a worker's in-process training with torch's default threads competes with the others for them.
+# One thread per test process, as train.py runs (trainer.torch_threads): pytest runs 3 workers on 2 cores, and a
+# worker's in-process training with torch's default threads competes with the others for them. JAX, when a test
+# imports it, gets a run's settings too, so what it compiles lands in the cache the function tier's jobs read.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+set_up_backends(1, "cpu")
 
 pytest_plugins = [
     "tests.helpers.carracing_frames",  # its `venv` fixture: one CarRacing-v3 copy per test module
