@@ -40,7 +40,7 @@ from hydrarl.training.backends import set_up_backends
 
 env_name, algorithm, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 set_up_backends(1, "cpu")
-cfg = compose([f"env={env_name}", f"algorithm={algorithm}", "seed=0"])
+cfg = compose([f"env={env_name}", f"algorithm={algorithm}", "seed=0", *sys.argv[4:]])
 a = cfg.algorithm
 on_policy = "n_steps" in a and "buffer_size" not in a
 if not on_policy:
@@ -50,23 +50,25 @@ model = build_agent(cfg.algorithm, env, 0, "cpu", name=algorithm, env_name=env_n
 warm = a.n_steps if on_policy else 300  # one rollout and its update / 100 updates: JAX has compiled them
 model.learn(warm)
 if on_policy:
-    steps = 4 * a.n_steps
+    steps = 4 * a.n_steps * env.num_envs  # n_steps is per env copy
     per_rollout = a.n_epochs * math.ceil(a.n_steps * env.num_envs / a.batch_size)
 before_steps, before_updates = model.num_timesteps, model._n_updates
 start = time.perf_counter()
 model.learn(steps, reset_num_timesteps=False)
 seconds = time.perf_counter() - start
 done = model.num_timesteps - before_steps
-updates = done // a.n_steps * per_rollout if on_policy else model._n_updates - before_updates
+updates = done // (a.n_steps * env.num_envs) * per_rollout if on_policy else model._n_updates - before_updates
 print(json.dumps({"env_steps_per_s": done / seconds, "updates_per_s": updates / seconds, "seconds": seconds}))
+env.close()
 '''
 
 
-def measure(env: str, algorithm: str, steps: int) -> dict:
-    """One measurement in a fresh process (the last line of its output)."""
-    done = subprocess.run([sys.executable, "-c", MEASURE, env, algorithm, str(steps)], capture_output=True, text=True)
+def measure(env: str, algorithm: str, steps: int, overrides: tuple[str, ...] = ()) -> dict:
+    """One measurement in a fresh process (the last line of its output); ``overrides`` are config overrides."""
+    done = subprocess.run([sys.executable, "-c", MEASURE, env, algorithm, str(steps), *overrides],
+                          capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"{env}/{algorithm} failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{env}/{algorithm} {' '.join(overrides)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

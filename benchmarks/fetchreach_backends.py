@@ -1,32 +1,96 @@
-"""Benchmark: the default FetchReach run on each backend, side by side: ``experiment/train.py seed=S`` (sac_her, torch)
-and ``experiment/train.py seed=S algorithm=sbx_sac_her`` (JAX), for each seed, ``--jobs`` at a time, torch and JAX
-alternating. Prints, per seed, the env steps and the seconds from the command to the first evaluation with success
->= 0.9 (start-up, training and evaluations: ``fetchreach_success.summarise``), the ratio of those seconds, and plots
-success against seconds for both.
+"""Benchmark: wall time to 0.9 success on FetchReach, side by side in one invocation, per seed: the default run on
+each backend, ``experiment/train.py seed=S`` (sac_her, torch) and ``experiment/train.py seed=S
+algorithm=sbx_sac_her`` (JAX), and with ``--zoo-python`` RL Zoo's own train script with its own FetchReach SAC
+settings (``python -m rl_zoo3.train --algo sac``, read from the rl_zoo3 package's ``hyperparams/sac.yml``), evaluated
+like ours (10 deterministic episodes every 1,000 env steps). rl_zoo3 is not one of our dependencies: install it in a
+venv of its own (``--zoo-python`` is that venv's python).
 
-    python benchmarks/fetchreach_backends.py --seeds 1 2 3 --jobs 1 --plot docs/img/fetchreach_backends.png
+Every run is timed the same way: the seconds from spawning the command to the line that reports each evaluation.
+Prints, per seed, the env steps and seconds to the first evaluation with success >= 0.9 and the ratios; ``--plot``
+draws success against seconds.
+
+    python benchmarks/fetchreach_backends.py --seeds 1 2 3 --jobs 1 --zoo-python /path/to/zoo-venv/bin/python \
+        --plot docs/img/fetchreach_backends.png
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
 import statistics
+import subprocess
+import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fetchreach_success import one, success_axes
+from fetchreach_success import success_axes
 
-BACKENDS = {"torch": [], "JAX": ["algorithm=sbx_sac_her"]}
+from hydrarl.paths import TRAIN_SCRIPT
+
+OURS = re.compile(r"epoch \d+/\d+ \| steps (\d+) \| success ([\d.]+)")
+ZOO_STEPS, ZOO_SUCCESS = re.compile(r"Eval num_timesteps=(\d+)"), re.compile(r"Success rate: ([\d.]+)%")
+COLOURS = {"torch": "tab:blue", "JAX": "tab:orange", "RL Zoo": "tab:green"}
+LABELS = {"torch": "ours, torch (sac_her)", "JAX": "ours, JAX (sbx_sac_her)", "RL Zoo": "RL Zoo (sac, its settings)"}
+
+
+def ours(extra: list[str]):
+    def command(seed: int, run_dir: Path) -> list[str]:
+        return [sys.executable, str(TRAIN_SCRIPT), f"seed={seed}", "trainer.progress_bar=false",
+                f"hydra.run.dir={run_dir}", f"logger.mlflow.tracking_uri=sqlite:///{run_dir}/mlflow.db", *extra]
+    return command
+
+
+def zoo(python: str):
+    """RL Zoo's train script with the FetchReach SAC settings its package ships (its key is FetchReach-v1; our
+    gymnasium-robotics registers v4, so they are written to a config file under that name)."""
+    where = subprocess.run([python, "-c", "import os, rl_zoo3; print(os.path.dirname(rl_zoo3.__file__))"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+
+    def command(seed: int, run_dir: Path) -> list[str]:
+        import yaml
+
+        settings = yaml.safe_load(Path(where, "hyperparams", "sac.yml").read_text())["FetchReach-v1"]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "zoo.yml").write_text(yaml.safe_dump({"FetchReach-v4": settings}))
+        return [python, "-m", "rl_zoo3.train", "--algo", "sac", "--env", "FetchReach-v4", "--gym-packages",
+                "gymnasium_robotics", "-conf", str(run_dir / "zoo.yml"), "--eval-freq", "1000", "--eval-episodes", "10",
+                "--n-eval-envs", "1", "-n", "10000", "--seed", str(seed), "-f", str(run_dir / "logs"),
+                "--num-threads", "1", "--device", "cpu"]
+    return command
+
+
+def timed(seed: int, command: list[str], run_dir: Path) -> dict:
+    """Run a command; record (seconds since the spawn, env steps, success) for each evaluation line it prints."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+    start, evals, pending, tail = time.time(), [], None, []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                          cwd=run_dir) as proc:
+        for line in proc.stdout:
+            tail = (tail + [line])[-20:]
+            if m := OURS.search(line):
+                evals.append((time.time() - start, int(m[1]), float(m[2])))
+            elif m := ZOO_STEPS.search(line):
+                pending = int(m[1])
+            elif (m := ZOO_SUCCESS.search(line)) and pending is not None:
+                evals.append((time.time() - start, pending, float(m[1]) / 100))
+    if proc.returncode != 0 or not evals:
+        return {"seed": seed, "error": "".join(tail)}
+    first = next(((t, s) for t, s, ok in evals if ok >= 0.9), (None, None))
+    return {"seed": seed, "seconds_to_0.9": first[0], "steps_to_0.9": first[1], "wall_s": time.time() - start,
+            "seconds": [t for t, _, _ in evals], "steps": [s for _, s, _ in evals], "curve": [ok for _, _, ok in evals]}
 
 
 def plot(rows: dict[str, list[dict]], path: Path) -> None:
-    """Success per evaluation against seconds since the command, one line per run, a colour per backend."""
-    ax, save = success_axes("FetchReach, the default run on each backend (one core per run)")
-    for (backend, runs), colour in zip(rows.items(), ("tab:blue", "tab:orange"), strict=True):
-        for i, r in enumerate(runs):
-            ax.plot(r["seconds"], r["curve"], marker="o", color=colour, alpha=0.8, markersize=4,
-                    label=f"{backend} ({'sbx_sac_her' if backend == 'JAX' else 'sac_her'})" if i == 0 else None)
+    """Success per evaluation against seconds since the command, one line per run, a colour per arm."""
+    ax, save = success_axes("FetchReach: wall time to success (one core per run)")
+    for arm, runs in rows.items():
+        for i, r in enumerate(r for r in runs if "curve" in r):
+            ax.plot(r["seconds"], r["curve"], marker="o", color=COLOURS[arm], alpha=0.8, markersize=4,
+                    label=LABELS[arm] if i == 0 else None)
     save("seconds since the command", path)
 
 
@@ -34,27 +98,54 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--zoo-python", help="a python with rl_zoo3 installed: adds RL Zoo's own run")
     parser.add_argument("--plot", type=Path, help="write a PNG of success against seconds here")
     parser.add_argument("--reuse", type=Path, help="summarise the runs of an earlier invocation (its directory)")
     args = parser.parse_args()
     out = args.reuse or Path(tempfile.mkdtemp(prefix="bench-backends-"))
-    work = [(backend, seed) for seed in args.seeds for backend in BACKENDS]
+    arms = {"torch": ours([]), "JAX": ours(["algorithm=sbx_sac_her"])}
+    if args.zoo_python:
+        arms["RL Zoo"] = zoo(args.zoo_python)
+
+    def run(work: tuple[str, int]) -> dict:
+        arm, seed = work
+        record = out / arm.replace(" ", "_") / f"seed{seed}.json"
+        if args.reuse:
+            return json.loads(record.read_text())
+        run_dir = record.with_suffix("")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        result = timed(seed, arms[arm](seed, run_dir), run_dir)
+        record.write_text(json.dumps(result))
+        return result
+
+    work = [(arm, seed) for seed in args.seeds for arm in arms]
     with ThreadPoolExecutor(args.jobs) as pool:
-        done = list(pool.map(lambda w: one(w[1], out / w[0], BACKENDS[w[0]], reuse=args.reuse is not None), work))
-    rows = {backend: [r for (b, _), r in zip(work, done, strict=True) if b == backend] for backend in BACKENDS}
+        done = list(pool.map(run, work))
+    rows = {arm: [r for (a, _), r in zip(work, done, strict=True) if a == arm] for arm in arms}
     if args.plot:
         plot(rows, args.plot)
-    print("| seed | torch: steps to 0.9 | torch: seconds | JAX: steps to 0.9 | JAX: seconds | JAX / torch seconds |")
-    print("|---|---:|---:|---:|---:|---:|")
-    ratios = []
-    for t, j in zip(rows["torch"], rows["JAX"], strict=True):
-        ratio = j["seconds_to_0.9"] / t["seconds_to_0.9"] if t["seconds_to_0.9"] and j["seconds_to_0.9"] else None
-        ratios += [ratio] if ratio else []
-        cells = [t["first_step_at_0.9"], f"{t['seconds_to_0.9'] or 0:.0f}", j["first_step_at_0.9"],
-                 f"{j['seconds_to_0.9'] or 0:.0f}", f"{ratio:.2f}" if ratio else "-"]
-        print(f"| {t['seed']} | " + " | ".join(str(c) for c in cells) + " |")
-    if ratios:
-        print(f"\nmedian JAX / torch seconds to 0.9: {statistics.median(ratios):.2f} (runs in {out})")
+    names = list(arms)
+    pairs = [("JAX", "torch")] + ([("JAX", "RL Zoo"), ("torch", "RL Zoo")] if "RL Zoo" in arms else [])
+    print("| seed | " + " | ".join(f"{a}: steps to 0.9 | {a}: seconds" for a in names) + " | "
+          + " | ".join(f"{a} / {b}" for a, b in pairs) + " |")
+    print("|---|" + "---:|" * (2 * len(names) + len(pairs)))
+    ratios: dict[str, list[float]] = {}
+    for i, seed in enumerate(args.seeds):
+        runs = {a: rows[a][i] for a in names}
+        for a, r in runs.items():
+            if "error" in r:
+                print(f"seed {seed}, {a} FAILED:\n{r['error']}", file=sys.stderr)
+        secs = {a: r.get("seconds_to_0.9") for a, r in runs.items()}
+        cells = [c for a in names for c in (runs[a].get("steps_to_0.9") or "-", f"{secs[a]:.1f}" if secs[a] else "-")]
+        for a, b in pairs:
+            ratio = secs[a] / secs[b] if secs[a] and secs[b] else None
+            ratios.setdefault(f"{a} / {b}", []).extend([ratio] if ratio else [])
+            cells.append(f"{ratio:.2f}" if ratio else "-")
+        print(f"| {seed} | " + " | ".join(str(c) for c in cells) + " |")
+    for name, values in ratios.items():
+        if values:
+            print(f"median {name} seconds to 0.9: {statistics.median(values):.2f}")
+    print(f"(runs in {out})")
 
 
 if __name__ == "__main__":

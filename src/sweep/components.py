@@ -22,8 +22,6 @@ from sqlalchemy.pool import NullPool
 from hydrarl.errors import UserError
 from hydrarl.sweep.space import grid_space
 
-SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc", "grid", "nsgaii")
-PRUNERS = ("median", "hyperband", "successive_halving", "wilcoxon", "none")
 JOURNAL_FILE = "optuna_journal.log"
 SCHEMA_ATTEMPTS = 5  # opening a new RDB storage from many processes at once
 
@@ -45,9 +43,29 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
         return len(self._all_grids)
 
 
+NAMED_SAMPLERS = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "gp": optuna.samplers.GPSampler,
+    "qmc": optuna.samplers.QMCSampler,
+    "grid": AskTellGridSampler,
+    "nsgaii": optuna.samplers.NSGAIISampler,
+}
+NAMED_PRUNERS = {
+    "median": optuna.pruners.MedianPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "wilcoxon": optuna.pruners.WilcoxonPruner,
+    "none": optuna.pruners.NopPruner,
+}
+SAMPLERS, PRUNERS = tuple(NAMED_SAMPLERS), tuple(NAMED_PRUNERS)
+
+
 def make_sampler(cfg: dict[str, Any] | None, distributions: dict[str, BaseDistribution],
                  trials_before: int = 0) -> optuna.samplers.BaseSampler:
-    """``{name: tpe|random|cmaes|gp|qmc|grid|nsgaii, seed: ..., <sampler kwargs>}`` or ``{_target_: ...}``.
+    """``{name: tpe|random|cmaes|gp|qmc|grid|nsgaii, seed: ..., <sampler kwargs>}`` or ``{_target_: ...}`` (which may
+    be added over a preset's named sampler: ``+hydra.sweeper.sampler._target_=optuna.samplers.RandomSampler``).
 
     tpe is multivariate by default (it models parameters jointly). A ``seed`` is offset by
     ``trials_before``, the trials the study already holds: a resumed search continues the sampler's random
@@ -60,54 +78,36 @@ def make_sampler(cfg: dict[str, Any] | None, distributions: dict[str, BaseDistri
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise UserError(f"hydra.sweeper.sampler.seed={seed!r} is not allowed: an integer >= 0, or null.")
         cfg["seed"] = seed + trials_before
-    if cfg and "_target_" in cfg:
-        return _instantiate(cfg, "sampler")
+    if "_target_" in cfg:
+        return _instantiate(_target_settings(cfg, NAMED_SAMPLERS), "sampler")
     name, options = _options(cfg)
     name = name or "tpe"
-    samplers = optuna.samplers
+    if name not in NAMED_SAMPLERS:
+        raise UserError(f"hydra.sweeper.sampler.name={name} is unknown; one of {', '.join(SAMPLERS)}, or give a _target_.")
     if name == "tpe":
-        return _build(samplers.TPESampler, {"multivariate": True, **options}, "sampler")
-    if name == "random":
-        return _build(samplers.RandomSampler, options, "sampler")
-    if name == "cmaes":
-        return _build(samplers.CmaEsSampler, options, "sampler")
-    if name == "gp":
-        return _build(samplers.GPSampler, options, "sampler")
-    if name == "qmc":
-        return _build(samplers.QMCSampler, options, "sampler")
+        options = {"multivariate": True, **options}
     if name == "grid":
         return AskTellGridSampler(grid_space(distributions), **options)
-    if name == "nsgaii":
-        return _build(samplers.NSGAIISampler, options, "sampler")
-    raise UserError(f"hydra.sweeper.sampler.name={name} is unknown; one of {', '.join(SAMPLERS)}, or give a _target_.")
+    return _build(NAMED_SAMPLERS[name], options, "sampler")
 
 
-NAMED_PRUNERS = {
-    "median": optuna.pruners.MedianPruner,
-    "hyperband": optuna.pruners.HyperbandPruner,
-    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    "wilcoxon": optuna.pruners.WilcoxonPruner,
-    "none": optuna.pruners.NopPruner,
-}
-
-
-def _target_settings(cfg: dict[str, Any]) -> dict[str, Any]:
-    """A ``{_target_: ...}`` pruner's settings without what a preset's named pruner left in the same mapping
-    (``name``, and settings of the named pruners that the target does not take: ``n_startup_trials`` beside a
-    ThresholdPruner); any other key stays, so a misspelt argument is still an error."""
+def _target_settings(cfg: dict[str, Any], named: dict[str, type]) -> dict[str, Any]:
+    """A ``{_target_: ...}`` sampler's or pruner's settings without what a preset's named one left in the same
+    mapping (``name``, and settings of the ``named`` classes that the target does not take: ``n_startup_trials``
+    beside a ThresholdPruner); any other key stays, so a misspelt argument is still an error."""
     try:
         accepted = set(inspect.signature(get_class(cfg["_target_"])).parameters)
     except Exception:  # noqa: BLE001  (not a class: instantiate names the fault)
         return cfg
-    named = {"name"} | {p for cls in NAMED_PRUNERS.values() for p in inspect.signature(cls).parameters}
-    return {k: v for k, v in cfg.items() if k == "_target_" or k in accepted or k not in named}
+    left = {"name"} | {p for cls in named.values() for p in inspect.signature(cls).parameters}
+    return {k: v for k, v in cfg.items() if k == "_target_" or k in accepted or k not in left}
 
 
 def make_pruner(cfg: dict[str, Any] | None) -> optuna.pruners.BasePruner:
     """``{name: median|hyperband|successive_halving|wilcoxon|none, <pruner kwargs>}`` or ``{_target_: ...}`` (which may
     be added over a preset's named pruner: ``+hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner``)."""
     if cfg and "_target_" in cfg:
-        return _instantiate(_target_settings(dict(cfg)), "pruner")
+        return _instantiate(_target_settings(dict(cfg), NAMED_PRUNERS), "pruner")
     name, options = _options(cfg)
     name = name or "median"
     if name not in NAMED_PRUNERS:

@@ -66,6 +66,18 @@ def test_sampler_by_target(tmp_path):
     assert isinstance(study.sampler, optuna.samplers.RandomSampler) and len(study.trials) == 3
 
 
+def test_sampler_target_over_a_presets_named_sampler_drops_the_named_ones_settings(tmp_path):
+    """``+hydra.sweeper.sampler._target_=...`` over a preset's ``{name: tpe, seed, n_startup_trials}``: the target
+    keeps the seed it takes (the same draws as the bare target's) and not TPE's settings; a misspelt key stays an error."""
+    preset = {"name": "tpe", "seed": 3, "n_startup_trials": 5, "multivariate": True}
+    over = runner(tmp_path / "a", sampler={**preset, "_target_": "optuna.samplers.RandomSampler"}, n_trials=3).run()
+    bare = runner(tmp_path / "b", sampler={"_target_": "optuna.samplers.RandomSampler", "seed": 3}, n_trials=3).run()
+    assert isinstance(over.sampler, optuna.samplers.RandomSampler)
+    assert [t.params for t in over.trials] == [t.params for t in bare.trials]
+    with pytest.raises(UserError, match="sampler._target_=optuna.samplers.RandomSampler cannot be built"):
+        runner(tmp_path / "c", sampler={**preset, "_target_": "optuna.samplers.RandomSampler", "sed": 1})
+
+
 def test_multi_objective_gives_a_pareto_front(tmp_path):
     study = runner(tmp_path, functools.partial(synthetic, early_stop=0.7), sampler={"name": "nsgaii", "seed": 0},
                    direction=["maximize", "minimize"], objectives=["score", "num_timesteps"], n_trials=10).run()
