@@ -1,6 +1,7 @@
 """Benchmark: wall time to 0.9 success on FetchReach, side by side in one invocation, per seed: the default run on
 each backend, ``experiment/train.py seed=S`` (sac_her, torch) and ``experiment/train.py seed=S
-algorithm=sbx_sac_her`` (JAX), and with ``--zoo-python`` RL Zoo's own train script with its own FetchReach SAC
+algorithm=sbx_sac_her`` (JAX), ``experiment/train.py seed=S +experiment=FetchReach/sbx_sac_her`` (JAX, 3 gradient
+steps per env step), and with ``--zoo-python`` RL Zoo's own train script with its own FetchReach SAC
 settings (``python -m rl_zoo3.train --algo sac``, read from the rl_zoo3 package's ``hyperparams/sac.yml``), evaluated
 like ours (10 deterministic episodes every 1,000 env steps). rl_zoo3 is not one of our dependencies: install it in a
 venv of its own (``--zoo-python`` is that venv's python).
@@ -9,8 +10,8 @@ Every run is timed the same way: the seconds from spawning the command to the li
 Prints, per seed, the env steps and seconds to the first evaluation with success >= 0.9 and the ratios; ``--plot``
 draws success against seconds.
 
-    python benchmarks/fetchreach_backends.py --seeds 1 2 3 --jobs 1 --zoo-python /path/to/zoo-venv/bin/python \
-        --plot docs/img/fetchreach_backends.png
+    python benchmarks/fetchreach_backends.py --seeds 1 2 3 --jobs 1 --steps 6000 \
+        --zoo-python /path/to/zoo-venv/bin/python --plot docs/img/fetchreach_backends.png
 """
 
 from __future__ import annotations
@@ -33,18 +34,23 @@ from hydrarl.paths import TRAIN_SCRIPT
 
 OURS = re.compile(r"epoch \d+/\d+ \| steps (\d+) \| success ([\d.]+)")
 ZOO_STEPS, ZOO_SUCCESS = re.compile(r"Eval num_timesteps=(\d+)"), re.compile(r"Success rate: ([\d.]+)%")
-COLOURS = {"torch": "tab:blue", "JAX": "tab:orange", "RL Zoo": "tab:green"}
-LABELS = {"torch": "ours, torch (sac_her)", "JAX": "ours, JAX (sbx_sac_her)", "RL Zoo": "RL Zoo (sac, its settings)"}
+ARMS = {  # name: (train.py overrides, colour, label)
+    "torch": ([], "tab:blue", "ours, torch (sac_her)"),
+    "JAX": (["algorithm=sbx_sac_her"], "tab:orange", "ours, JAX (sbx_sac_her)"),
+    "JAX x3": (["+experiment=FetchReach/sbx_sac_her"], "tab:red", "ours, JAX, 3 updates per step"),
+}
+ZOO = ("tab:green", "RL Zoo (sac, its settings)")
 
 
-def ours(extra: list[str]):
+def ours(extra: list[str], steps: int):
     def command(seed: int, run_dir: Path) -> list[str]:
         return [sys.executable, str(TRAIN_SCRIPT), f"seed={seed}", "trainer.progress_bar=false",
-                f"hydra.run.dir={run_dir}", f"logger.mlflow.tracking_uri=sqlite:///{run_dir}/mlflow.db", *extra]
+                f"trainer.n_epochs={steps // 1000}", f"hydra.run.dir={run_dir}",
+                f"logger.mlflow.tracking_uri=sqlite:///{run_dir}/mlflow.db", *extra]
     return command
 
 
-def zoo(python: str):
+def zoo(python: str, steps: int):
     """RL Zoo's train script with the FetchReach SAC settings its package ships (its key is FetchReach-v1; our
     gymnasium-robotics registers v4, so they are written to a config file under that name)."""
     where = subprocess.run([python, "-c", "import os, rl_zoo3; print(os.path.dirname(rl_zoo3.__file__))"],
@@ -58,7 +64,7 @@ def zoo(python: str):
         (run_dir / "zoo.yml").write_text(yaml.safe_dump({"FetchReach-v4": settings}))
         return [python, "-m", "rl_zoo3.train", "--algo", "sac", "--env", "FetchReach-v4", "--gym-packages",
                 "gymnasium_robotics", "-conf", str(run_dir / "zoo.yml"), "--eval-freq", "1000", "--eval-episodes", "10",
-                "--n-eval-envs", "1", "-n", "10000", "--seed", str(seed), "-f", str(run_dir / "logs"),
+                "--n-eval-envs", "1", "-n", str(steps), "--seed", str(seed), "-f", str(run_dir / "logs"),
                 "--num-threads", "1", "--device", "cpu"]
     return command
 
@@ -88,9 +94,10 @@ def plot(rows: dict[str, list[dict]], path: Path) -> None:
     """Success per evaluation against seconds since the command, one line per run, a colour per arm."""
     ax, save = success_axes("FetchReach: wall time to success (one core per run)")
     for arm, runs in rows.items():
+        colour, label = ZOO if arm == "RL Zoo" else ARMS[arm][1:]
         for i, r in enumerate(r for r in runs if "curve" in r):
-            ax.plot(r["seconds"], r["curve"], marker="o", color=COLOURS[arm], alpha=0.8, markersize=4,
-                    label=LABELS[arm] if i == 0 else None)
+            ax.plot(r["seconds"], r["curve"], marker="o", color=colour, alpha=0.8, markersize=4,
+                    label=label if i == 0 else None)
     save("seconds since the command", path)
 
 
@@ -99,13 +106,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--zoo-python", help="a python with rl_zoo3 installed: adds RL Zoo's own run")
+    parser.add_argument("--steps", type=int, default=10_000, help="env steps of each run (evaluations every 1,000)")
     parser.add_argument("--plot", type=Path, help="write a PNG of success against seconds here")
     parser.add_argument("--reuse", type=Path, help="summarise the runs of an earlier invocation (its directory)")
     args = parser.parse_args()
     out = args.reuse or Path(tempfile.mkdtemp(prefix="bench-backends-"))
-    arms = {"torch": ours([]), "JAX": ours(["algorithm=sbx_sac_her"])}
+    arms = {name: ours(overrides, args.steps) for name, (overrides, _, _) in ARMS.items()}
     if args.zoo_python:
-        arms["RL Zoo"] = zoo(args.zoo_python)
+        arms["RL Zoo"] = zoo(args.zoo_python, args.steps)
 
     def run(work: tuple[str, int]) -> dict:
         arm, seed = work
@@ -125,7 +133,7 @@ def main() -> None:
     if args.plot:
         plot(rows, args.plot)
     names = list(arms)
-    pairs = [("JAX", "torch")] + ([("JAX", "RL Zoo"), ("torch", "RL Zoo")] if "RL Zoo" in arms else [])
+    pairs = [("JAX", "torch"), ("JAX x3", "torch")] + [(a, "RL Zoo") for a in ARMS if "RL Zoo" in arms]
     print("| seed | " + " | ".join(f"{a}: steps to 0.9 | {a}: seconds" for a in names) + " | "
           + " | ".join(f"{a} / {b}" for a, b in pairs) + " |")
     print("|---|" + "---:|" * (2 * len(names) + len(pairs)))
