@@ -111,9 +111,7 @@ def main() -> None:
     parser.add_argument("--reuse", type=Path, help="summarise the runs of an earlier invocation (its directory)")
     args = parser.parse_args()
     out = args.reuse or Path(tempfile.mkdtemp(prefix="bench-backends-"))
-    arms = {name: ours(overrides, args.steps) for name, (overrides, _, _) in ARMS.items()}
-    if args.zoo_python:
-        arms["RL Zoo"] = zoo(args.zoo_python, args.steps)
+    arms = list(ARMS) + (["RL Zoo"] if args.zoo_python or (args.reuse and (out / "RL_Zoo").is_dir()) else [])
 
     def run(work: tuple[str, int]) -> dict:
         arm, seed = work
@@ -122,7 +120,8 @@ def main() -> None:
             return json.loads(record.read_text())
         run_dir = record.with_suffix("")
         run_dir.mkdir(parents=True, exist_ok=True)
-        result = timed(seed, arms[arm](seed, run_dir), run_dir)
+        command = zoo(args.zoo_python, args.steps) if arm == "RL Zoo" else ours(ARMS[arm][0], args.steps)
+        result = timed(seed, command(seed, run_dir), run_dir)
         record.write_text(json.dumps(result))
         return result
 
@@ -132,7 +131,7 @@ def main() -> None:
     rows = {arm: [r for (a, _), r in zip(work, done, strict=True) if a == arm] for arm in arms}
     if args.plot:
         plot(rows, args.plot)
-    names = list(arms)
+    names = arms
     pairs = [("JAX", "torch"), ("JAX x3", "torch")] + [(a, "RL Zoo") for a in ARMS if "RL Zoo" in arms]
     print("| seed | " + " | ".join(f"{a}: steps to 0.9 | {a}: seconds" for a in names) + " | "
           + " | ".join(f"{a} / {b}" for a, b in pairs) + " |")
