@@ -113,6 +113,10 @@ def main() -> None:
     out = args.reuse or Path(tempfile.mkdtemp(prefix="bench-backends-"))
     arms = list(ARMS) + (["RL Zoo"] if args.zoo_python or (args.reuse and (out / "RL_Zoo").is_dir()) else [])
 
+    commands = {} if args.reuse else {a: ours(o, args.steps) for a, (o, _, _) in ARMS.items()}
+    if args.zoo_python and not args.reuse:
+        commands["RL Zoo"] = zoo(args.zoo_python, args.steps)  # finds rl_zoo3 once
+
     def run(work: tuple[str, int]) -> dict:
         arm, seed = work
         record = out / arm.replace(" ", "_") / f"seed{seed}.json"
@@ -120,8 +124,7 @@ def main() -> None:
             return json.loads(record.read_text())
         run_dir = record.with_suffix("")
         run_dir.mkdir(parents=True, exist_ok=True)
-        command = zoo(args.zoo_python, args.steps) if arm == "RL Zoo" else ours(ARMS[arm][0], args.steps)
-        result = timed(seed, command(seed, run_dir), run_dir)
+        result = timed(seed, commands[arm](seed, run_dir), run_dir)
         record.write_text(json.dumps(result))
         return result
 
@@ -131,19 +134,18 @@ def main() -> None:
     rows = {arm: [r for (a, _), r in zip(work, done, strict=True) if a == arm] for arm in arms}
     if args.plot:
         plot(rows, args.plot)
-    names = arms
     pairs = [("JAX", "torch"), ("JAX x3", "torch")] + [(a, "RL Zoo") for a in ARMS if "RL Zoo" in arms]
-    print("| seed | " + " | ".join(f"{a}: steps to 0.9 | {a}: seconds" for a in names) + " | "
+    print("| seed | " + " | ".join(f"{a}: steps to 0.9 | {a}: seconds" for a in arms) + " | "
           + " | ".join(f"{a} / {b}" for a, b in pairs) + " |")
-    print("|---|" + "---:|" * (2 * len(names) + len(pairs)))
+    print("|---|" + "---:|" * (2 * len(arms) + len(pairs)))
     ratios: dict[str, list[float]] = {}
     for i, seed in enumerate(args.seeds):
-        runs = {a: rows[a][i] for a in names}
+        runs = {a: rows[a][i] for a in arms}
         for a, r in runs.items():
             if "error" in r:
                 print(f"seed {seed}, {a} FAILED:\n{r['error']}", file=sys.stderr)
         secs = {a: r.get("seconds_to_0.9") for a, r in runs.items()}
-        cells = [c for a in names for c in (runs[a].get("steps_to_0.9") or "-", f"{secs[a]:.1f}" if secs[a] else "-")]
+        cells = [c for a in arms for c in (runs[a].get("steps_to_0.9") or "-", f"{secs[a]:.1f}" if secs[a] else "-")]
         for a, b in pairs:
             ratio = secs[a] / secs[b] if secs[a] and secs[b] else None
             ratios.setdefault(f"{a} / {b}", []).extend([ratio] if ratio else [])
