@@ -216,8 +216,8 @@ def load_normalization(directory: Path, env: VecEnv) -> VecEnv:
     place; returns ``env`` itself.
 
     Only the running means and variances come from the file; spaces and settings stay those of ``env``, built
-    from this run's config. So a policy restored into an env whose observation bounds differ (Cassie with
-    another ``speeds`` list) keeps its input scaling; a different observation shape is a UserError, an
+    from this run's config. So a policy restored into an env whose observation bounds differ keeps its input
+    scaling; a different observation shape is a UserError, an
     unreadable file an :class:`UnreadableCheckpoint`."""
     saved = _read_normalization(Path(directory), env)
     if saved is not None:

@@ -31,7 +31,7 @@ indices      size    quantity
 25–34        10      motor joint velocities (rad/s)
 35–38        4       passive joint velocities (rad/s)
 39–40        2       clock sin(2π·phase), cos(2π·phase)
-41           1       commanded forward speed (m/s)
+41           1       commanded forward speed (m/s; unbounded in the space, so that one model runs with any ``speeds``)
 ===========  ======  ============================================================================
 
 ``state_est=True`` observes the same quantities as a robot could: motor positions from the ``*-input``
@@ -200,7 +200,6 @@ class CassieEnv(gym.Env):
         obs_low, obs_high = np.full(OBS_SIZE, -np.inf, np.float32), np.full(OBS_SIZE, np.inf, np.float32)
         for block in (OBS_BLOCKS["quat"], OBS_BLOCKS["clock"]):
             obs_low[block], obs_high[block] = -1.0, 1.0
-        obs_low[OBS_BLOCKS["speed"]], obs_high[OBS_BLOCKS["speed"]] = self.speeds.min(), self.speeds.max()
         self.observation_space = spaces.Box(obs_low, obs_high, dtype=np.float32)
 
         self._noise_std = _noise_std(noise, layout.sensor_noise)  # (42,) state_est only
