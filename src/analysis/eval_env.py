@@ -1,5 +1,5 @@
-"""``experiment/evaluate.py --env NAME``: the env config saved runs play in instead of their own, and the check that a
-model fits it (``hydrarl.analysis.evaluate_agents``)."""
+"""``experiment/evaluate.py --env 'NAME [env.KEY=VALUE ...]'``: the env config saved runs play in instead of their own,
+and the check that a model fits it (``hydrarl.analysis.evaluate_agents``)."""
 
 from __future__ import annotations
 
@@ -15,21 +15,31 @@ from hydrarl.errors import UserError
 
 @dataclass(frozen=True)
 class EnvChoice:
-    """``--env NAME``: the env config ``conf/env/NAME.yaml`` the saved runs play in instead of their own."""
+    """``--env 'NAME [env.KEY=VALUE ...]'``: the env config ``conf/env/NAME.yaml`` with the overrides, which the saved
+    runs play in instead of their own."""
 
-    name: str                       # e.g. "BumpsTest"
+    name: str                       # as given, e.g. "BumpsTest" or "Cassie env.kwargs.speeds=[0.2,0.5,0.8]"
     cfg: DictConfig                 # its env config, composed and resolved
 
 
-def env_choice(name: str) -> EnvChoice:
-    """The env config ``env=<name>`` composes to; a UserError listing the env options for an unknown name."""
+def env_choice(spec: str) -> EnvChoice:
+    """The env config ``env=<NAME> <overrides>`` composes to, from ``spec`` = ``NAME [env.KEY=VALUE ...]``; a UserError
+    listing the env options for an unknown name, or naming an override that is not of the env or does not apply."""
     from hydrarl.config.compose import available, compose
 
+    name, *overrides = spec.split() or [""]
     envs = available("env")
     if name not in envs:
-        raise UserError(f"--env {name} is unknown. Available env options: {', '.join(envs)}.")
-    cfg = compose([f"env={name}"]).env
-    return EnvChoice(name, OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
+        raise UserError(f"--env {spec!r}: env={name} is unknown. Available env options: {', '.join(envs)}.")
+    outside = [o for o in overrides if not o.lstrip("+~").startswith("env.")]
+    if outside:
+        raise UserError(f"--env {spec!r}: {' '.join(outside)} is not an override of the env; give env.KEY=VALUE, "
+                        "e.g. 'Cassie env.kwargs.speeds=[0.2,0.5,0.8]'.")
+    try:
+        cfg = compose([f"env={name}", *overrides]).env
+    except UserError as exc:
+        raise UserError(f"--env {spec!r}: the overrides {' '.join(overrides)} do not apply: {exc}") from exc
+    return EnvChoice(" ".join([name, *overrides]), OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
 
 
 def _one_line(space: object) -> str:

@@ -12,8 +12,8 @@ Agents: a run directory (its ``checkpoints/<--checkpoint>/model.zip``, default `
 class its run's ``config.yaml`` names, with the checkpoint's ``vecnormalize.pkl`` (frozen) when the
 env normalises.
 
-``--env NAME`` has every saved run's agent play in ``conf/env/NAME.yaml`` (composed as ``env=NAME``, as
-it is there) instead of its run's env, with its run's ``normalize`` setting and its checkpoint's statistics
+``--env 'NAME [env.KEY=VALUE ...]'`` has every saved run's agent play in ``conf/env/NAME.yaml`` (composed as
+``env=NAME`` with the overrides) instead of its run's env, with its run's ``normalize`` setting and its checkpoint's statistics
 (they belong to the agent), e.g. a policy trained on ``Bumps`` tested on ``BumpsTest``; controllers keep the
 env they name. The model's observation and action spaces must equal that env's (SB3's check when loading),
 else a UserError before any episode; such a row's ``env`` is the env id played, its label says so:
@@ -328,9 +328,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--controller", action="append", default=[], metavar="'ENV/ALGO [KEY=VALUE ...]'",
                    help="a controller from the config tree, e.g. CartPole/random, with optional overrides in the same "
                         "quoted argument, e.g. 'Bumps/bumps_oracle env.kwargs.privileged=true' (repeatable)")
-    p.add_argument("--env", default=None, metavar="NAME",
-                   help="play the runs' agents (not the controllers) in conf/env/NAME.yaml instead of their runs' env, "
-                        "e.g. a Bumps policy in BumpsTest; its observation and action spaces must equal the model's")
+    p.add_argument("--env", default=None, metavar="'NAME [env.KEY=VALUE ...]'",
+                   help="play the runs' agents (not the controllers) in conf/env/NAME.yaml, with optional overrides in the "
+                        "same quoted argument, instead of their runs' env, e.g. a Bumps policy in BumpsTest, or "
+                        "'Cassie env.kwargs.speeds=[0.2,0.5,0.8]'; its observation and action spaces must equal the model's")
     p.add_argument("--episodes", type=number(int, "episodes per agent", least=1), default=50, help="episodes per agent (default 50)")
     p.add_argument("--seed", type=number(int, "seed of the env and the agent", least=0), default=0, help="seeds the env and the agent's own randomness (default 0)")
     p.add_argument("--checkpoint", choices=CHECKPOINTS, default="best", help="checkpoint of a run directory (default best)")

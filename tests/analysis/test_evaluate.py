@@ -202,7 +202,9 @@ def bad_inputs(ppo_run, tmp_path):
         (["--controller", "CartPole/random env.kwargs.bogus=1"], "do not apply"),
         (["--controller", "Bumps/bumps_oracle"], "privileged=true"),
         ([str(ppo_run), "--env", "Pendulum"], "takes observation space"),
-        ([str(ppo_run), "--env", "Nope"], "--env Nope is unknown. Available env options: Ant, BumpTarget, Bumps,"),
+        ([str(ppo_run), "--env", "Nope"], "--env 'Nope': env=Nope is unknown. Available env options: Ant, BumpTarget, Bumps,"),
+        ([str(ppo_run), "--env", "CartPole seed=3"], "seed=3 is not an override of the env; give env.KEY=VALUE"),
+        ([str(ppo_run), "--env", "CartPole env.kwargs.bogus=1"], "the overrides env.kwargs.bogus=1 do not apply"),
         (["--controller", "CartPole/random", "--env", "CartPole"], "a --controller names its env"),
         (["--controller", "CartPole/random", "--episodes", "0"], "argument --episodes: '0' is not allowed: give an integer >= 1"),
         ([], "nothing to evaluate"),
@@ -327,3 +329,11 @@ def test_seeds_of_one_agent_are_aggregated_with_rliable():
     assert lines[6].startswith("P(A > B (on X)) = 0.667 [")
     assert lines[8].startswith("success rate of each seed") and lines[13].startswith("P(A > B (on X)) = 0.667 [")
     assert across_seeds(results[:1]) == [] and across_seeds([results[0], results[3]]) == []  # one seed each: nothing
+
+
+def test_env_choice_takes_overrides_of_the_env():
+    """--env 'Cassie env.kwargs.speeds=[...]': a Cassie policy tested at commands it was not trained on (the speed
+    command is unbounded in the observation space, so the spaces still match)."""
+    choice = env_choice("Cassie  env.kwargs.speeds=[0.2,0.8]")
+    assert choice.name == "Cassie env.kwargs.speeds=[0.2,0.8]" and list(choice.cfg.kwargs.speeds) == [0.2, 0.8]
+    assert choice.cfg.max_episode_steps == 400

@@ -120,6 +120,46 @@ def test_evaluation_logs_the_episodes_forward_speed_and_distance():
     env.close()
 
 
+@pytest.mark.parametrize("duration, tolerance, walked", [(0.75, 10.0, True), (0.75, 0.01, False), (1.0, 10.0, False)])
+def test_walking_on_command_is_the_episodes_success(duration, tolerance, walked):
+    """eval/recent_speed is each episode's mean pelvis x-velocity over its last `window` seconds, eval/speed_error its
+    distance to the command, and eval/success_rate the share of episodes that lasted `duration` with that error
+    within `tolerance` (the zero action does not walk at the command: error > 0; 30 steps are 0.75 s)."""
+    from hydrarl.envs.factory import make_vec_env
+    from hydrarl.training.evaluation import evaluate, run_episodes
+
+    check = f"{{duration: {duration}, window: 0.25, tolerance: {tolerance}}}"
+    cfg = compose_cfg(["env=Cassie", "algorithm=constant", "env.normalize=null", "env.max_episode_steps=30",
+                       "env.kwargs.speeds=[0.5]", f"env.kwargs.command_check={check}"]).env
+    env = make_vec_env(cfg, seed=5, n_envs=1, training=False)
+    speeds = []
+
+    class Zero:
+        def predict(self, obs, state=None, episode_start=None, deterministic=True):
+            return np.zeros((1, 10)), state
+
+    episodes = run_episodes(Zero(), env, 2, seed=5, on_step=lambda actions, infos: speeds.append(infos[0]["pelvis_speed"]))
+    recent = [np.mean(speeds[20:30]), np.mean(speeds[50:60])]  # 0.25 s = the last 10 steps of each
+    np.testing.assert_allclose(episodes.extras["recent_speed"], recent, rtol=1e-9)
+    np.testing.assert_allclose(episodes.extras["speed_error"], np.abs(np.subtract(recent, 0.5)), rtol=1e-9)
+    assert min(episodes.extras["speed_error"]) > 0.3
+    assert episodes.successes == [float(walked)] * 2
+    assert evaluate(Zero(), env, 2, seed=5)["eval/success_rate"] == float(walked)
+    env.close()
+
+
+def test_speed_tracking_averages_the_last_window_across_the_ring():
+    from hydrarl.envs.cassie.tracking import CommandCheck, SpeedTracking
+
+    tracking = SpeedTracking(dt=0.5, check=CommandCheck(duration=10.0, window=2.0, tolerance=0.5))
+    tracking.reset(x=1.0)
+    assert tracking.metrics() == {"forward_speed": 0.0, "forward_distance": 0.0, "recent_speed": 0.0, "speed_error": 0.0}
+    for step in range(1, 21):  # speeds 1..20 m/s, 4 of them per 2-s window
+        tracking.update(vx=float(step), x=1.0 + step, command=18.0)
+        assert tracking.on_command() == (step == 20)  # 10 s reached at step 20, where the last 4 average 18.5
+    assert tracking.metrics() == {"forward_speed": 10.5, "forward_distance": 20.0, "recent_speed": 18.5, "speed_error": 0.5}
+
+
 @pytest.mark.parametrize("argv, agent, record", [
     ([], None, False), (["render=record"], None, True), (["run", "render=record"], "run", True),
     (["render=none", "run"], "run", False), (["run"], "run", False),

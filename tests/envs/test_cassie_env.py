@@ -387,6 +387,9 @@ def test_info_keys_and_render():
         ({"reward": {"weights": {"bogus": 1}}}, "bogus"),
         ({"reward": {"force_sigma": -1}}, "reward.force_sigma"),
         ({"render_mode": "human"}, "render_mode"),
+        ({"command_check": {"tolerance": 0}}, "command_check.tolerance"),
+        ({"command_check": {"seconds": 5}}, "seconds"),
+        ({"command_check": 5}, "command_check"),
     ],
 )
 def test_bad_kwargs_are_user_errors(kwargs, names):

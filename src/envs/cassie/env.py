@@ -67,6 +67,7 @@ from hydrarl.envs.cassie import mirror
 from hydrarl.envs.cassie.gait_stats import GaitStats
 from hydrarl.envs.cassie.model import CassieLayout, instability_count, install_pd_servos, load_model
 from hydrarl.envs.cassie.reward import RewardConfig, gait_reward, speed_reward
+from hydrarl.envs.cassie.tracking import CommandCheck, SpeedTracking
 from hydrarl.errors import UserError
 from hydrarl.values import is_number
 
@@ -123,16 +124,18 @@ class CassieEnv(gym.Env):
     ``neutral_offset`` (rad, five values of the left leg added to the home pose; mirrored onto the right),
     ``state_est`` (bool), ``state_est_noise`` (dict, keys as ``DEFAULT_NOISE``), ``speeds`` (m/s, the commands
     drawn at reset), ``gait_period`` (s, one clock cycle = two steps), ``reward`` (``reward.RewardConfig``),
-    ``height_range`` ([low, high] pelvis heights in m; outside them the episode ends), ``render_mode`` (None | ``rgb_array``).
+    ``height_range`` ([low, high] pelvis heights in m; outside them the episode ends), ``command_check`` (when an
+    episode counts as walking on command: ``tracking.CommandCheck``), ``render_mode`` (None | ``rgb_array``).
 
     ``info`` at reset and every step: ``pelvis_height`` (m), ``pelvis_speed`` (world-x velocity, m/s),
     ``foot_height`` (2,) (m; the lowest point of each foot's collision capsule above the floor, 0 when touching),
     ``foot_force`` (2,) (N; vertical ground force summed over the foot's floor contacts), ``torque`` (10,) (Nm,
     joint side, the servo's output at the step's end state), ``pd_target`` (10,) (rad), ``action`` (10,) (the raw
     action; zeros at reset), ``phase``, ``speed_command``, ``reward_terms`` (term -> weighted value; empty at reset);
-    after each step ``episode_metrics``: ``forward_speed`` (mean world-x pelvis velocity so far, m/s),
-    ``forward_distance`` (world-x pelvis displacement since reset, m) and the gait statistics and symmetry indices
-    of ``gait_stats.GaitStats``, which evaluation logs as ``eval/<name>``.
+    after each step ``episode_metrics``: ``forward_speed``, ``forward_distance``, ``recent_speed`` and
+    ``speed_error`` of ``tracking.SpeedTracking`` and the gait statistics and symmetry indices of
+    ``gait_stats.GaitStats``, which evaluation logs as ``eval/<name>``; and ``is_success``: walking on command so far
+    (``SpeedTracking.on_command``), which evaluation logs as ``eval/success_rate``.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 40}
@@ -149,6 +152,7 @@ class CassieEnv(gym.Env):
         gait_period: float = 0.8,
         reward: Mapping[str, Any] | None = None,
         height_range: tuple[float, float] | list[float] = HEIGHT_RANGE,
+        command_check: Mapping[str, float] | None = None,
         render_mode: str | None = None,
     ):
         self.model = load_model()
@@ -212,7 +216,7 @@ class CassieEnv(gym.Env):
         self._renderer: mujoco.Renderer | None = None
         self._scene_option: mujoco.MjvOption | None = None
         self.phase, self.speed_command = 0.0, 0.0
-        self._episode_steps, self._speed_sum, self._start_x = 0, 0.0, 0.0  # episode_metrics running values
+        self._tracking = SpeedTracking(self.dt, CommandCheck.from_kwargs(command_check))
         self._gait = GaitStats(self.dt)
         self._target = self.neutral.copy()
         self._velocity = np.zeros(6)  # scratch for mj_objectVelocity
@@ -231,7 +235,7 @@ class CassieEnv(gym.Env):
         mujoco.mj_forward(self.model, self.data)
         self.phase = float(options.get("phase", self.np_random.random())) % 1.0
         self.speed_command = float(options.get("speed", self.np_random.choice(self.speeds)))
-        self._episode_steps, self._speed_sum, self._start_x = 0, 0.0, float(self.data.qpos[self.layout.free_qpos])
+        self._tracking.reset(float(self.data.qpos[self.layout.free_qpos]))
         self._gait.reset()
         return self._observe(), self._info(np.zeros(10), {})
 
@@ -254,13 +258,11 @@ class CassieEnv(gym.Env):
         terms = self._reward_terms(action, feet)
         if unstable:
             terms = dict.fromkeys(terms, 0.0)
-        self._episode_steps += 1
-        self._speed_sum += float(data.qvel[layout.free_dof])
+        self._tracking.update(float(data.qvel[layout.free_dof]), float(data.qpos[layout.free_qpos]), self.speed_command)
         self._gait.update(feet["force"], feet["height"], feet["x"])
         info = self._info(action, terms, feet)
-        info["episode_metrics"] = {"forward_speed": self._speed_sum / self._episode_steps,
-                                   "forward_distance": float(data.qpos[layout.free_qpos]) - self._start_x,
-                                   **self._gait.metrics()}
+        info["episode_metrics"] = {**self._tracking.metrics(), **self._gait.metrics()}
+        info["is_success"] = self._tracking.on_command()  # walked on command (tracking.py); at the last step, the episode's
         return self._observe(), float(sum(terms.values())), terminated, False, info
 
     def render(self) -> np.ndarray | None:
