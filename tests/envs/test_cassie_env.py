@@ -262,6 +262,20 @@ def test_stance_and_swing_foot_terms():
     assert loaded_still == pytest.approx(1 - math.exp(-3))
     assert sum(R.foot_terms(0.0, force=300, speed=0.0, force_sigma=100, speed_sigma=0.5)) == pytest.approx(-loaded_still)
     assert sum(R.foot_terms(0.0, force=0, speed=2.0, force_sigma=100, speed_sigma=0.5)) > 0.9  # a swinging foot
+    # swing height: paid in swing only, up to the target
+    assert [R.swing_height(0.0, h, 0.08) for h in (-0.01, 0.0, 0.04, 0.08, 0.2)] == [0.0, 0.0, 0.5, 1.0, 1.0]
+    assert R.swing_height(1.0, 0.08, 0.08) == 0.0 and R.swing_height(0.25, 0.04, 0.08) == pytest.approx(0.375)
+
+
+def test_foot_height_term_pays_the_swing_foot_lifted():
+    """With the left foot in swing (phase 0.75) held 6 cm up and the right on the floor, the term is 6/8 of its
+    weight; at phase 0.25 (the right foot in swing, on the floor) it is ~0."""
+    cfg = R.RewardConfig.from_kwargs({"weights": {"foot_height": 2.0}})
+    args = dict(foot_force=np.array([0.0, 300.0]), foot_speed=np.zeros(2), foot_height=np.array([0.06, 0.0]), vx=0.0,
+                command=0.3, quat=np.array([1.0, 0, 0, 0]), action=np.zeros(10), torque=np.zeros(10), torque_limit=np.ones(10))
+    assert R.gait_reward(cfg, 0.75, **args)["foot_height"] == pytest.approx(2.0 * 0.75, rel=1e-3)
+    assert R.gait_reward(cfg, 0.25, **args)["foot_height"] == pytest.approx(0.0, abs=1e-3)
+    assert R.gait_reward(R.RewardConfig(), 0.75, **args)["foot_height"] == 0.0  # off by default
 
 
 def test_speed_upright_and_penalties():

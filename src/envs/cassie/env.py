@@ -376,7 +376,7 @@ class CassieEnv(gym.Env):
         if self.reward_cfg.name == "speed":
             return speed_reward(vx, quat)
         residual = (self._target - self.neutral) / self.action_scale if self.action_mode == "absolute" else action
-        return gait_reward(self.reward_cfg, self.phase, feet["force"], feet["speed"], vx, self.speed_command, quat,
+        return gait_reward(self.reward_cfg, self.phase, feet["force"], feet["speed"], feet["height"], vx, self.speed_command, quat,
                            residual, data.actuator_force[layout.actuators] * layout.gear, layout.torque_limit)
 
     def _info(self, action: np.ndarray, terms: dict[str, float], feet: dict[str, np.ndarray] | None = None) -> dict:

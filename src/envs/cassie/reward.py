@@ -7,7 +7,8 @@ the smooth stance indicator s ∈ [0, 1] (:func:`stance_indicator`) and c = 2s �
     foot_force = c · (1 − exp(−F/σ_F))      stance rewards ground force F (N), swing penalises it
     foot_speed = −c · (1 − exp(−v/σ_v))     stance penalises foot speed v (m/s), swing rewards it
 
-summed over both feet, plus forward-speed tracking exp(−(vx − v_cmd)²/σ_speed), forward progress
+summed over both feet, a swing-height term (1 − s)·min(h, h_target)/h_target (the swing foot's lowest point h
+above the floor, in m, paid up to ``foot_height_target``; off by default), plus forward-speed tracking exp(−(vx − v_cmd)²/σ_speed), forward progress
 min(vx, v_cmd) (m/s: linear, so it pays for the first step away from standing still, where the tracking
 term's slope is small for large commands and the users' vx² has none; off by default), an overspeed penalty
 −max(0, vx − v_cmd) (m/s; with the weight of ``progress`` the two make a tent peaked at the command, so
@@ -33,6 +34,7 @@ from hydrarl.errors import UserError
 GAIT_WEIGHTS = {  # per-step weights of the gait reward's terms
     "foot_force": 0.5,
     "foot_speed": 0.5,
+    "foot_height": 0.0,
     "speed": 1.0,
     "progress": 0.0,
     "overspeed": 0.0,
@@ -52,6 +54,7 @@ class RewardConfig:
     weights: dict[str, float] = field(default_factory=lambda: dict(GAIT_WEIGHTS))
     force_sigma: float = 100.0  # N: a stance foot carrying ~300 N (the robot's weight) scores 0.95
     foot_speed_sigma: float = 0.5  # m/s
+    foot_height_target: float = 0.08  # m: the swing height paid in full by the foot_height term
     speed_sigma: float = 0.25  # (m/s)²: 0.5 m/s off the command scores exp(−1)
     upright_k: float = 10.0  # a 10° tilt scores 0.93, 30° 0.51
     stance_sharpness: float = 10.0  # κ of the stance indicator: 0.78 at 0.02 of a cycle past a switch, 0.99995 mid-phase
@@ -109,6 +112,12 @@ def foot_terms(stance: float, force: float, speed: float, force_sigma: float, sp
     return c * saturate(force, force_sigma), -c * saturate(speed, speed_sigma)
 
 
+def swing_height(stance: float, height: float, target: float) -> float:
+    """(1 − ``stance``)·min(``height``, ``target``)/``target`` ∈ [0, 1]: one foot's height above the floor (m), paid
+    while it is in swing, up to ``target`` (m)."""
+    return (1.0 - stance) * min(max(height, 0.0), target) / target
+
+
 def speed_tracking(vx: float, command: float, sigma: float) -> float:
     """exp(−(vx − command)²/σ) ∈ (0, 1], 1 at the commanded speed (m/s; σ in (m/s)²)."""
     return math.exp(-((vx - command) ** 2) / sigma)
@@ -136,20 +145,22 @@ def squared_norm_penalty(x: np.ndarray, scale: np.ndarray | float = 1.0) -> floa
 
 
 def gait_reward(
-    cfg: RewardConfig, phase: float, foot_force: np.ndarray, foot_speed: np.ndarray, vx: float, command: float,
-    quat: np.ndarray, action: np.ndarray, torque: np.ndarray, torque_limit: np.ndarray,
+    cfg: RewardConfig, phase: float, foot_force: np.ndarray, foot_speed: np.ndarray, foot_height: np.ndarray, vx: float,
+    command: float, quat: np.ndarray, action: np.ndarray, torque: np.ndarray, torque_limit: np.ndarray,
 ) -> dict[str, float]:
-    """The weighted gait terms: ``foot_force``, ``foot_speed`` (2,) left/right in N and m/s; ``vx`` forward
+    """The weighted gait terms: ``foot_force``, ``foot_speed``, ``foot_height`` (2,) left/right in N, m/s and m; ``vx`` forward
     speed and ``command`` (m/s); ``quat`` pelvis (w, x, y, z); ``action`` (10,) residual; ``torque`` and
     ``torque_limit`` (10,) Nm. Returns term name → weighted value; their sum is the step reward."""
-    force_term = speed_term = 0.0
+    force_term = speed_term = height_term = 0.0
     for foot, shift in enumerate((0.0, 0.5)):
         stance = stance_indicator(phase + shift, cfg.stance_sharpness)
         f, s = foot_terms(stance, float(foot_force[foot]), float(foot_speed[foot]), cfg.force_sigma, cfg.foot_speed_sigma)
         force_term, speed_term = force_term + f, speed_term + s
+        height_term += swing_height(stance, float(foot_height[foot]), cfg.foot_height_target)
     raw = {
         "foot_force": force_term,
         "foot_speed": speed_term,
+        "foot_height": height_term,
         "speed": speed_tracking(vx, command, cfg.speed_sigma),
         "progress": progress(vx, command),
         "overspeed": overspeed(vx, command),
