@@ -262,7 +262,7 @@ class CassieEnv(gym.Env):
         self._gait.update(feet["force"], feet["height"], feet["x"])
         info = self._info(action, terms, feet)
         info["episode_metrics"] = {**self._tracking.metrics(), **self._gait.metrics()}
-        info["is_success"] = self._tracking.on_command()  # walked on command (tracking.py); at the last step, the episode's
+        info["is_success"] = self._tracking.on_command()  # walked on command so far (tracking.py); at an episode's last step, its verdict
         return self._observe(), float(sum(terms.values())), terminated, False, info
 
     def render(self) -> np.ndarray | None:
