@@ -32,6 +32,7 @@ import yaml
 from hydrarl.config.compose import available
 from hydrarl.errors import UserError
 from hydrarl.launchers.pairs import (
+    FAST_ENV,
     REFUSALS_FILE,
     REFUSED,
     VALID,
@@ -41,6 +42,7 @@ from hydrarl.launchers.pairs import (
     algorithm_fast_overrides,
     check_groups,
     check_pairs,
+    covering,
     in_function_sample,
     pair_problems,
 )
@@ -77,12 +79,13 @@ def select_pairs(pattern: str | None) -> list[Pair]:
 
 
 def function_jobs(out: Path, selected: list[Pair], say=print, keep_runs: bool = False, workers: int = 1,
-                  overrides: tuple[str, ...] = (), refusals: Path = REFUSALS_FILE
+                  overrides: tuple[str, ...] = (), refusals: Path = REFUSALS_FILE, cover: bool = False
                   ) -> tuple[list[MatrixJob], list[str], dict[Pair, PairCheck]]:
-    """One job per pair of ``selected`` (:func:`select_pairs`) the agent factory builds (its run dir is deleted once
-    it passes unless ``keep_runs``), the problems :func:`pair_problems` finds against the expected refusals in
-    ``refusals``, and every check. ``workers``: processes that check the pairs; ``overrides``: added to every
-    pair's config (after its fast overrides)."""
+    """One job per pair of ``selected`` (:func:`select_pairs`) the agent factory builds, or with ``cover`` per pair
+    of their :func:`covering` set (its run dir is deleted once it passes unless ``keep_runs``), the problems
+    :func:`pair_problems` finds against the expected refusals in ``refusals`` (every selected pair is checked either
+    way), and every check. ``workers``: processes that check the pairs; ``overrides``: added to every pair's config
+    (after its fast overrides)."""
     expected = ExpectedRefusals.load(refusals)
     checks = check_pairs(selected, workers, overrides)
     problems = pair_problems(checks, expected)
@@ -92,13 +95,19 @@ def function_jobs(out: Path, selected: list[Pair], say=print, keep_runs: bool = 
         f"{refused} refused (expected: {refusals}), {len(problems)} problem(s)")
     for line in problems:
         say(f"FAIL {line}")
+    if cover:
+        trained = covering(valid)
+        say(f"covering set (-c): {len(trained)} of the {len(valid)} built pairs train: each algorithm on one env of each "
+            f"kind it acts in, each env at least once")
+        valid = trained
     jobs = []
     for env_name, algorithm in valid:
         fast = [f"algorithm.learning_starts={FUNCTION_LEARNING_STARTS}" if o.startswith("algorithm.learning_starts=") else o
                 for o in algorithm_fast_overrides(algorithm)]
         run_dir = out / "runs" / f"{env_name}_{algorithm}"
         train_then_check = [sys.executable, "-m", "hydrarl.launchers.roundtrip", "--train", f"env={env_name}",
-                            f"algorithm={algorithm}", *FUNCTION_TRAINER, *fast, *overrides, f"hydra.run.dir={run_dir}"]
+                            f"algorithm={algorithm}", *FUNCTION_TRAINER, *fast, *FAST_ENV.get(env_name, ()), *overrides,
+                            f"hydra.run.dir={run_dir}"]
         jobs.append(MatrixJob(f"{env_name}/{algorithm}", train_then_check, out / "logs" / f"{env_name}_{algorithm}.log",
                               run_dir=run_dir, scratch=None if keep_runs else run_dir))
     if not jobs and not problems:

@@ -27,7 +27,11 @@ from hydrarl.paths import CONF_DIR
 # train on 16-step segments instead of whole episodes (their batch_size counts sequences).
 FAST_ALGORITHM = {"learning_starts": 50, "batch_size": 32, "buffer_size": 2000, "segment_len": 16, "n_steps": 32,
                   "n_delta": 2, "n_epochs": 1, "cg_max_steps": 3, "n_critic_updates": 1, "dataset": "random",
-                  "random_episodes": 2}
+                  "random_episodes": 2, "image_pool": 4}
+# Per env: PenguinPi's image agents observe 36 of the 80 camera rows (the fewest NatureCNN takes), so their first
+# layer has 2.3k inputs instead of 13.8k: building, saving and loading its 7M weights made each of their jobs 8-18 s.
+# (The offline agents' image_pool of 4 above leaves their two convs 9 of those 36 rows; their default of 8, 4 rows.)
+FAST_ENV = {"PenguinPi": ("env.kwargs.crop_rows=36",)}
 
 
 def fast_overrides(algo_cfg) -> list[str]:
@@ -64,6 +68,31 @@ def in_function_sample(env_name: str, algorithm: str) -> bool:
 
 
 Pair = tuple[str, str]  # (env, algorithm)
+
+
+@functools.cache
+def _env_policy(env_name: str) -> str:
+    """The SB3 policy alias of ``conf/env/<env_name>.yaml`` (MlpPolicy, CnnPolicy, MultiInputPolicy)."""
+    return str(compose([f"env={env_name}"], check=False).env.policy)
+
+
+def covering(built: list[Pair]) -> list[Pair]:
+    """The pairs of ``built`` (pairs the agent factory built) that ``run_testing -t function -c`` trains.
+
+    Envs of one *kind*, the same policy alias and built with the same algorithms, are alike to every agent
+    (Ant, HalfCheetah, the pendulum and cart-pole POMDPs: Box vectors; FetchPush, FetchSlide: goal dicts), so each
+    algorithm trains on one env of each kind it acts in, the envs taken in turn so that each trains at least once:
+    ``max(envs, algorithms)`` jobs per kind. An env that is its own kind (CartPole, CarRacing, PenguinPi, Cassie)
+    trains with every algorithm. Keeps the order of ``built``."""
+    algorithms_of: dict[str, list[str]] = {}
+    for env_name, algorithm in built:
+        algorithms_of.setdefault(env_name, []).append(algorithm)
+    kinds: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for env_name, algorithms in algorithms_of.items():
+        kinds.setdefault((_env_policy(env_name), tuple(algorithms)), []).append(env_name)
+    chosen = {(envs[i % len(envs)], algorithms[i % len(algorithms)])
+              for (_, algorithms), envs in kinds.items() for i in range(max(len(envs), len(algorithms)))}
+    return [pair for pair in built if pair in chosen]
 VALID, REFUSED, FAILED = "valid", "refused", "failed"
 
 
@@ -142,12 +171,13 @@ def check_groups(groups: list[tuple[str, list[tuple[str, tuple[str, ...]]]]], wo
 
 def check_pairs(selected: list[Pair], workers: int = 1, overrides: tuple[str, ...] = ()) -> dict[Pair, PairCheck]:
     """Each selected pair built at the agent factory with the sizes its function-tier job will use (its
-    :func:`algorithm_fast_overrides`, then ``overrides``): a default replay buffer of images (1e6 x 55 kB)
-    cannot be allocated. With ``workers`` > 1 the envs are checked in that many processes at once. The
+    :func:`algorithm_fast_overrides`, its env's ``FAST_ENV``, then ``overrides``): a default replay buffer of images
+    (1e6 x 55 kB) cannot be allocated. With ``workers`` > 1 the envs are checked in that many processes at once. The
     result keeps the order of ``selected``."""
     by_env: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
     for env_name, algorithm in selected:
-        by_env.setdefault(env_name, []).append((algorithm, (*algorithm_fast_overrides(algorithm), *overrides)))
+        by_env.setdefault(env_name, []).append(
+            (algorithm, (*algorithm_fast_overrides(algorithm), *FAST_ENV.get(env_name, ()), *overrides)))
     checks = check_groups(list(by_env.items()), workers)
     return {pair: checks[pair] for pair in selected}
 

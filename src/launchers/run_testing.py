@@ -98,6 +98,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-f", default=None, help="only <Env>/<algo> names containing this text")
     p.add_argument("-o", type=Path, default=None, help="output directory (default runs/testing/<tier>_<time>)")
     p.add_argument("-k", action="store_true", help="function tier: keep the run dirs of passed pairs too (5 GB for all)")
+    p.add_argument("-c", action="store_true",
+                   help="function tier: check every pair at the agent factory but train a covering set only: each "
+                        "algorithm on one env of each kind it acts in, each env at least once (make test)")
     p.add_argument("-b", type=Path, default=BARS_DIR, help="directory of performance bars (default conf/performance)")
     p.add_argument("-r", type=Path, default=REFUSALS_FILE,
                    help="function tier: the expected refused pairs (default conf/refused_pairs.yaml)")
@@ -111,6 +114,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     gpus = parse_gpus(args.g)
+    if args.c and args.t != "function":
+        raise UserError("-c is an option of the function tier (-t function): the performance tier runs every bar it selects")
     if args.t == "performance" and not args.b.is_dir():
         raise UserError(f"-b {args.b}: not a folder of performance bars (<Env>/<algo>.yaml files); the default is {BARS_DIR}")
     # A filter that selects nothing is refused before the output folder is made.
@@ -125,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.t == "function":
             jobs, problems, checks = function_jobs(out, selected, say, keep_runs=args.k, workers=args.p, overrides=overrides,
-                                           refusals=args.r)
+                                                   refusals=args.r, cover=args.c)
         else:
             jobs, cannot_build = performance_jobs(out, bars, say, workers=args.p, overrides=overrides)
         (out / "test_cmds.txt").write_text("".join(" ".join(j.command) + "\n" for j in jobs))

@@ -15,6 +15,7 @@ import pytest
 from hydrarl.config import validate
 from hydrarl.config.compose import available, compose
 from hydrarl.launchers.matrix import BARS_DIR, Bar, bar_verdicts, curve_verdict, hopeless, prepare_bar, run_verdict
+from hydrarl.launchers.pairs import covering
 from hydrarl.launchers.run_testing import main, parse_gpus
 from hydrarl.launchers.scheduler import MatrixJob, Scheduler
 from hydrarl.training.result import RESULT_FILE, TrialResult
@@ -214,13 +215,31 @@ def test_run_testing_refuses_a_filter_that_matches_nothing(tmp_path, capsys):
     assert main(["-g", "gpu", "-o", str(tmp_path / "o2")]) == 2
 
 
-def test_run_testing_function_tier_passes_for_a_small_filter(tmp_path):
-    code = main(["-t", "function", "-p", "2", "-s", "0", "-f", "CartPole/a2c", "-o", str(tmp_path / "f"), "-k"])
+def test_run_testing_function_tier_passes_for_a_small_filter(tmp_path, capsys):
+    code = main(["-t", "function", "-c", "-p", "2", "-s", "0", "-f", "CartPole/a2c", "-o", str(tmp_path / "f"), "-k"])
     assert code == 0
+    assert "covering set (-c): 1 of the 1 built pairs train" in capsys.readouterr().out
     verdict = json.loads((tmp_path / "f" / "verdict.json").read_text())
     assert [j["name"] for j in verdict["jobs"]] == ["CartPole/a2c"] and verdict["passed"]
     assert "round trip ok" in (tmp_path / "f" / "logs" / "CartPole_a2c.log").read_text()
     assert os.path.exists(tmp_path / "f" / "runs" / "CartPole_a2c" / "checkpoints" / "last" / "model.zip")
+
+
+def test_the_covering_set_trains_each_algorithm_on_each_kind_of_env_and_each_env_once():
+    """Envs with the same policy alias and the same built algorithms are one kind: each algorithm trains on one of
+    them, the envs in turn (three envs, two algorithms: three jobs); CarRacing has the algorithms of the vector envs
+    but images (CnnPolicy), so it is a kind of its own; CartPole is too (other algorithms)."""
+    vectors = [(env, algorithm) for env in ("Ant", "HalfCheetah", "Pendulum-p") for algorithm in ("sac", "td3")]
+    built = [*vectors, ("CarRacing", "sac"), ("CarRacing", "td3"), ("CartPole", "dqn"), ("CartPole", "ppo")]
+    assert covering(built) == [("Ant", "sac"), ("HalfCheetah", "td3"), ("Pendulum-p", "sac"), ("CarRacing", "sac"),
+                               ("CarRacing", "td3"), ("CartPole", "dqn"), ("CartPole", "ppo")]
+    assert covering(vectors[:2]) == vectors[:2]  # one env: every algorithm
+
+
+def test_the_covering_option_belongs_to_the_function_tier(capsys):
+    assert main(["-t", "performance", "-c", "-f", "Pendulum/sac"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: -c is an option of the function tier") and len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("name", available("performance", BARS_DIR))
