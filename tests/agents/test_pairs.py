@@ -2,9 +2,9 @@
 (``check_pairs``: the fast overrides): built, or refused (``Incompatible``) exactly where the expected
 refusals (``conf/refused_pairs.yaml``, the tier's own file) say, each refusal naming both; anything else
 wrong with a config (a bad value, an unknown argument, a misspelt class) is a plain UserError, never a
-refusal. Training every pair the factory accepts for one short epoch, then a save -> load -> predict round
-trip, is that tier's job (``./run_testing.sh -t function``, the last step of ``make test``); here only
-what the factory decides."""
+refusal. Training the pairs the factory accepts for one short epoch, then a save -> load -> predict round
+trip, is that tier's job (``./run_testing.sh -t function``: every pair; the last step of ``make test``, with ``-c``:
+a covering set, after checking every pair at the factory); here only what the factory decides."""
 
 import pytest
 
