@@ -44,6 +44,20 @@ def _hydra_compose(overrides: list[str]) -> DictConfig:
     return cfg
 
 
+def _check_hydra_group(group: str, value: str) -> None:
+    """A UserError naming the options when a choice of one of Hydra's own groups (``hydra/launcher=...``) is
+    neither Hydra's nor a plugin's."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        if group.removeprefix("hydra/") not in loader.list_groups("hydra"):
+            return  # not a group of Hydra's: composing says what is wrong
+        options = loader.get_group_options(group)
+    if value not in options:
+        raise UserError(f"{group}={value} is unknown. Available {group} options: {', '.join(options)}.")
+
+
 def check_group(key: str, values: list[str]) -> None:
     """A UserError naming the options when a group override (``env=...``) names a file ``conf/`` lacks."""
     group = key.lstrip("+~").split("@")[0]
@@ -104,16 +118,21 @@ def compose(overrides: list[str], check: bool = True) -> DictConfig:
             value = override.value()
             many = isinstance(value, list) and override.key_or_group == "logger"
             check_group(override.get_key_element(), [str(v) for v in value] if many else [str(value)])
+        elif override.key_or_group.startswith("hydra/") and not override.is_delete():
+            _check_hydra_group(override.key_or_group, str(override.value()))
     try:
         cfg = _hydra_compose(overrides)
     except HydraException as exc:
         text = str(exc)
         for o in overrides:
             key = o.split("=")[0]
-            if f"'{key.lstrip('+~')}'" in text or f"'{key}'" in text:
+            if not key.lstrip("+~").startswith("hydra.") and (f"'{key.lstrip('+~')}'" in text or f"'{key}'" in text):
                 groups_only = [g for g in overrides if override_key(g) in GROUPS]
                 raise UserError(_unknown_key_message(key, _hydra_compose(groups_only))) from exc
-        raise UserError(text.strip().splitlines()[0] if text else repr(exc)) from exc
+        # Hydra's own words: what failed, why (its cause: a hydra.* key it lacks, a value of the wrong type), then any hint
+        what = [line.strip() for line in text.strip().splitlines() if line.strip()] or [repr(exc)]
+        why = str(exc.__cause__).strip().splitlines()[0] if exc.__cause__ is not None and str(exc.__cause__).strip() else ""
+        raise UserError(" ".join([what[0].rstrip(".") + (f": {why.rstrip('.')}." if why else "."), *what[1:]])) from exc
     try:
         validate(cfg)
     except UserError:
@@ -135,14 +154,15 @@ def _sweep_values(override) -> list[str]:
         return []
 
 
-def check_command_line(overrides: list[str], multirun: bool, hydra_keys: tuple[str, ...] = ()) -> DictConfig:
+def check_command_line(overrides: list[str], multirun: bool) -> DictConfig:
     """Check a command line's overrides, sweeps included; return the config of its first job. Raises UserError.
 
     Each group value of a sweep is checked against ``conf/``. A grid (the basic sweeper: one job per
     combination of the sweeps' values) has every combination composed and validated, so a bad value of any
     job is refused before the first job runs; otherwise (a search) the first value of each sweep is composed.
-    ``hydra.*`` overrides take part only for ``hydra_keys`` (e.g. the output folders); Hydra takes no sweep
-    values for them: a ``hydra.sweeper.params.<key>=<sweep>`` has ``<key>`` checked, then is refused with the
+    ``hydra.*`` overrides are composed too (a key Hydra lacks, a value of the wrong type: a UserError), but for the
+    sweeper's settings (``hydra.sweeper.*``: checked against the sweeper by the command line's caller); Hydra takes no
+    sweep values for them: a ``hydra.sweeper.params.<key>=<sweep>`` has ``<key>`` checked, then is refused with the
     way to search it."""
     parsed = parse_overrides(overrides)
     probe: list[str] = []
@@ -157,7 +177,7 @@ def check_command_line(overrides: list[str], multirun: bool, hydra_keys: tuple[s
                 values = _sweep_values(override)
                 if inner != override_key(override.input_line) and values:
                     probe.append(f"{inner}={values[0]}")  # the searched key must exist
-            elif override_key(override.input_line) in hydra_keys:
+            elif not override_key(override.input_line).startswith("hydra.sweeper."):  # the sweeper checks its own
                 probe.append(override.input_line)
             continue
         if not override.is_sweep_override():

@@ -66,8 +66,6 @@ def _resume_overrides(overrides: list[str]) -> list[str]:
 
 # The run directory preflight found empty (made for this run): the one a run that fails its input check removes.
 _fresh_run_dir: Path | None = None
-# Hydra overrides the check composes with: they decide where the run (or the sweep) writes.
-OUTPUT_KEYS = ("hydra.run.dir", "hydra.sweep.dir")
 SWEEPER_PREFIX = "hydra.sweeper."
 
 
@@ -119,7 +117,7 @@ def preflight(argv: list[str]) -> list[str]:
                             "drop --multirun and any sweep values.")
     else:
         overrides = _resume_overrides(overrides)
-    cfg = check_command_line(overrides, multirun, hydra_keys=OUTPUT_KEYS)
+    cfg = check_command_line(overrides, multirun)
     _check_sweeper_keys(overrides)
     search = multirun and HydraConfig.get().sweeper.get("_target_") == SWEEPER_TARGET
     if multirun and not search and "mlflow" in (cfg.get("logger") or {}):

@@ -60,7 +60,7 @@ def test_sweep_values_for_a_hydra_key_are_refused_with_the_way_to_search():
 def test_plain_hydra_overrides_take_part_only_when_asked():
     """hydra.* keys the caller does not name are left to Hydra (they are not config keys of a run)."""
     check_command_line([*PAIR, "hydra.job.chdir=false"], multirun=False)
-    cfg = check_command_line([*PAIR, "hydra.run.dir=/tmp/somewhere"], multirun=False, hydra_keys=("hydra.run.dir",))
+    cfg = check_command_line([*PAIR, "hydra.run.dir=/tmp/somewhere"], multirun=False)
     assert cfg.env_name == "Pendulum"
 
 
