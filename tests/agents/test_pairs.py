@@ -19,8 +19,8 @@ from tests.helpers.compose import compose_cfg, fast_overrides
 
 ALGORITHMS = available("algorithm")
 # One env of each kind the refusal groups tell apart (the function tier's ENV_KINDS). Every env of the tree is checked
-# against the same file by the function tier, the last step of `make test` (doing all pairs here too would build
-# each of them twice in one `make test`).
+# against the same file by the function tier, the last step of `make test`, which therefore deselects the test below
+# (it would build these pairs twice); it runs when pytest runs alone.
 ENVS = list(ENV_KINDS)
 
 
