@@ -15,6 +15,7 @@ maze's open area (the walls of the outer ring excluded). Only the sparse reward 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -31,6 +32,8 @@ class MazeGoals(gym.Wrapper):
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
         maze_env = env.unwrapped
+        if xml := getattr(maze_env, "tmp_xml_file_path", None):  # the model gymnasium-robotics wrote for MuJoCo to load
+            Path(xml).unlink(missing_ok=True)  # (/tmp/ant_maze<time>.xml, loaded by now), which it never removes
         if not hasattr(maze_env, "maze") or not hasattr(maze_env, "compute_reward"):
             raise UserError(f"hydrarl.envs.maze.MazeGoals wraps gymnasium-robotics mazes (PointMaze_*, AntMaze_*); "
                             f"{env.spec.id if env.spec else type(maze_env).__name__} is not one.")

@@ -4,6 +4,8 @@ and the clear errors for a dense reward or an env that is not a maze."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -47,6 +49,15 @@ def test_the_episode_ends_with_success_when_the_point_is_put_on_the_goal(maze):
     point.set_state(np.asarray(obs["desired_goal"], dtype=float), np.zeros(2))
     obs, reward, terminated, _, info = maze.step(np.zeros(2))
     assert (reward, terminated, info["is_success"]) == (0.0, True, 1.0)
+
+
+def test_the_model_file_gymnasium_robotics_writes_is_removed_once_loaded(maze):
+    """Each maze writes its MuJoCo model to /tmp/ant_maze<time>.xml and never removes it (1,500 files after a few
+    test runs); the wrapper removes it once MuJoCo has loaded it, and the env still steps and renders its model."""
+    path = Path(maze.unwrapped.tmp_xml_file_path)
+    assert path.name.startswith("ant_maze") and not path.exists()
+    maze.reset(seed=0)
+    assert maze.step(maze.action_space.sample())[0]["achieved_goal"].shape == (2,)
 
 
 def test_a_dense_maze_or_another_env_is_refused():
