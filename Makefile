@@ -57,7 +57,7 @@ train: $(STAMP)
 
 # The function tier checks every env x algorithm pair at the agent factory and trains a covering set (-c: each
 # algorithm on one env of each kind it acts in, each env at least once; one short epoch and a round trip each),
-# which keeps CI under 15 minutes on 2 cores; `make matrix` trains every valid pair (docs/matrix.md). Since the tier
+# which brought CI from 19 to about 15 minutes on 2 cores; `make matrix` trains every valid pair (docs/matrix.md). Since the tier
 # checks every pair at the factory, pytest leaves out its own check of one env of each kind (tests/agents/test_pairs.py,
 # the same pairs; it runs when pytest runs alone).
 FACTORY_CHECK := tests/agents/test_pairs.py::test_the_factory_builds_or_refuses_every_pair_as_the_expected_refusals_say

@@ -57,11 +57,14 @@ def test_sweep_values_for_a_hydra_key_are_refused_with_the_way_to_search():
                                "algorithm.gamma=choice(0.9,0.99).")
 
 
-def test_plain_hydra_overrides_take_part_only_when_asked():
-    """hydra.* keys the caller does not name are left to Hydra (they are not config keys of a run)."""
+def test_plain_hydra_overrides_are_composed_with_the_run():
+    """hydra.* keys (Hydra's settings, not config keys of a run) are composed with the run's overrides: valid ones pass,
+    a value of the wrong type is a UserError in Hydra's words, before anything runs."""
     check_command_line([*PAIR, "hydra.job.chdir=false"], multirun=False)
     cfg = check_command_line([*PAIR, "hydra.run.dir=/tmp/somewhere"], multirun=False)
     assert cfg.env_name == "Pendulum"
+    with pytest.raises(UserError, match="hydra.job.chdir=maybe: Value 'maybe' is not a valid bool"):
+        check_command_line([*PAIR, "hydra.job.chdir=maybe"], multirun=False)
 
 
 @pytest.mark.parametrize("entry, needle", [

@@ -53,7 +53,7 @@ def test_the_episode_ends_with_success_when_the_point_is_put_on_the_goal(maze):
 
 def test_the_model_file_gymnasium_robotics_writes_is_removed_once_loaded(maze):
     """Each maze writes its MuJoCo model to /tmp/ant_maze<time>.xml and never removes it (1,500 files after a few
-    test runs); the wrapper removes it once MuJoCo has loaded it, and the env still steps and renders its model."""
+    test runs); the wrapper removes it once MuJoCo has loaded it, and the env still resets and steps."""
     path = Path(maze.unwrapped.tmp_xml_file_path)
     assert path.name.startswith("ant_maze") and not path.exists()
     maze.reset(seed=0)
