@@ -44,26 +44,26 @@ def _hydra_compose(overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def _check_hydra_group(group: str, value: str) -> None:
-    """A UserError naming the options when a choice of one of Hydra's own groups (``hydra/launcher=...``) is
-    neither Hydra's nor a plugin's."""
+def _hydra_group_options(group: str) -> list[str] | None:
+    """The options of one of Hydra's own groups (``hydra/launcher``: Hydra's and its plugins'); None for a name that
+    is not one of them (composing then says what is wrong)."""
     from hydra.core.global_hydra import GlobalHydra
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
         if group.removeprefix("hydra/") not in loader.list_groups("hydra"):
-            return  # not a group of Hydra's: composing says what is wrong
-        options = loader.get_group_options(group)
-    if value not in options:
-        raise UserError(f"{group}={value} is unknown. Available {group} options: {', '.join(options)}.")
+            return None
+        return loader.get_group_options(group)
 
 
-def check_group(key: str, values: list[str]) -> None:
-    """A UserError naming the options when a group override (``env=...``) names a file ``conf/`` lacks."""
+def check_group(key: str, values: list[str], options: list[str] | None = None) -> None:
+    """A UserError naming the options when a group override (``env=...``) names a file ``conf/`` lacks, or, given
+    ``options``, a value not among them."""
     group = key.lstrip("+~").split("@")[0]
-    if group not in GROUPS:
-        return
-    options = available(group)
+    if options is None:
+        if group not in GROUPS:
+            return
+        options = available(group)
     for value in values:
         if value not in options:
             raise UserError(f"{group}={value} is unknown. Available {group} options: {', '.join(options)}.")
@@ -119,7 +119,8 @@ def compose(overrides: list[str], check: bool = True) -> DictConfig:
             many = isinstance(value, list) and override.key_or_group == "logger"
             check_group(override.get_key_element(), [str(v) for v in value] if many else [str(value)])
         elif override.key_or_group.startswith("hydra/") and not override.is_delete():
-            _check_hydra_group(override.key_or_group, str(override.value()))
+            if (options := _hydra_group_options(override.key_or_group)) is not None:
+                check_group(override.key_or_group, [str(override.value())], options)
     try:
         cfg = _hydra_compose(overrides)
     except HydraException as exc:

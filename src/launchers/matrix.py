@@ -32,7 +32,6 @@ import yaml
 from hydrarl.config.compose import available
 from hydrarl.errors import UserError
 from hydrarl.launchers.pairs import (
-    FAST_ENV,
     REFUSALS_FILE,
     REFUSED,
     VALID,
@@ -44,6 +43,7 @@ from hydrarl.launchers.pairs import (
     check_pairs,
     covering,
     in_function_sample,
+    pair_fast_overrides,
     pair_problems,
 )
 from hydrarl.launchers.scheduler import MatrixJob
@@ -103,11 +103,10 @@ def function_jobs(out: Path, selected: list[Pair], say=print, keep_runs: bool = 
     jobs = []
     for env_name, algorithm in valid:
         fast = [f"algorithm.learning_starts={FUNCTION_LEARNING_STARTS}" if o.startswith("algorithm.learning_starts=") else o
-                for o in algorithm_fast_overrides(algorithm)]
+                for o in pair_fast_overrides(env_name, algorithm)]
         run_dir = out / "runs" / f"{env_name}_{algorithm}"
         train_then_check = [sys.executable, "-m", "hydrarl.launchers.roundtrip", "--train", f"env={env_name}",
-                            f"algorithm={algorithm}", *FUNCTION_TRAINER, *fast, *FAST_ENV.get(env_name, ()), *overrides,
-                            f"hydra.run.dir={run_dir}"]
+                            f"algorithm={algorithm}", *FUNCTION_TRAINER, *fast, *overrides, f"hydra.run.dir={run_dir}"]
         jobs.append(MatrixJob(f"{env_name}/{algorithm}", train_then_check, out / "logs" / f"{env_name}_{algorithm}.log",
                               run_dir=run_dir, scratch=None if keep_runs else run_dir))
     if not jobs and not problems:

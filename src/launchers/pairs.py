@@ -50,6 +50,12 @@ def algorithm_fast_overrides(algorithm: str) -> tuple[str, ...]:
     return tuple(fast_overrides(_algorithm_config(algorithm)))
 
 
+def pair_fast_overrides(env_name: str, algorithm: str) -> tuple[str, ...]:
+    """The function tier's sizes for one pair: its algorithm's :func:`algorithm_fast_overrides`, then its env's
+    ``FAST_ENV``."""
+    return (*algorithm_fast_overrides(algorithm), *FAST_ENV.get(env_name, ()))
+
+
 # One env of each kind of spaces the expected refusals tell apart: Box vectors, Discrete vectors, goal dicts,
 # Discrete images, Box images (the CarRacing drivers), the bumps family, the robot's images.
 ENV_KINDS = ("Pendulum", "CartPole", "FetchReach", "CarRacing", "CarRacingContinuous", "Bumps", "PenguinPi")
@@ -171,13 +177,12 @@ def check_groups(groups: list[tuple[str, list[tuple[str, tuple[str, ...]]]]], wo
 
 def check_pairs(selected: list[Pair], workers: int = 1, overrides: tuple[str, ...] = ()) -> dict[Pair, PairCheck]:
     """Each selected pair built at the agent factory with the sizes its function-tier job will use (its
-    :func:`algorithm_fast_overrides`, its env's ``FAST_ENV``, then ``overrides``): a default replay buffer of images
+    :func:`pair_fast_overrides`, then ``overrides``): a default replay buffer of images
     (1e6 x 55 kB) cannot be allocated. With ``workers`` > 1 the envs are checked in that many processes at once. The
     result keeps the order of ``selected``."""
     by_env: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
     for env_name, algorithm in selected:
-        by_env.setdefault(env_name, []).append(
-            (algorithm, (*algorithm_fast_overrides(algorithm), *FAST_ENV.get(env_name, ()), *overrides)))
+        by_env.setdefault(env_name, []).append((algorithm, (*pair_fast_overrides(env_name, algorithm), *overrides)))
     checks = check_groups(list(by_env.items()), workers)
     return {pair: checks[pair] for pair in selected}
 
