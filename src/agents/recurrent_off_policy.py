@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
+import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
@@ -36,6 +37,28 @@ def step_noise(batch_size: int, steps: int, shape: tuple[int, ...], device: th.d
     return th.stack([th.randn(batch_size, *shape, device=device) for _ in range(steps)], dim=1)
 
 
+def td_targets(rewards: th.Tensor, next_values: th.Tensor, terminated: th.Tensor, mask: th.Tensor, gamma: float,
+               td_steps: int = 1) -> th.Tensor:
+    """TD targets of every step of a padded batch of sequences, (B, L, 1):
+
+        y_t = Σ_{k<m} γ^k r_{t+k} + γ^m (1 − d_{t+m−1}) V_{t+m},   m = min(td_steps, steps left in the sequence from t)
+
+    ``rewards`` r, ``terminated`` d (1 at the last step of a terminated episode) and ``mask`` (1 on real steps) are
+    (B, L) or (B, L, 1); ``next_values`` V_{t+1} (the target networks' value of the step after t) the same. A
+    sequence's last real step bootstraps from its next observation unless the episode terminated there (a time
+    limit or a segment's end bootstraps), and no sum reaches past it; with ``td_steps`` = 1 this is
+    y_t = r_t + γ (1 − d_t) V_{t+1}. Values on padded steps are meaningless (the losses mask them)."""
+    batch, length = mask.shape[:2]
+    r, d, v, m = (F.pad(x.reshape(batch, length), (0, td_steps)) for x in (rewards, terminated, next_values, mask))
+    target, discount = th.zeros_like(r[:, :length]), 1.0
+    for k in range(td_steps):
+        real = m[:, k:k + length]
+        last = real if k == td_steps - 1 else real * (1.0 - m[:, k + 1:k + 1 + length])  # step t+k ends the sum
+        target = target + discount * (real * r[:, k:k + length] + gamma * last * (1.0 - d[:, k:k + length]) * v[:, k:k + length])
+        discount *= gamma
+    return target.unsqueeze(-1)
+
+
 def masked_mean(values: th.Tensor, mask: th.Tensor) -> th.Tensor:
     """Mean of ``values`` (B, L, 1) or (B, L) over the steps where ``mask`` (B, L) is 1; padding adds nothing."""
     values = values.reshape(mask.shape)
@@ -49,6 +72,8 @@ class RecurrentOffPolicyAlgorithm(OffPolicyAlgorithm):
     :param learning_starts: env steps of uniform random actions before the first update ("update_after")
     :param batch_size: sequences per update (whole episodes, or ``segment_len`` chunks of them)
     :param segment_len: None trains on whole episodes; k trains on chunks of at most k steps (from a zero state)
+    :param td_steps: rewards summed in each TD target before it bootstraps (n-step returns, :func:`td_targets`);
+        1 is one-step TD. The sums use the stored episodes' rewards as they were, with no off-policy correction
     :param policy_kwargs: :class:`RecurrentActorCriticPolicy` arguments (``cell``, ``hidden_size``, ``n_layers``,
         ``net_arch``, ...); ``actor``, ``n_critics`` and ``actor_target`` are set by the algorithm
     """
@@ -72,6 +97,7 @@ class RecurrentOffPolicyAlgorithm(OffPolicyAlgorithm):
         action_noise: ActionNoise | None,
         segment_len: int | None,
         policy_kwargs: dict[str, Any],
+        td_steps: int = 1,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         verbose: int = 0,
@@ -80,7 +106,9 @@ class RecurrentOffPolicyAlgorithm(OffPolicyAlgorithm):
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1 (sequences per update), got {batch_size}")
-        self.segment_len = segment_len
+        if isinstance(td_steps, bool) or not isinstance(td_steps, int) or td_steps < 1:
+            raise ValueError(f"td_steps must be a positive integer (rewards per TD target), got {td_steps!r}")
+        self.segment_len, self.td_steps = segment_len, td_steps
         super().__init__(
             policy, env, learning_rate, buffer_size=buffer_size, learning_starts=learning_starts,
             batch_size=batch_size, tau=tau, gamma=gamma, train_freq=train_freq, gradient_steps=gradient_steps,

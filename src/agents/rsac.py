@@ -6,7 +6,8 @@ d_t = 1 where the episode terminated (not where a time limit cut it), mask m_t =
 the sequence ``policy.history``: o_t, or with ``action_input`` [o_t, a_{t-1}]):
 
 1. one pass of each summariser over o_0..o_L from a zero state: actor h^π, critics h^1, h^2, target critics h̄^1, h̄^2;
-2. target y_t = r_t + γ (1 − d_t) (min_i Q̄_i(h̄^i_{t+1}, a′) − α log π(a′|h^π_{t+1})), a′ ~ π(·|h^π_{t+1});
+2. target y_t = r_t + γ (1 − d_t) V_{t+1}, V_{t+1} = min_i Q̄_i(h̄^i_{t+1}, a′) − α log π(a′|h^π_{t+1}), a′ ~ π(·|h^π_{t+1})
+   (with ``td_steps`` n > 1 the n-step return of :func:`~hydrarl.agents.recurrent_off_policy.td_targets`);
 3. critic loss Σ_i mean_m (Q_i(h^i_t, a_t) − y_t)², one Adam step per critic (summariser and head);
 4. actor loss mean_m (α log π(ã|h^π_t) − min_i Q_i(sg(h^i_t), ã)), ã ~ π(·|h^π_t): the critics' summaries are
    detached (sg), so critic summarisers learn only from TD; one Adam step of the actor;
@@ -27,7 +28,7 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from hydrarl.agents.episode_buffer import EpisodeBatch
-from hydrarl.agents.recurrent_off_policy import RecurrentOffPolicyAlgorithm, masked_mean, step_noise
+from hydrarl.agents.recurrent_off_policy import RecurrentOffPolicyAlgorithm, masked_mean, step_noise, td_targets
 from hydrarl.agents.recurrent_policy import RecurrentActorCriticPolicy
 
 
@@ -37,6 +38,7 @@ class RSAC(RecurrentOffPolicyAlgorithm):
     :param ent_coef: ``auto`` (learned, initial 1), ``auto_<init>`` (learned from ``init``) or a fixed float α
     :param target_entropy: ``auto`` (−|A|) or a float
     :param n_critics: twin critics by default
+    :param td_steps: rewards in each TD target (n-step returns; 1: one-step TD)
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class RSAC(RecurrentOffPolicyAlgorithm):
         ent_coef: str | float = "auto",
         target_entropy: str | float = "auto",
         n_critics: int = 2,
+        td_steps: int = 1,
         policy_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -66,8 +69,8 @@ class RSAC(RecurrentOffPolicyAlgorithm):
     ):
         policy_kwargs = {**(policy_kwargs or {}), "actor": "gaussian", "n_critics": n_critics, "actor_target": False}
         super().__init__(policy, env, learning_rate, buffer_size, learning_starts, batch_size, tau, gamma, train_freq,
-                         gradient_steps, action_noise, segment_len, policy_kwargs, stats_window_size, tensorboard_log,
-                         verbose, seed, device)
+                         gradient_steps, action_noise, segment_len, policy_kwargs, td_steps, stats_window_size,
+                         tensorboard_log, verbose, seed, device)
         self.ent_coef, self.target_entropy, self.n_critics = ent_coef, target_entropy, n_critics
         if _init_setup_model:
             self._setup_model()
@@ -101,7 +104,6 @@ class RSAC(RecurrentOffPolicyAlgorithm):
         policy = self.policy
         self._n_updates += 1
         obs, mask = batch.observations, batch.mask                              # (B, L+1, D), (B, L)
-        rewards, not_done = batch.rewards.unsqueeze(-1), 1.0 - batch.terminated.unsqueeze(-1)  # (B, L, 1)
         # the policy's noise for the next and the current actions, drawn step by step (padding changes none of it)
         noise = step_noise(*mask.shape, (2, self.action_space.shape[0]), self.device).unbind(dim=2)
 
@@ -116,7 +118,8 @@ class RSAC(RecurrentOffPolicyAlgorithm):
             next_actions, next_log_prob = policy.actor_head.sample(h_actor[:, 1:].detach(), noise[0])
             next_q = th.stack([head(summariser(seq)[0][:, 1:], next_actions) for summariser, head
                                in zip(policy.critic_summarisers_target, policy.critic_heads_target, strict=True)])
-            target_q = rewards + not_done * self.gamma * (next_q.min(dim=0).values - alpha * next_log_prob)
+            next_values = next_q.min(dim=0).values - alpha * next_log_prob                # (B, L, 1)
+            target_q = td_targets(batch.rewards, next_values, batch.terminated, mask, self.gamma, self.td_steps)
 
         # 3. critics: masked TD loss, one Adam step each
         critic_loss = sum(masked_mean((head(h[:, :-1], batch.actions) - target_q) ** 2, mask)

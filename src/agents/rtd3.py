@@ -8,7 +8,8 @@ the sequence ``policy.history``: o_t, or with ``action_input`` [o_t, a_{t-1}]):
 
 1. target actor: a′ = clip(μ̄(h̄^μ_{t+1}) + clip(ε, −c, c), −1, 1), ε ~ N(0, σ²) (σ = ``target_policy_noise``,
    c = ``target_noise_clip``; RDPG: σ = 0);
-2. target y_t = r_t + γ (1 − d_t) min_i Q̄_i(h̄^i_{t+1}, a′), from one pass of each target summariser;
+2. target y_t = r_t + γ (1 − d_t) min_i Q̄_i(h̄^i_{t+1}, a′), from one pass of each target summariser (with
+   ``td_steps`` n > 1 the n-step return of :func:`~hydrarl.agents.recurrent_off_policy.td_targets`);
 3. critic loss Σ_i mean_m (Q_i(h^i_t, a_t) − y_t)², one Adam step per critic (summariser and head);
 4. every ``policy_delay``-th step: actor loss −mean_m Q_1(sg(h^1_t), μ(h^μ_t)) through critic 1's detached
    summary (critic summarisers learn only from TD), one Adam step of the actor; then the Polyak update of all
@@ -27,7 +28,7 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from hydrarl.agents.episode_buffer import EpisodeBatch
-from hydrarl.agents.recurrent_off_policy import RecurrentOffPolicyAlgorithm, masked_mean, step_noise
+from hydrarl.agents.recurrent_off_policy import RecurrentOffPolicyAlgorithm, masked_mean, step_noise, td_targets
 from hydrarl.agents.recurrent_policy import RecurrentActorCriticPolicy
 
 
@@ -38,6 +39,7 @@ class RTD3(RecurrentOffPolicyAlgorithm):
     :param target_policy_noise: std σ of the target policy smoothing noise, in [-1, 1]-scaled action units
     :param target_noise_clip: the smoothing noise is clipped to ±this
     :param n_critics: critics; the target takes their minimum
+    :param td_steps: rewards in each TD target (n-step returns; 1: one-step TD)
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class RTD3(RecurrentOffPolicyAlgorithm):
         target_policy_noise: float = 0.2,
         target_noise_clip: float = 0.5,
         n_critics: int = 2,
+        td_steps: int = 1,
         policy_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -72,8 +75,8 @@ class RTD3(RecurrentOffPolicyAlgorithm):
             raise ValueError(f"target_policy_noise and target_noise_clip must be >= 0, got {target_policy_noise}, {target_noise_clip}")
         policy_kwargs = {**(policy_kwargs or {}), "actor": "deterministic", "n_critics": n_critics, "actor_target": True}
         super().__init__(policy, env, learning_rate, buffer_size, learning_starts, batch_size, tau, gamma, train_freq,
-                         gradient_steps, action_noise, segment_len, policy_kwargs, stats_window_size, tensorboard_log,
-                         verbose, seed, device)
+                         gradient_steps, action_noise, segment_len, policy_kwargs, td_steps, stats_window_size,
+                         tensorboard_log, verbose, seed, device)
         self.policy_delay, self.n_critics = policy_delay, n_critics
         self.target_policy_noise, self.target_noise_clip = target_policy_noise, target_noise_clip
         if _init_setup_model:
@@ -84,7 +87,6 @@ class RTD3(RecurrentOffPolicyAlgorithm):
         policy = self.policy
         self._n_updates += 1
         obs, mask = batch.observations, batch.mask                              # (B, L+1, D), (B, L)
-        rewards, not_done = batch.rewards.unsqueeze(-1), 1.0 - batch.terminated.unsqueeze(-1)  # (B, L, 1)
 
         seq = policy.history(obs, batch.actions)                                # (B, L+1, D [+ A])
 
@@ -97,7 +99,8 @@ class RTD3(RecurrentOffPolicyAlgorithm):
                 next_actions = (next_actions + noise).clamp(-1.0, 1.0)
             next_q = th.stack([head(summariser(seq)[0][:, 1:], next_actions) for summariser, head
                                in zip(policy.critic_summarisers_target, policy.critic_heads_target, strict=True)])
-            target_q = rewards + not_done * self.gamma * next_q.min(dim=0).values
+            target_q = td_targets(batch.rewards, next_q.min(dim=0).values, batch.terminated, mask, self.gamma,
+                                  self.td_steps)
 
         # 3. critics: masked TD loss, one Adam step each
         h_critics = [summariser(seq)[0] for summariser in policy.critic_summarisers]
@@ -139,6 +142,7 @@ class RDPG(RTD3):
         gradient_steps: int = 1,
         action_noise: ActionNoise | None = None,
         segment_len: int | None = None,
+        td_steps: int = 1,
         policy_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -149,6 +153,6 @@ class RDPG(RTD3):
     ):
         super().__init__(policy, env, learning_rate, buffer_size, learning_starts, batch_size, tau, gamma, train_freq,
                          gradient_steps, action_noise, segment_len, policy_delay=1, target_policy_noise=0.0,
-                         target_noise_clip=0.0, n_critics=1, policy_kwargs=policy_kwargs,
+                         target_noise_clip=0.0, n_critics=1, td_steps=td_steps, policy_kwargs=policy_kwargs,
                          stats_window_size=stats_window_size, tensorboard_log=tensorboard_log, verbose=verbose,
                          seed=seed, device=device, _init_setup_model=_init_setup_model)

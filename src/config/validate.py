@@ -166,6 +166,7 @@ ALGORITHM_VALUES: dict[str, Allowed] = {
     "top_quantiles_to_drop_per_net": Allowed(0, integer=True),
     "n_delta": COUNT,
     "segment_len": Allowed(1, integer=True, also=(None,)),
+    "td_steps": COUNT,
     "n_top": Allowed(1, integer=True, also=(None,)),
     "delta_std": POSITIVE,
     "cg_max_steps": COUNT,
