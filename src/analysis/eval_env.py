@@ -25,20 +25,14 @@ class EnvChoice:
 def env_choice(spec: str) -> EnvChoice:
     """The env config ``env=<NAME> <overrides>`` composes to, from ``spec`` = ``NAME [env.KEY=VALUE ...]``; a UserError
     listing the env options for an unknown name, or naming an override that is not of the env or does not apply."""
-    from hydrarl.config.compose import available, compose
+    from hydrarl.config.compose import compose_for
 
     name, *overrides = spec.split() or [""]
-    envs = available("env")
-    if name not in envs:
-        raise UserError(f"--env {spec!r}: env={name} is unknown. Available env options: {', '.join(envs)}.")
     outside = [o for o in overrides if not o.lstrip("+~").startswith("env.")]
     if outside:
         raise UserError(f"--env {spec!r}: {' '.join(outside)} is not an override of the env; give env.KEY=VALUE, "
                         "e.g. 'Cassie env.kwargs.speeds=[0.2,0.5,0.8]'.")
-    try:
-        cfg = compose([f"env={name}", *overrides]).env
-    except UserError as exc:
-        raise UserError(f"--env {spec!r}: the overrides {' '.join(overrides)} do not apply: {exc}") from exc
+    cfg = compose_for("--env", spec, {"env": name}, overrides).env
     return EnvChoice(" ".join([name, *overrides]), OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
 
 

@@ -163,26 +163,17 @@ def agent_from_controller(spec: str) -> Agent:
     config tree, with optional config overrides (e.g. ``env.kwargs.privileged=true``)."""
     from hydrarl.agents.controllers import Controller
     from hydrarl.agents.factory import algorithm_class, apply_env_overrides, build_agent
-    from hydrarl.config.compose import available, compose
+    from hydrarl.config.compose import available, compose_for
 
     set_up_backends(1)
     pair, *overrides = spec.split() or [""]
     env_name, _, algorithm = pair.partition("/")
     if not env_name or not algorithm or "/" in algorithm:
         raise UserError(f"--controller {spec}: give <Env>/<algo>, e.g. CartPole/random.")
-    envs = available("env")
-    if env_name not in envs:
-        raise UserError(f"--controller {spec}: env={env_name} is unknown. Available env options: {', '.join(envs)}.")
-    algorithms = available("algorithm")
-    if algorithm not in algorithms:
-        raise UserError(f"--controller {spec}: algorithm={algorithm} is unknown. Available algorithm options: {', '.join(algorithms)}.")
-    try:
-        cfg = compose([f"env={env_name}", f"algorithm={algorithm}", *overrides])
-    except UserError as exc:
-        raise UserError(f"--controller {spec!r}: the overrides {' '.join(overrides)} do not apply: {exc}") from exc
+    cfg = compose_for("--controller", spec, {"env": env_name, "algorithm": algorithm}, overrides)
     apply_env_overrides(cfg.algorithm, cfg.env, algorithm)  # e.g. the ensemble's members normalise for themselves
     if not issubclass(algorithm_class(cfg.algorithm, algorithm), Controller):
-        controllers = [a for a in algorithms if _is_controller(a)]
+        controllers = [a for a in available("algorithm") if _is_controller(a)]
         raise UserError(f"--controller {spec}: algorithm={algorithm} learns, it is not a controller; evaluate a trained run "
                         f"directory instead. Controllers: {', '.join(controllers)}.")
 
