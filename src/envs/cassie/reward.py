@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from hydrarl.errors import UserError
+from hydrarl.values import is_number
 
 GAIT_WEIGHTS = {  # per-step weights of the gait reward's terms
     "foot_force": 0.5,
@@ -80,17 +81,13 @@ class RewardConfig:
             raise UserError(f"Cassie env: unknown reward weight(s) {', '.join(bad)}; the gait terms are "
                             f"{', '.join(GAIT_WEIGHTS)}.")
         for key, number in weights.items():
-            if not _number(number) or number < 0:
+            if not is_number(number, finite=True) or number < 0:
                 raise UserError(f"Cassie env: reward.weights.{key}={number!r} is not allowed: a number >= 0.")
         for key, number in value.items():
-            if not _number(number) or number <= 0:
+            if not is_number(number, finite=True) or number <= 0:
                 raise UserError(f"Cassie env: reward.{key}={number!r} is not allowed: a number > 0.")
         return cls(name=name, weights={**GAIT_WEIGHTS, **{k: float(v) for k, v in weights.items()}},
                    **{k: float(v) for k, v in value.items()})
-
-
-def _number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def stance_indicator(phase: float, sharpness: float) -> float:
