@@ -147,13 +147,15 @@ def compose_for(flag: str, spec: str, choices: dict[str, str], overrides: list[s
     """The config of ``group=choice`` for each of ``choices`` and ``overrides``, composed for a command-line option's
     value (``flag`` ``spec``, e.g. ``--env 'Cassie env.kwargs.speeds=[0.5]'``): a UserError starting with
     ``flag 'spec':`` for an unknown choice (naming the options) or for overrides that do not apply."""
-    try:
-        for group, choice in choices.items():
+    for group, choice in choices.items():
+        try:
             check_group(group, [choice])
+        except UserError as exc:
+            raise UserError(f"{flag} {spec!r}: {exc}") from exc
+    try:
         return compose([*(f"{group}={choice}" for group, choice in choices.items()), *overrides])
     except UserError as exc:
-        known = all(choice in available(group) for group, choice in choices.items())
-        why = f"the overrides {' '.join(overrides)} do not apply: {exc}" if known else str(exc)
+        why = f"the overrides {' '.join(overrides)} do not apply: {exc}" if overrides else str(exc)
         raise UserError(f"{flag} {spec!r}: {why}") from exc
 
 
