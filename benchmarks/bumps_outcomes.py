@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     table: Counter = Counter()
     obs = env.reset()
     for _ in range(args.episodes):
-        start_bumps, y = bumps_env._start.copy(), bumps_env.scene.finger_y()
+        start_bumps, y = np.asarray(env.reset_infos[0]["bumps"]), bumps_env.scene.finger_y()  # the episode's reset info
         region = REGIONS[int(np.searchsorted(start_bumps, y))]
         state, episode_start, done = None, np.ones(1, dtype=bool), np.zeros(1, dtype=bool)
         while not done[0]:
