@@ -92,11 +92,10 @@ def cassie_agent(path: str | None, controller: str | None, checkpoint: str, tool
 
 def load_agent(args: argparse.Namespace):
     """The agent to plot: the run given, the controller given, or the env's constant zero action."""
-    from hydrarl.config.compose import available
+    from hydrarl.config.compose import check_flag_choice
 
     if not args.agent and not args.controller:
-        if args.env not in available("env"):
-            raise UserError(f"--env {args.env!r} is unknown. Available env options: {', '.join(available('env'))}.")
+        check_flag_choice("--env", args.env, "env", args.env)
         return cassie_agent(None, f"{args.env}/constant", args.checkpoint, "plot_gait.py")
     return cassie_agent(args.agent, args.controller, args.checkpoint, "plot_gait.py")
 

@@ -143,15 +143,20 @@ def compose(overrides: list[str], check: bool = True) -> DictConfig:
     return cfg
 
 
+def check_flag_choice(flag: str, spec: str, group: str, choice: str) -> None:
+    """A UserError starting with ``flag 'spec':`` and naming the options when ``group=choice`` names no config."""
+    try:
+        check_group(group, [choice])
+    except UserError as exc:
+        raise UserError(f"{flag} {spec!r}: {exc}") from exc
+
+
 def compose_for(flag: str, spec: str, choices: dict[str, str], overrides: list[str]) -> DictConfig:
     """The config of ``group=choice`` for each of ``choices`` and ``overrides``, composed for a command-line option's
     value (``flag`` ``spec``, e.g. ``--env 'Cassie env.kwargs.speeds=[0.5]'``): a UserError starting with
     ``flag 'spec':`` for an unknown choice (naming the options) or for overrides that do not apply."""
     for group, choice in choices.items():
-        try:
-            check_group(group, [choice])
-        except UserError as exc:
-            raise UserError(f"{flag} {spec!r}: {exc}") from exc
+        check_flag_choice(flag, spec, group, choice)
     try:
         return compose([*(f"{group}={choice}" for group, choice in choices.items()), *overrides])
     except UserError as exc:

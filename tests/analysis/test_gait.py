@@ -84,7 +84,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
                     "trainer.n_test_rollouts=1", "trainer.progress_bar=false", "logger=[]", f"hydra.run.dir={pendulum}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for argv, needle in [([str(pendulum)], "plot_gait.py plays Cassie episodes"), ([str(tmp_path / "nowhere")], "not a run directory"),
-                         (["--env", "Nope"], "--env 'Nope' is unknown"), (["--seed", "-1"], "argument --seed: '-1' is not allowed"),
+                         (["--env", "Nope"], "--env 'Nope': env=Nope is unknown. Available env options: Ant,"), (["--seed", "-1"], "argument --seed: '-1' is not allowed"),
                          (["--steps", "0"], "argument --steps: '0' is not allowed")]:
         out = tmp_path / "out"
         assert main([*argv, "--out", str(out)]) == 2
