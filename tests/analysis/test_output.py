@@ -53,7 +53,7 @@ def test_a_full_disk_while_writing_the_tables_is_one_line_after_the_table(tmp_pa
     ("evaluate", ["--controller", ""], "error: --controller : give <Env>/<algo>, e.g. CartPole/random."),
     ("evaluate", ["--controller", "CartPole/random", "--out", ""], "argument --out: give a folder path"),
     ("gait", ["--speed", "nan"], "error: argument --speed: 'nan' is not allowed: give a finite number (commanded forward speed in m/s)"),
-    ("gait", ["--env", ""], "error: --env '' is unknown. Available env options: Ant, "),
+    ("gait", ["--env", ""], "error: --env '': env= is unknown. Available env options: Ant, "),
     ("gait", ["--out", " "], "argument --out: give a folder path"),
     ("plot", ["--tracking-uri", ""], "error: --tracking-uri is empty"),
     ("plot", ["--out", ""], "argument --out: give a folder path"),
