@@ -4,7 +4,6 @@ training copies only, reproducibly, and the observation and reward use the new o
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -13,18 +12,11 @@ from hydrarl.envs.cassie.commands import CommandChanges
 from hydrarl.envs.cassie.env import OBS_BLOCKS, CassieEnv
 from hydrarl.envs.factory import make_env
 from hydrarl.errors import UserError
-from tests.envs.test_cassie_env import MENAGERIE
+from tests.envs.test_cassie_env import menagerie  # noqa: F401  (its autouse fixture: skip without the model, point at it)
 from tests.helpers.compose import compose_cfg
 
 WRAPPER = "hydrarl.envs.cassie.commands.CommandChanges"
 SPEED = OBS_BLOCKS["speed"].start
-
-
-@pytest.fixture(autouse=True)
-def menagerie(monkeypatch):
-    if not os.path.isdir(os.path.join(MENAGERIE, "agility_cassie")):
-        pytest.skip(f"no menagerie copy at {MENAGERIE}")
-    monkeypatch.setenv("MENAGERIE_ROOT", MENAGERIE)
 
 
 def _episode(env, seed: int, steps: int) -> tuple[list[float], list[float], list[dict]]:
@@ -57,7 +49,8 @@ def test_the_command_changes_after_each_hold_in_training_copies_only():
     # the same seed gives the same commands; the evaluation copy keeps its one command
     assert _episode(train, seed=3, steps=60)[1] == said
     assert len(set(_episode(evaluate, seed=3, steps=60)[1])) == 1
-    train.close(), evaluate.close()
+    train.close()
+    evaluate.close()
 
 
 def test_hold_times_are_drawn_in_their_range():
