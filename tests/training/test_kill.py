@@ -18,7 +18,7 @@ from stable_baselines3 import SAC
 from hydrarl.errors import UserError
 from hydrarl.paths import PROJECT_ROOT
 from hydrarl.paths import TRAIN_SCRIPT as TRAIN
-from hydrarl.trackers.mlflow_tracker import CLOSED_TAG
+from hydrarl.trackers.mlflow_tracker import CLOSED_TAG, prepare_store
 from hydrarl.training.train import run
 from tests.helpers.compose import compose_cfg
 from tests.training.test_resume import BASE, state_of
@@ -71,6 +71,7 @@ def test_sigkill_at_random_points_then_resume_reaches_the_counts_of_an_unkilled_
 
 def test_a_run_killed_before_its_first_checkpoint_is_closed_by_the_command_and_a_live_one_is_not(tmp_path, tracking_uri):
     slow = [*BASE, "trainer.eval_after_n_steps=1000000", "trainer.n_epochs=1", f"logger.mlflow.tracking_uri={tracking_uri}"]
+    prepare_store(tracking_uri)  # this test's client would otherwise race the two runs to create the schema
     procs = {name: subprocess.Popen([sys.executable, str(TRAIN), *slow, f"hydra.run.dir={tmp_path / name}"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name in ("live", "doomed")}
     try:
@@ -78,7 +79,7 @@ def test_a_run_killed_before_its_first_checkpoint_is_closed_by_the_command_and_a
         deadline = time.monotonic() + 240
         while len(runs) < 2 and time.monotonic() < deadline:  # both have opened their MLflow run
             time.sleep(0.5)
-            experiment = client.get_experiment_by_name("Pendulum") if (tmp_path / "mlflow.db").exists() else None
+            experiment = client.get_experiment_by_name("Pendulum")
             if experiment is not None:
                 runs = {r.data.tags["run_dir"]: r for r in client.search_runs([experiment.experiment_id])}
         live, doomed = runs[str(tmp_path / "live")], runs[str(tmp_path / "doomed")]
