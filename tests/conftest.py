@@ -23,6 +23,17 @@ pytest_plugins = [
 ]
 
 
+@pytest.fixture
+def menagerie(monkeypatch) -> str:
+    """Cassie's model (tests/helpers/menagerie.py) in ``MENAGERIE_ROOT`` for this test; skips the test without it."""
+    from tests.helpers.menagerie import MENAGERIE, has_cassie
+
+    if not has_cassie():
+        pytest.skip(f"no menagerie copy at {MENAGERIE}")
+    monkeypatch.setenv("MENAGERIE_ROOT", MENAGERIE)
+    return MENAGERIE
+
+
 @pytest.fixture(autouse=True, scope="session")
 def sb3_default_logdir(tmp_path_factory) -> None:
     """Tests that call an SB3 ``learn`` themselves get SB3's default logger, which makes an empty

@@ -15,10 +15,9 @@ from hydrarl.agents.ensemble import PolicyEnsemble
 from hydrarl.analysis.evaluate_agents import agent_from_controller, agent_from_path, evaluate_agent
 from hydrarl.analysis.gait import main as plot_gait
 from hydrarl.errors import Incompatible, UserError
-from hydrarl.paths import PROJECT_ROOT
 from tests.helpers.cli import TRAIN_SCRIPT
+from tests.helpers.menagerie import MENAGERIE, has_cassie
 
-MENAGERIE = os.environ.get("MENAGERIE_ROOT") or str(PROJECT_ROOT.parent / "shared" / "menagerie")
 TINY = ["env=Cassie", "algorithm=ppo_cassie", "algorithm.n_steps=128", "algorithm.batch_size=64", "trainer.n_epochs=1",
         "trainer.eval_after_n_steps=128", "trainer.n_test_rollouts=1", "trainer.progress_bar=false", "logger=[]"]
 
@@ -26,7 +25,7 @@ TINY = ["env=Cassie", "algorithm=ppo_cassie", "algorithm.n_steps=128", "algorith
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Two tiny Cassie PPO runs (seeds 0 and 1), trained at once in two processes."""
-    if not os.path.isdir(os.path.join(MENAGERIE, "agility_cassie")):
+    if not has_cassie():
         pytest.skip(f"no menagerie copy at {MENAGERIE}")
     root = tmp_path_factory.mktemp("members")
     env = {**os.environ, "MENAGERIE_ROOT": MENAGERIE}

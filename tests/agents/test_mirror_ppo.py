@@ -5,8 +5,6 @@ before the step; save/load keeps the settings and training goes on."""
 
 from __future__ import annotations
 
-import os
-
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -21,18 +19,13 @@ from hydrarl.config.compose import compose
 from hydrarl.envs.cassie import mirror
 from hydrarl.envs.factory import make_vec_env
 from hydrarl.errors import Incompatible, UserError
-from hydrarl.paths import PROJECT_ROOT
 from hydrarl.training.evaluation import evaluate
 
 SMALL = dict(n_steps=64, batch_size=16, n_epochs=3, policy_kwargs={"net_arch": [32, 32]}, seed=3, device="cpu")
 
 
 @pytest.fixture
-def cassie(monkeypatch):
-    root = os.environ.get("MENAGERIE_ROOT") or str(PROJECT_ROOT.parent / "shared" / "menagerie")
-    if not os.path.isdir(os.path.join(root, "agility_cassie")):
-        pytest.skip(f"no menagerie copy at {root}")
-    monkeypatch.setenv("MENAGERIE_ROOT", root)
+def cassie(menagerie):
     env = make_vec_env(compose(["env=Cassie"]).env, 0)
     yield env
     env.close()

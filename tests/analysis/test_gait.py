@@ -5,7 +5,6 @@ frame per step, a trained run's actions reach the plot, and bad input is one lin
 from __future__ import annotations
 
 import csv
-import os
 
 import imageio.v2 as imageio
 import numpy as np
@@ -14,16 +13,10 @@ import pytest
 from hydrarl.analysis.gait import main, parser, split_render
 from hydrarl.envs.cassie.env import CassieEnv
 from hydrarl.errors import UserError
-from hydrarl.paths import PROJECT_ROOT
 from tests.helpers.cli import run_cli
 from tests.helpers.compose import compose_cfg
 
-MENAGERIE = os.environ.get("MENAGERIE_ROOT") or str(PROJECT_ROOT.parent / "shared" / "menagerie")
-
-
-@pytest.fixture(autouse=True)
-def menagerie(monkeypatch):
-    monkeypatch.setenv("MENAGERIE_ROOT", MENAGERIE)
+pytestmark = pytest.mark.usefixtures("menagerie")  # (tests/conftest.py) skip without the model, point at it
 
 
 def read_rows(path):
@@ -66,7 +59,7 @@ def test_a_trained_run_is_played_with_its_actions(tmp_path, capsys):
     run_dir = tmp_path / "run"
     proc = run_cli(["env=Cassie", "algorithm=ppo_cassie", "algorithm.n_steps=64", "trainer.n_epochs=1",
                     "trainer.eval_after_n_steps=64", "trainer.n_test_rollouts=1", "trainer.progress_bar=false",
-                    "logger=[]", "seed=0", f"hydra.run.dir={run_dir}"], cwd=tmp_path, env={"MENAGERIE_ROOT": MENAGERIE})
+                    "logger=[]", "seed=0", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     capsys.readouterr()
     assert main([str(run_dir), "--out", str(tmp_path / "gait")]) == 0

@@ -3,7 +3,6 @@ line), and a disk that fills up while the results are written is one line too, w
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -11,10 +10,7 @@ import pytest
 from hydrarl.analysis.evaluate_agents import main as evaluate_main
 from hydrarl.analysis.gait import main as gait_main
 from hydrarl.analysis.plot import main as plot_main
-from hydrarl.paths import PROJECT_ROOT
 from tests.helpers.disks import readonly_dir, small_disk
-
-MENAGERIE = os.environ.get("MENAGERIE_ROOT") or str(PROJECT_ROOT.parent / "shared" / "menagerie")
 
 
 def _refused(ro, err: str) -> None:
@@ -23,8 +19,7 @@ def _refused(ro, err: str) -> None:
 
 
 @pytest.mark.parametrize("tool", ["evaluate", "gait"])
-def test_a_read_only_out_is_refused_before_the_episodes(tmp_path, capsys, monkeypatch, tool):
-    monkeypatch.setenv("MENAGERIE_ROOT", MENAGERIE)
+def test_a_read_only_out_is_refused_before_the_episodes(tmp_path, capsys, menagerie, tool):
     with readonly_dir(tmp_path / "ro") as ro:
         started = time.perf_counter()
         if tool == "evaluate":  # 10,000 episodes would take minutes: refused at once

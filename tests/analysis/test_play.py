@@ -16,7 +16,6 @@ import pytest
 from hydrarl.analysis.play import Steering, main
 from hydrarl.paths import PROJECT_ROOT
 
-MENAGERIE = os.environ.get("MENAGERIE_ROOT") or str(PROJECT_ROOT.parent / "shared" / "menagerie")
 PLAY = PROJECT_ROOT / "experiment" / "play.py"
 
 
@@ -57,10 +56,10 @@ def display():
     server.wait(timeout=10)
 
 
-def test_the_viewer_shows_cassie_and_follows_the_arrow_keys(display, tmp_path):
+def test_the_viewer_shows_cassie_and_follows_the_arrow_keys(display, tmp_path, menagerie):
     from PIL import ImageGrab
 
-    env = {**os.environ, "DISPLAY": display, "MENAGERIE_ROOT": MENAGERIE}
+    env = {**os.environ, "DISPLAY": display}  # (with MENAGERIE_ROOT: the menagerie fixture)
     proc = subprocess.Popen([sys.executable, str(PLAY), "--controller", "Cassie/constant", "--seconds", "12"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

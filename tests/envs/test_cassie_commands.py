@@ -12,9 +12,9 @@ from hydrarl.envs.cassie.commands import CommandChanges
 from hydrarl.envs.cassie.env import OBS_BLOCKS, CassieEnv
 from hydrarl.envs.factory import make_env
 from hydrarl.errors import UserError
-from tests.envs.test_cassie_env import menagerie  # noqa: F401  (its autouse fixture: skip without the model, point at it)
 from tests.helpers.compose import compose_cfg
 
+pytestmark = pytest.mark.usefixtures("menagerie")  # (tests/conftest.py) skip without the model, point at it
 WRAPPER = "hydrarl.envs.cassie.commands.CommandChanges"
 SPEED = OBS_BLOCKS["speed"].start
 

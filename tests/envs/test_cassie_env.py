@@ -4,7 +4,6 @@ standing, spaces, state estimation, mirroring, rewards, episode ends, determinis
 from __future__ import annotations
 
 import math
-import os
 
 import mujoco
 import numpy as np
@@ -16,22 +15,14 @@ from hydrarl.envs.cassie.env import OBS_BLOCKS, CassieEnv
 from hydrarl.envs.cassie.model import load_model
 from hydrarl.envs.factory import make_env
 from hydrarl.errors import UserError
-from hydrarl.paths import PROJECT_ROOT
 from tests.helpers.compose import compose_cfg
 
-MENAGERIE = os.environ.get("MENAGERIE_ROOT") or str(PROJECT_ROOT.parent / "shared" / "menagerie")
+pytestmark = pytest.mark.usefixtures("menagerie")  # (tests/conftest.py) skip without the model, point at it
 GEAR = np.array([25, 25, 16, 16, 50] * 2, float)  # the model facts of docs/envs/cassie.md, written out to check the code against
 CTRL_MAX = np.array([4.5, 4.5, 12.2, 12.2, 0.9] * 2)
 P = np.array([100, 100, 88, 96, 50] * 2, float)
 D = np.array([10, 10, 8, 9.6, 5] * 2)
 WEIGHT = 326.8  # N, the robot's mass (33.3 kg) times g
-
-
-@pytest.fixture(autouse=True)
-def menagerie(monkeypatch):
-    if not os.path.isdir(os.path.join(MENAGERIE, "agility_cassie")):
-        pytest.skip(f"no menagerie copy at {MENAGERIE}")
-    monkeypatch.setenv("MENAGERIE_ROOT", MENAGERIE)
 
 
 @pytest.fixture

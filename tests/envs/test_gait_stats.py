@@ -3,13 +3,10 @@ Cassie env reports them in ``episode_metrics`` (so evaluation logs them as ``eva
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
 from hydrarl.envs.cassie.gait_stats import CONTACT_N, GaitStats, symmetry_index
-from hydrarl.paths import PROJECT_ROOT
 
 DT = 0.025  # s, Cassie's 40 Hz
 
@@ -67,11 +64,7 @@ def test_a_light_touch_is_not_a_stance():
     assert stats.metrics()["steps_left"] == 1 and stats.swings[0] == [0.01]
 
 
-def test_the_cassie_env_reports_the_gait_in_its_episode_metrics(monkeypatch):
-    root = os.environ.get("MENAGERIE_ROOT") or str(PROJECT_ROOT.parent / "shared" / "menagerie")
-    if not os.path.isdir(os.path.join(root, "agility_cassie")):
-        pytest.skip(f"no menagerie copy at {root}")
-    monkeypatch.setenv("MENAGERIE_ROOT", root)
+def test_the_cassie_env_reports_the_gait_in_its_episode_metrics(menagerie):
     from hydrarl.envs.cassie.env import CassieEnv
 
     env = CassieEnv()

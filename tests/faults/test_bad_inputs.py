@@ -26,6 +26,7 @@ from hydrarl.config import override_key
 from tests.faults.cases import CASES, Case
 from tests.faults.forkrun import PROJECT_ROOT, ForkRunner
 from tests.helpers.disks import IS_ROOT, readonly_dir
+from tests.helpers.menagerie import MENAGERIE
 
 TINY_TRAINER = {"trainer.n_epochs": "1", "trainer.eval_after_n_steps": "100", "trainer.n_test_rollouts": "1",
                 "trainer.progress_bar": "false", "seed": "0"}
@@ -62,7 +63,7 @@ def case_env(store_uri: str) -> dict[str, str]:
     env.update(MLFLOW_TRACKING_URI=store_uri, CUDA_VISIBLE_DEVICES="", COMET_AUTO_LOG_ENV_DETAILS="false",
                COMET_ERROR_TRACKING_ENABLE="false", MLFLOW_DISABLE_TELEMETRY="true", SDL_VIDEODRIVER="dummy")
     env.setdefault("MUJOCO_GL", "egl")
-    env.setdefault("MENAGERIE_ROOT", str(PROJECT_ROOT.parent / "shared" / "menagerie"))
+    env.setdefault("MENAGERIE_ROOT", MENAGERIE)
     return env
 
 
