@@ -47,14 +47,15 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--episodes {args.episodes} is not allowed: an integer >= 1.")
     agent = agent_from_path(args.run, args.checkpoint)
     env = make_eval_env(agent, args.seed)
-    bumps_env = env.envs[0].unwrapped
+    base = env.unwrapped  # the DummyVecEnv under a VecNormalize (a run with env.normalize): its reset infos
+    bumps_env = base.envs[0].unwrapped
     if not isinstance(bumps_env, BumpsEnv):
         raise UserError(f"{args.run}: a run on Bumps, BumpsPunish or BumpsTest is needed; this one's env is {agent.env_cfg.id}.")
     model = agent.make_model(env, args.seed)
     table: Counter = Counter()
     obs = env.reset()
     for _ in range(args.episodes):
-        start_bumps, y = np.asarray(env.reset_infos[0]["bumps"]), bumps_env.scene.finger_y()  # the episode's reset info
+        start_bumps, y = np.asarray(base.reset_infos[0]["bumps"]), bumps_env.scene.finger_y()  # the episode's reset info
         region = REGIONS[int(np.searchsorted(start_bumps, y))]
         state, episode_start, done = None, np.ones(1, dtype=bool), np.zeros(1, dtype=bool)
         while not done[0]:
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         table[region, outcome(infos[0], start_bumps, bool(infos[0].get("TimeLimit.truncated")))] += 1
     for region in REGIONS:
         ends = {end: n for (where, end), n in table.items() if where == region}
-        print(f"{region}: {sum(ends.values())} episodes, " + ", ".join(f"{n} {end}" for end, n in sorted(ends.items())))
+        print(", ".join([f"{region}: {sum(ends.values())} episodes", *(f"{n} {end}" for end, n in sorted(ends.items()))]))
     return 0
 
 
