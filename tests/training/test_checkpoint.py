@@ -29,7 +29,6 @@ from hydrarl.training.checkpoint import (
     load_normalization,
     save_checkpoint,
 )
-from tests.envs.test_cassie_env import MENAGERIE
 from tests.helpers.compose import compose_cfg
 from tests.helpers.disks import small_disk
 
@@ -94,8 +93,7 @@ def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path):
     assert load_checkpoint(find_last_checkpoint(tmp_path), SAC, env, "cpu")[1].epoch == 2
 
 
-def test_normalisation_statistics_load_into_other_bounds_and_refuse_another_shape(tmp_path, monkeypatch):
-    monkeypatch.setenv("MENAGERIE_ROOT", MENAGERIE)
+def test_normalisation_statistics_load_into_other_bounds_and_refuse_another_shape(tmp_path, menagerie):
     trained = make_vec_env(compose_cfg(["env=Cassie"]).env, 0)
     trained.reset()
     for _ in range(30):
