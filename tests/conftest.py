@@ -26,10 +26,9 @@ pytest_plugins = [
 @pytest.fixture
 def menagerie(monkeypatch) -> str:
     """Cassie's model (tests/helpers/menagerie.py) in ``MENAGERIE_ROOT`` for this test; skips the test without it."""
-    from tests.helpers.menagerie import MENAGERIE, has_cassie
+    from tests.helpers.menagerie import MENAGERIE, skip_without_cassie
 
-    if not has_cassie():
-        pytest.skip(f"no menagerie copy at {MENAGERIE}")
+    skip_without_cassie()
     monkeypatch.setenv("MENAGERIE_ROOT", MENAGERIE)
     return MENAGERIE
 

@@ -16,7 +16,7 @@ from hydrarl.analysis.evaluate_agents import agent_from_controller, agent_from_p
 from hydrarl.analysis.gait import main as plot_gait
 from hydrarl.errors import Incompatible, UserError
 from tests.helpers.cli import TRAIN_SCRIPT
-from tests.helpers.menagerie import MENAGERIE, has_cassie
+from tests.helpers.menagerie import MENAGERIE, skip_without_cassie
 
 TINY = ["env=Cassie", "algorithm=ppo_cassie", "algorithm.n_steps=128", "algorithm.batch_size=64", "trainer.n_epochs=1",
         "trainer.eval_after_n_steps=128", "trainer.n_test_rollouts=1", "trainer.progress_bar=false", "logger=[]"]
@@ -25,8 +25,7 @@ TINY = ["env=Cassie", "algorithm=ppo_cassie", "algorithm.n_steps=128", "algorith
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Two tiny Cassie PPO runs (seeds 0 and 1), trained at once in two processes."""
-    if not has_cassie():
-        pytest.skip(f"no menagerie copy at {MENAGERIE}")
+    skip_without_cassie()
     root = tmp_path_factory.mktemp("members")
     env = {**os.environ, "MENAGERIE_ROOT": MENAGERIE}
     procs = [subprocess.Popen([sys.executable, str(TRAIN_SCRIPT), *TINY, f"seed={seed}", f"hydra.run.dir={root / str(seed)}"],

@@ -3,17 +3,11 @@ end, also for a run whose observations are normalised (env.normalize: its env is
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-from hydrarl.paths import PROJECT_ROOT
+from benchmarks import bumps_outcomes  # (the project root is on pytest's path, as for tests.helpers)
 from hydrarl.training.train import run
 from tests.helpers.compose import compose_cfg, fast_overrides
-
-SPEC = importlib.util.spec_from_file_location("bumps_outcomes", PROJECT_ROOT / "benchmarks" / "bumps_outcomes.py")
-bumps_outcomes = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(bumps_outcomes)
 
 
 @pytest.mark.parametrize("normalize", ["null", "{norm_obs: true, norm_reward: false}"])

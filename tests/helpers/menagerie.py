@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from hydrarl.paths import PROJECT_ROOT
 
 MENAGERIE = os.environ.get("MENAGERIE_ROOT") or str(PROJECT_ROOT.parent / "shared" / "menagerie")
 
 
-def has_cassie() -> bool:
-    """Whether the Menagerie copy holds Cassie's model."""
-    return os.path.isdir(os.path.join(MENAGERIE, "agility_cassie"))
+def skip_without_cassie() -> None:
+    """Skip the calling test (or fixture) when the Menagerie copy does not hold Cassie's model."""
+    if not os.path.isdir(os.path.join(MENAGERIE, "agility_cassie")):
+        pytest.skip(f"no menagerie copy at {MENAGERIE}")
