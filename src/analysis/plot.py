@@ -2,6 +2,7 @@
 
     python experiment/plot.py --experiment FetchReach --algorithm sac_her td3_her --metric eval/success_rate --agg iqm
     python experiment/plot.py --tag sweep.study=FetchReach-sac_her --out runs/plots/study
+    python experiment/plot.py --env Bumps --algorithm rsac sac --max-steps 200000   # at a budget
 
 Selects runs (see ``hydrarl.analysis.runs``), groups them by a tag (default ``algorithm``; labelled
 ``env/algorithm`` when the runs span several envs), and draws per group the mean or IQM over its runs
@@ -45,6 +46,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--n-boot", type=number(int, "bootstrap resamples", least=1), default=2000, help="bootstrap resamples for the 95%% intervals (default 2000)")
     g.add_argument("--seed", type=number(int, "seed of the bootstrap RNG", least=0), default=0, help="seed of the bootstrap RNG (default 0)")
     g.add_argument("--min-runs", type=number(int, "runs a step needs to be drawn", least=1), default=1, help="draw only steps that at least this many runs of a group reach (default 1)")
+    g.add_argument("--max-steps", type=number(int, "the budget in env steps", least=1), default=None, metavar="N",
+                   help="compare at a budget: only values logged at or before N env steps; a run's final score is its last one within N (default: all)")
     g.add_argument("--out", type=out_argument, default=None, help="output folder (default runs/plots/<date>_<time>)")
     return p
 
@@ -94,13 +97,16 @@ def choose_metrics(runs: list, asked: list[str] | None) -> list[str]:
 
 
 def curves_for(client, groups: dict[str, list], metric: str, agg: str = "mean", n_boot: int = 2000, seed: int = 0,
-               min_runs: int = 1, say: Callable[[str], None] = print) -> list[Curve]:
-    """One :class:`Curve` per group for ``metric``; runs without the metric are left out (and named)."""
+               min_runs: int = 1, say: Callable[[str], None] = print, max_steps: int | None = None) -> list[Curve]:
+    """One :class:`Curve` per group for ``metric``, from the values logged at or before ``max_steps`` env steps
+    (all when None); runs without the metric there are left out (and named)."""
     total, done, curves, without = sum(len(g) for g in groups.values()), 0, [], []
     for label, runs in groups.items():
         histories = []
         for run in runs:
             steps, values = metric_history(client, run.info.run_id, metric)
+            if max_steps is not None:
+                steps, values = steps[steps <= max_steps], values[steps <= max_steps]
             if len(steps):
                 histories.append((steps, values))
             else:
@@ -111,7 +117,8 @@ def curves_for(client, groups: dict[str, list], metric: str, agg: str = "mean", 
         if histories:
             curves.append(aggregate_runs(histories, label, agg, n_boot, seed, min_runs))
     if without:
-        say(f"note: {len(without)} run(s) without {metric} left out: {', '.join(without[:8])}{' ...' if len(without) > 8 else ''}")
+        within = f" at or before {steps_label(max_steps)} steps" if max_steps is not None else ""
+        say(f"note: {len(without)} run(s) without {metric}{within} left out: {', '.join(without[:8])}{' ...' if len(without) > 8 else ''}")
     return [c for c in curves if len(c.steps)]
 
 
@@ -171,14 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     with output_folder(args.out, "plots") as out:
         figures = []
         for metric in metrics:
-            curves = curves_for(client, groups, metric, args.agg, args.n_boot, args.seed, args.min_runs, note)
+            curves = curves_for(client, groups, metric, args.agg, args.n_boot, args.seed, args.min_runs, note, args.max_steps)
             if not curves:
                 raise UserError(f"no selected run logged {metric} at {args.min_runs} or more runs per group.")
             finals = "; ".join(f"{c.label} {c.value[-1]:.3g} at {steps_label(c.steps[-1])}" for c in curves)
             say(f"{metric} ({args.agg}, last step): {finals}")
             scores = {c.label: c.finals for c in curves}
             summary, pairs = report(scores, args.n_boot, args.seed)
-            for line in report_lines(scores, summary, pairs, f"final {metric} per run", args.n_boot):
+            budget = f" within {steps_label(args.max_steps)} steps" if args.max_steps is not None else ""
+            for line in report_lines(scores, summary, pairs, f"final {metric} per run{budget}", args.n_boot):
                 say(line)
             figures.append((metric, curves, scores, summary, pairs))
         colors = group_colors(groups)

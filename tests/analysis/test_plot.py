@@ -129,6 +129,24 @@ def test_unequal_lengths_interpolate_within_each_run(store):
     assert short.steps.tolist() == [100, 200, 300]
 
 
+def test_a_budget_cuts_each_run_at_max_steps_and_takes_its_final_score_there(store, tmp_path, capsys):
+    uri, client = store
+    # beta cut at 250: r1 [0 @100], r2 [2 @100, 6 @200], r3 [1 @200]; grid 100, 200
+    curve = _curve(client, uri, "beta", "mean", max_steps=250)
+    assert curve.steps.tolist() == [100, 200] and curve.count.tolist() == [2, 2]
+    np.testing.assert_allclose(curve.value, [1, 3.5])
+    assert curve.finals.tolist() == [0, 6, 1]
+    notes = []
+    runs = select_runs(client, experiments=["Toy"], algorithms=["beta"])
+    (early,) = curves_for(client, group_runs(runs), "m", say=notes.append, max_steps=150)  # r3 starts at 200
+    assert early.n_runs == 2 and notes == ["note: 1 run(s) without m at or before 150 steps left out: Toy-beta-seed3"]
+    out = tmp_path / "budget"
+    assert main(["--tracking-uri", uri, "--experiment", "Toy", "--metric", "m", "--n-boot", "100", "--max-steps", "250", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1] == "m (mean, last step): alpha 2 at 200; beta 3.5 at 200"
+    assert printed[2].startswith("final m per run within 250 steps: IQM and mean")
+
+
 @pytest.mark.parametrize("agg", ["mean", "iqm"])
 def test_band_scales_with_spread(agg):
     rng = np.random.default_rng(1)
@@ -192,7 +210,9 @@ def test_main_writes_png_and_csv(store, tmp_path, capsys):
     (["--experiment", "Toy"], "error: the selected runs have neither eval/success_rate nor eval/mean_reward; give --metric, one of: m."),
     (["--status", "DONE"], "error: --status DONE is unknown"),
     (["--group-by", "optimizer"], "error: --group-by optimizer: no selected run has this tag or param"),
-], ids=["unknown-experiment", "malformed-tag", "no-run-matched", "unknown-metric", "no-default-metric", "unknown-status", "unknown-group-key"])
+    (["--max-steps", "0"], "error: argument --max-steps: '0' is not allowed: give an integer >= 1 (the budget in env steps)"),
+], ids=["unknown-experiment", "malformed-tag", "no-run-matched", "unknown-metric", "no-default-metric", "unknown-status", "unknown-group-key",
+        "budget-below-one"])
 def test_bad_input_exit_2(store, tmp_path, capsys, args, message):
     uri, _ = store
     assert main(["--tracking-uri", uri, "--out", str(tmp_path / "out"), *args]) == 2
