@@ -116,10 +116,11 @@ def curves_for(client, groups: dict[str, list], metric: str, agg: str = "mean", 
                 say(f"  {metric}: {done}/{total} runs read")
         if histories:
             curves.append(aggregate_runs(histories, label, agg, n_boot, seed, min_runs))
-    if without:
+    curves = [c for c in curves if len(c.steps)]
+    if without and curves:  # with no curve at all the caller's error says it
         within = f" at or before {steps_label(max_steps)} steps" if max_steps is not None else ""
         say(f"note: {len(without)} run(s) without {metric}{within} left out: {', '.join(without[:8])}{' ...' if len(without) > 8 else ''}")
-    return [c for c in curves if len(c.steps)]
+    return curves
 
 
 def group_colors(labels) -> dict[str, tuple]:
@@ -175,17 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     metrics = choose_metrics(runs, args.metric)
     scope = sorted({r.data.tags.get("env", "") for r in runs} - {""})
     say(f"{len(runs)} run(s){' of ' + ', '.join(scope) if scope else ''}: " + ", ".join(f"{k} {len(v)}" for k, v in groups.items()))
+    budget = f" within {steps_label(args.max_steps)} steps" if args.max_steps is not None else ""
     with output_folder(args.out, "plots") as out:
         figures = []
         for metric in metrics:
             curves = curves_for(client, groups, metric, args.agg, args.n_boot, args.seed, args.min_runs, note, args.max_steps)
             if not curves:
-                raise UserError(f"no selected run logged {metric} at {args.min_runs} or more runs per group.")
+                raise UserError(f"no selected run logged {metric}{budget} at {args.min_runs} or more runs per group.")
             finals = "; ".join(f"{c.label} {c.value[-1]:.3g} at {steps_label(c.steps[-1])}" for c in curves)
             say(f"{metric} ({args.agg}, last step): {finals}")
             scores = {c.label: c.finals for c in curves}
             summary, pairs = report(scores, args.n_boot, args.seed)
-            budget = f" within {steps_label(args.max_steps)} steps" if args.max_steps is not None else ""
             for line in report_lines(scores, summary, pairs, f"final {metric} per run{budget}", args.n_boot):
                 say(line)
             figures.append((metric, curves, scores, summary, pairs))

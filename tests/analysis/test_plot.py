@@ -211,8 +211,9 @@ def test_main_writes_png_and_csv(store, tmp_path, capsys):
     (["--status", "DONE"], "error: --status DONE is unknown"),
     (["--group-by", "optimizer"], "error: --group-by optimizer: no selected run has this tag or param"),
     (["--max-steps", "0"], "error: argument --max-steps: '0' is not allowed: give an integer >= 1 (the budget in env steps)"),
+    (["--experiment", "Toy", "--metric", "m", "--max-steps", "50"], "error: no selected run logged m within 50 steps at 1 or more runs"),
 ], ids=["unknown-experiment", "malformed-tag", "no-run-matched", "unknown-metric", "no-default-metric", "unknown-status", "unknown-group-key",
-        "budget-below-one"])
+        "budget-below-one", "budget-before-any-value"])
 def test_bad_input_exit_2(store, tmp_path, capsys, args, message):
     uri, _ = store
     assert main(["--tracking-uri", uri, "--out", str(tmp_path / "out"), *args]) == 2
