@@ -1,7 +1,7 @@
 """``CommandChanges``: the speed command of a Cassie training episode changes every few seconds.
 
 ``CassieEnv`` draws one command per episode. A policy trained that way can settle on one pace and read the
-command weakly (docs/benchmarks.md, MirrorPPO stage 4: 0.44-0.55 m/s for commands 0.2-0.8). With this wrapper
+command weakly (docs/benchmarks_cassie.md, MirrorPPO stage 4: 0.44-0.55 m/s for commands 0.2-0.8). With this wrapper
 the command is drawn again after each hold time, so speeding up and slowing down on command is part of every
 episode. It is meant for training copies (``only: train`` in ``env.wrappers``): the evaluation env keeps one
 command per episode, as the walking-on-command check assumes.
