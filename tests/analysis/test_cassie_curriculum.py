@@ -1,0 +1,52 @@
+"""benchmarks/cassie_curriculum.py: each stage composes to the settings its docs name; real tiny stages run in order,
+each from the previous one's last checkpoint; a rerun skips finished stages and resumes a stopped one; a stage
+whose predecessor has no checkpoint is an error before anything runs."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from benchmarks import cassie_curriculum as cc  # (the project root is on pytest's path, as for tests.helpers)
+from hydrarl.config.compose import compose
+
+TINY = ["env.n_envs=1", "algorithm.n_steps=64", "algorithm.batch_size=32", "trainer.n_epochs=1",
+        "trainer.eval_after_n_steps=64", "trainer.n_test_rollouts=1", "logger=[]"]
+
+
+@pytest.mark.parametrize("stage", list(cc.STAGES))
+def test_each_stage_composes_with_its_reward_commands_and_start(tmp_path, stage):
+    cfg = compose(cc.stage_overrides(tmp_path, "mirror_ppo", stage))
+    assert cfg.algorithm_name == "mirror_ppo" and cfg.env.n_envs == 4 and cfg.trainer.eval_after_n_steps == 50000
+    after = cc.STAGES[stage].after
+    assert cfg.restore_policy == (None if after is None else str(tmp_path / f"mirror_ppo_{after}/checkpoints/last/model.zip"))
+    reward = cfg.env.kwargs.reward
+    assert reward.weights.speed == (0 if stage == "stand" else 2.0)
+    if stage != "stand":
+        assert reward.speed_sigma == (0.25 if stage in ("wide", "cmd") else 0.05)
+    wrappers = [w["_target_"].rsplit(".", 1)[-1] for w in cfg.env.get("wrappers") or []]
+    assert ("CommandChanges" in wrappers) == (stage == "cmd")
+
+
+def test_stages_run_in_order_and_a_rerun_skips_or_resumes_them(tmp_path, capsys, menagerie):
+    argv = ["--out", str(tmp_path), "--stages", "stand", "track", "--set", *TINY]
+    assert cc.main(argv) == 0
+    stand, track = tmp_path / "mirror_ppo_stand", tmp_path / "mirror_ppo_track"
+    assert (stand / ".done").exists() and (track / ".done").exists()
+    overrides = yaml.safe_load((track / ".hydra" / "overrides.yaml").read_text())
+    assert f"restore_policy={stand}/checkpoints/last/model.zip" in overrides and "seed=16" in overrides
+    capsys.readouterr()
+    assert cc.main(argv) == 0
+    assert capsys.readouterr().out.splitlines() == [f"stage 1/2 stand: done ({stand}/.done)",
+                                                    f"stage 2/2 track: done ({track}/.done)"]
+    (track / ".done").unlink()  # as after a stop: the stage has checkpoints but did not finish
+    assert cc.next_command(tmp_path, "mirror_ppo", "track") == [f"trainer.resume={track}"]
+
+
+def test_a_stage_without_its_predecessors_checkpoint_is_an_error(tmp_path, capsys):
+    assert cc.main(["--out", str(tmp_path), "--stages", "walk"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: stage walk starts from stage track's last checkpoint") and "--stages track walk" in err
+    assert not (tmp_path / "mirror_ppo_walk").exists()
+    assert cc.main(["--out", str(tmp_path), "--stages", "run"]) == 2
+    assert "unknown; the stages are stand, track, walk, wide, cmd" in capsys.readouterr().err
