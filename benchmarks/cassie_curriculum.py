@@ -26,7 +26,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from hydrarl.config.runs import MODEL
 from hydrarl.errors import UserError, exit_on_user_error
+from hydrarl.training.checkpoint import LAST, checkpoint_candidates
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGORITHMS = ("mirror_ppo", "ppo_cassie")
@@ -71,7 +73,15 @@ def stage_overrides(out: Path, algorithm: str, stage: str) -> list[str]:
 
 
 def last_model(out: Path, algorithm: str, stage: str) -> Path:
-    return stage_dir(out, algorithm, stage) / "checkpoints" / "last" / "model.zip"
+    return stage_dir(out, algorithm, stage) / "checkpoints" / LAST / MODEL
+
+
+def resumable(run_dir: Path) -> bool:
+    """Whether ``trainer.resume=run_dir`` has a checkpoint to go on from (any the resume itself would take)."""
+    try:
+        return bool(checkpoint_candidates(run_dir))
+    except UserError:
+        return False
 
 
 def next_command(out: Path, algorithm: str, stage: str, check: bool = True) -> list[str] | None:
@@ -81,13 +91,12 @@ def next_command(out: Path, algorithm: str, stage: str, check: bool = True) -> l
     run_dir = stage_dir(out, algorithm, stage)
     if (run_dir / ".done").exists():
         return None
-    if (run_dir / "checkpoints" / "last").is_dir():
+    if resumable(run_dir):
         return [f"trainer.resume={run_dir}"]
     after = STAGES[stage].after
-    if check and after is not None and not last_model(out, algorithm, after).is_file():
-        raise UserError(f"stage {stage} starts from stage {after}'s last checkpoint, and "
-                        f"{last_model(out, algorithm, after)} does not exist: run stage {after} first "
-                        f"(--stages {after} {stage}).")
+    if check and after is not None and not (start := last_model(out, algorithm, after)).is_file():
+        raise UserError(f"stage {stage} starts from stage {after}'s last checkpoint, and {start} does not exist: "
+                        f"run stage {after} first (--stages {after} {stage}).")
     return [*stage_overrides(out, algorithm, stage), f"hydra.run.dir={run_dir}"]
 
 
