@@ -1,14 +1,21 @@
-"""benchmarks/cassie_curriculum.py: each stage composes to the settings its docs name; real tiny stages run in order,
-each from the previous one's last checkpoint; a rerun skips finished stages and resumes a stopped one; a stage
-whose predecessor has no checkpoint is an error before anything runs."""
+"""benchmarks/cassie_curriculum.py: each stage composes to the settings its docs name; a SIGTERM to the script stops
+the running stage after a checkpoint; real tiny stages run in order, each from the previous one's last checkpoint; a
+rerun resumes a stopped stage and skips finished ones; a stage whose predecessor has no checkpoint is an error before
+anything runs."""
 
 from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import yaml
 
 from benchmarks import cassie_curriculum as cc  # (the project root is on pytest's path, as for tests.helpers)
 from hydrarl.config.compose import compose
+from hydrarl.config.runs import MODEL
 
 TINY = ["env.n_envs=1", "algorithm.n_steps=64", "algorithm.batch_size=32", "trainer.n_epochs=1",
         "trainer.eval_after_n_steps=64", "trainer.n_test_rollouts=1", "logger=[]"]
@@ -28,19 +35,32 @@ def test_each_stage_composes_with_its_reward_commands_and_start(tmp_path, stage)
     assert ("CommandChanges" in wrappers) == (stage == "cmd")
 
 
-def test_stages_run_in_order_and_a_rerun_skips_or_resumes_them(tmp_path, capsys, menagerie):
-    argv = ["--out", str(tmp_path), "--stages", "stand", "track", "--set", *TINY]
-    assert cc.main(argv) == 0
+def test_a_sigterm_stops_a_stage_after_a_checkpoint_and_a_rerun_resumes_it_then_runs_the_next(tmp_path, capsys,
+                                                                                               menagerie):
     stand, track = tmp_path / "mirror_ppo_stand", tmp_path / "mirror_ppo_track"
+    script = subprocess.Popen([sys.executable, str(cc.ROOT / "benchmarks" / "cassie_curriculum.py"), "--out", str(tmp_path),
+                               "--stages", "stand", "track", "--set", *TINY, "trainer.n_epochs=1000"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while not (stand / "checkpoints" / "last" / MODEL).exists() and script.poll() is None:
+        assert time.monotonic() < deadline, "stage stand wrote no checkpoint in 180 s"
+        time.sleep(0.5)
+    script.send_signal(signal.SIGTERM)  # to the script alone: it passes the signal on to the stage's training
+    out = script.communicate(timeout=180)[0]
+    assert script.returncode == 130, out
+    assert "stopped by signal 15" in out and "stage stand ended with exit status 130" in out
+    assert not (stand / ".done").exists() and not track.exists()
+    assert cc.next_command(tmp_path, "mirror_ppo", "stand") == [f"trainer.resume={stand}"]
+
+    argv = ["--out", str(tmp_path), "--stages", "stand", "track", "--set", *TINY]
+    assert cc.main(argv) == 0  # stand resumes (its epochs are done at n_epochs=1) and ends; track runs
     assert (stand / ".done").exists() and (track / ".done").exists()
+    assert f"stage 1/2 stand: {sys.executable}" in capsys.readouterr().out
     overrides = yaml.safe_load((track / ".hydra" / "overrides.yaml").read_text())
     assert f"restore_policy={stand}/checkpoints/last/model.zip" in overrides and "seed=16" in overrides
-    capsys.readouterr()
     assert cc.main(argv) == 0
     assert capsys.readouterr().out.splitlines() == [f"stage 1/2 stand: done ({stand}/.done)",
                                                     f"stage 2/2 track: done ({track}/.done)"]
-    (track / ".done").unlink()  # as after a stop: the stage has checkpoints but did not finish
-    assert cc.next_command(tmp_path, "mirror_ppo", "track") == [f"trainer.resume={track}"]
 
 
 def test_a_stage_without_its_predecessors_checkpoint_is_an_error(tmp_path, capsys):
