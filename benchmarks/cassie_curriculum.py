@@ -30,9 +30,10 @@ from pathlib import Path
 
 from hydrarl.config.runs import MODEL
 from hydrarl.errors import UserError, exit_on_user_error
+from hydrarl.paths import PROJECT_ROOT
 from hydrarl.training.checkpoint import LAST, checkpoint_candidates
+from hydrarl.training.jobs import train_command
 
-ROOT = Path(__file__).resolve().parents[1]
 ALGORITHMS = ("mirror_ppo", "ppo_cassie")
 W = "env.kwargs.reward.weights."
 COMMON = ("env=Cassie", "env.n_envs=4", "algorithm.n_steps=1024", "algorithm.batch_size=256", "algorithm.gamma=0.995",
@@ -109,13 +110,14 @@ def run_stage(line: list[str]) -> int:
     terminal reaches the training directly (one process group), so this script lets it finish its checkpoint
     instead of ending first: ``subprocess.call`` would kill it 0.25 s after a Ctrl-C.
     """
-    child = subprocess.Popen(line, cwd=ROOT)
+    child = subprocess.Popen(line, cwd=PROJECT_ROOT)
 
-    def forward(signum: int, frame: object) -> None:
-        if signum == signal.SIGTERM:
-            child.send_signal(signum)
+    def forward_sigterm(signum: int, frame: object) -> None:
+        child.send_signal(signal.SIGTERM)
 
-    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
+    # Ignored here only after the child started, so the training still gets a Ctrl-C.
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, forward_sigterm),
+                signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
     try:
         return child.wait()
     finally:
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         if command is None:
             print(f"stage {n}/{len(args.stages)} {stage}: done ({stage_dir(out, args.algorithm, stage)}/.done)")
             continue
-        line = [sys.executable, str(ROOT / "experiment" / "train.py"), *command, *args.set]
+        line = train_command([*command, *args.set])
         print(f"stage {n}/{len(args.stages)} {stage}: {subprocess.list2cmdline(line)}", flush=True)
         if args.dry_run:
             continue
