@@ -16,6 +16,7 @@ import pytest
 from hydrarl.analysis.collect import main
 from hydrarl.envs.penguinpi.track import track_share
 from hydrarl.paths import PROJECT_ROOT
+from tests.helpers.cli import SIGINT_IGNORED
 
 SHORT = ["env=PenguinPi", "collector=scripted", "env.max_episode_steps=15", "env.kwargs.include_encoders=true",
          "env.policy=MultiInputPolicy"]
@@ -83,9 +84,8 @@ def test_ctrl_c_keeps_the_episodes_finished_before_it(tmp_path):
     dataset = tmp_path / "loop"
     args = [sys.executable, str(PROJECT_ROOT / "experiment" / "collect.py"), *SHORT[:2], "env.max_episode_steps=30",
             "episodes=50", f"dataset={dataset}", "env.kwargs.sim_speedup=1"]  # real time: 6 s per episode
-    # started with SIGINT ignored, as a script's background job (or a test runner's worker) starts it: Ctrl-C still stops it
-    collector = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    # started with SIGINT ignored, as a script's background job starts it: Ctrl-C still stops it
+    collector = subprocess.Popen([*SIGINT_IGNORED, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while not (dataset / "data").exists():
         assert collector.poll() is None and time.time() < deadline

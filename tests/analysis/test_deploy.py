@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from hydrarl.analysis.deploy import EXPERIMENT, main
 from hydrarl.paths import PROJECT_ROOT
+from tests.helpers.cli import SIGINT_IGNORED
 
 DEPLOY = [sys.executable, str(PROJECT_ROOT / "experiment" / "deploy.py")]
 LOOPBACK = requests.Session()
@@ -156,10 +157,9 @@ def _wait_until_driving(url: str, deploy: subprocess.Popen, timeout: float = 60)
 
 def _deploy(run_dir: Path, url: str, cwd: Path) -> subprocess.Popen:
     """deploy.py until Ctrl-C against the simulator at ``url``, started with SIGINT ignored (as a script's background
-    job or a test runner's worker starts it): deploy's own handler must still stop it."""
-    return subprocess.Popen([*DEPLOY, str(run_dir), "episodes=0", f"env.kwargs.robot_url={url}", "env.max_episode_steps=1000"],
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    job starts it): deploy's own handler must still stop it."""
+    return subprocess.Popen([*SIGINT_IGNORED, *DEPLOY, str(run_dir), "episodes=0", f"env.kwargs.robot_url={url}",
+                             "env.max_episode_steps=1000"], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_ctrl_c_mid_step_stops_the_wheels_and_records_the_drive_as_killed(run_dir, tmp_path):

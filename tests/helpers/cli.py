@@ -9,6 +9,11 @@ from pathlib import Path
 
 from hydrarl.paths import TRAIN_SCRIPT
 
+# A prefix that runs a command the way a shell script's background job runs it: with SIGINT ignored, so that only the
+# program's own handler can make a Ctrl-C stop it. The shell ignores SIGINT and execs the command (same pid); unlike a
+# preexec_fn, no Python code runs in the forked child, which can deadlock a test worker whose threads (JAX's) hold locks.
+SIGINT_IGNORED = ["sh", "-c", 'trap "" INT; exec "$0" "$@"']
+
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None, wrap: list[str] = (),
             **kwargs) -> subprocess.CompletedProcess:
