@@ -16,7 +16,6 @@ import yaml
 from benchmarks import cassie_curriculum as cc  # (the project root is on pytest's path, as for tests.helpers)
 from hydrarl.config.compose import compose
 from hydrarl.config.runs import MODEL
-from hydrarl.paths import PROJECT_ROOT
 
 TINY = ["env.n_envs=1", "algorithm.n_steps=64", "algorithm.batch_size=32", "trainer.n_epochs=1",
         "trainer.eval_after_n_steps=64", "trainer.n_test_rollouts=1", "logger=[]"]
@@ -39,7 +38,7 @@ def test_each_stage_composes_with_its_reward_commands_and_start(tmp_path, stage)
 def test_a_sigterm_stops_a_stage_after_a_checkpoint_and_a_rerun_resumes_it_then_runs_the_next(tmp_path, capsys,
                                                                                                menagerie):
     stand, track = tmp_path / "mirror_ppo_stand", tmp_path / "mirror_ppo_track"
-    script = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "benchmarks" / "cassie_curriculum.py"), "--out", str(tmp_path),
+    script = subprocess.Popen([sys.executable, cc.__file__, "--out", str(tmp_path),
                                "--stages", "stand", "track", "--set", *TINY, "trainer.n_epochs=1000"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 180
