@@ -1,2 +1,3 @@
-"""Reading finished runs back: selection from an MLflow store (``runs``), aggregation of learning
-curves across seeds (``curves``) and the plotting command behind ``experiment/plot.py`` (``plot``)."""
+"""The tools behind ``experiment/*.py`` other than training: reading recorded runs back (``runs``, ``curves``,
+``plot``, ``final_scores``), playing trained agents (``evaluate_agents``, ``gait``, ``play``), recording and
+deploying on the robot (``collect``, ``teleop``, ``deploy``), ``mlflow_to_comet`` and ``maintenance``."""
