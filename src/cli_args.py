@@ -3,7 +3,8 @@
 argparse's own ``error`` prints the usage block and ``<prog>: error: ...`` and exits; :class:`ArgumentParser`
 raises a :class:`~hydrarl.errors.UserError` ``<what argparse found> (<prog> -h lists the options)`` instead, so a
 bad option takes the one exit path of bad input: the tool's ``main`` is decorated with
-:func:`hydrarl.errors.exit_on_user_error`, which prints ``error: ...`` and returns 2. :func:`number` is the
+:func:`hydrarl.errors.exit_on_user_error`, which prints ``error: ...`` and returns 2. Options and positional words
+may come in any order (``plot_gait.py <run> --speed 0.5 render=record``), as users type them. :func:`number` is the
 argparse type of a bounded, finite number whose message says what is allowed.
 """
 
@@ -25,6 +26,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UserError(f"{message} ({self.prog} -h lists the options)")
+
+    def parse_args(self, args=None, namespace=None):
+        """Options anywhere among the positional words. Plain argparse fills every optional positional before the
+        first option and then refuses a word after it (``<run> --speed 0.5 render=record``: "unrecognized
+        arguments"); a parser with sub-commands keeps argparse's order (intermixed parsing does not take them)."""
+        if self._subparsers is not None:
+            return super().parse_args(args, namespace)
+        return self.parse_intermixed_args(args, namespace)
 
 
 def number(kind: type[int] | type[float], what: str, least: float | None = None,

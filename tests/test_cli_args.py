@@ -9,7 +9,9 @@ import argparse
 import pytest
 
 from hydrarl.analysis.evaluate_agents import main as evaluate_main
+from hydrarl.analysis.evaluate_agents import parser as evaluate_parser
 from hydrarl.analysis.gait import main as gait_main
+from hydrarl.analysis.gait import parser as gait_parser
 from hydrarl.analysis.plot import main as plot_main
 from hydrarl.cli_args import ArgumentParser, number
 from hydrarl.envs.penguinpi.sim_server import main as sim_main
@@ -75,3 +77,24 @@ def test_number_accepts_finite_values_in_range(kind, text, value):
 def test_number_refuses_non_numbers_and_non_finite_values(kind, text):
     with pytest.raises(argparse.ArgumentTypeError, match="is not allowed: give"):
         number(kind, "x")(text)
+
+
+@pytest.mark.parametrize("tool, argv, expected", [
+    # the order of the docs' example: plain argparse refused the word after the option
+    ("gait", ["run", "--speed", "0.5", "render=record"], {"agent": "run", "render": "render=record", "speed": 0.5}),
+    ("gait", ["--speed", "0.5", "run", "render=record"], {"agent": "run", "render": "render=record", "speed": 0.5}),
+    ("evaluate", ["a", "--episodes", "20", "b"], {"agents": ["a", "b"], "episodes": 20}),
+])
+def test_options_may_come_between_positional_words(tool, argv, expected):
+    parse = {"gait": gait_parser, "evaluate": evaluate_parser}[tool]
+    args = vars(parse().parse_args(argv))
+    assert {key: args[key] for key in expected} == expected
+
+
+def test_a_word_too_many_is_still_refused_and_sub_commands_still_parse():
+    with pytest.raises(UserError, match=r"^unrecognized arguments: c \(experiment/plot_gait\.py -h"):
+        gait_parser().parse_args(["a", "--speed", "0.5", "b", "c"])
+    tool = ArgumentParser(prog="tool.py")
+    commands = tool.add_subparsers(dest="command", required=True)
+    commands.add_parser("go").add_argument("--fast", action="store_true")
+    assert vars(tool.parse_args(["go", "--fast"])) == {"command": "go", "fast": True}
