@@ -10,13 +10,14 @@ resumed run). ``--dry-run`` prints the commands without running them.
     python benchmarks/cassie_curriculum.py --out runs/bench/cassie                  # stand, track, walk, cmd
     python benchmarks/cassie_curriculum.py --out runs/bench/cassie --stages wide    # another stage 4 from walk
 
-Stages (env steps at 50k per epoch; ~750 env steps/s on one core here, 2.8 h for stand to cmd):
+Stages (an epoch is 13 rollouts of 4 copies x 1024 steps, 53,248 env steps, the first past 50k; ~750 env steps/s on
+one core of a fast machine: 3 h for stand to cmd, ~8.5 h at the 260 of a slow one):
 
-    stand  the tent reward (progress, overspeed), alive, foot terms; commands 0-1 m/s           1.0M  from scratch
-    track  narrow speed tracking (speed_sigma 0.05), foot terms; commands 0.2-0.4             2.0M  from stand
-    walk   track's reward plus the tent at weight 1 and foot_height; commands 0.2-0.8          1.5M  from track
-    wide   walk's reward with a wider tracking bell (speed_sigma 0.25)                          3.0M  from walk
-    cmd    wide's reward, and in training a new command every 2-5 s (CommandChanges)            3.0M  from walk
+    stand  the tent reward (progress, overspeed), alive, foot terms; commands 0-1 m/s           1.06M  from scratch
+    track  narrow speed tracking (speed_sigma 0.05), foot terms; commands 0.2-0.4             2.13M  from stand
+    walk   track's reward plus the tent at weight 1 and foot_height; commands 0.2-0.8          1.60M  from track
+    wide   walk's reward with a wider tracking bell (speed_sigma 0.25)                          3.19M  from walk
+    cmd    wide's reward, and in training a new command every 2-5 s (CommandChanges)            3.19M  from walk
 """
 
 from __future__ import annotations
