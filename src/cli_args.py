@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from hydrarl.errors import UserError
@@ -27,7 +27,7 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UserError(f"{message} ({self.prog} -h lists the options)")
 
-    def parse_args(self, args=None, namespace=None):
+    def parse_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None) -> argparse.Namespace:
         """Options anywhere among the positional words. Plain argparse fills every optional positional before the
         first option and then refuses a word after it (``<run> --speed 0.5 render=record``: "unrecognized
         arguments"); a parser with sub-commands keeps argparse's order (intermixed parsing does not take them)."""

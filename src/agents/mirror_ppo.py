@@ -34,8 +34,8 @@ from hydrarl.errors import Incompatible, UserError
 
 def mirror_matrix(env: VecEnv, method: str, size: int) -> np.ndarray:
     """The env's mirror map ``method`` (``mirror_obs`` or ``mirror_action``) as a matrix ``M`` (size, size), so that
-    ``mirror(x) = M @ x``. Incompatible when the env has no such map; UserError when the map moves the zero vector (it is not
-    linear) or is not its own inverse (mirroring twice must give back the input)."""
+    ``mirror(x) = M @ x``. Incompatible when the env has no such map; UserError when the map moves the zero vector
+    (it is not linear) or is not its own inverse (mirroring twice must give back the input)."""
     if not env.has_attr(method):  # asked first: a SubprocVecEnv's worker dies on a call to a missing method
         raise Incompatible(f"MirrorPPO needs the env's left-right mirror maps (mirror_obs, mirror_action); this env "
                            f"has no {method}.")
