@@ -5,7 +5,9 @@ of the stage it builds on (``restore_policy``). Ctrl-C or a SIGTERM to this scri
 checkpoint (exit status 130). Run the same command again after a stop or a lost session: a finished stage (``.done``
 in its directory) is skipped, a stopped one goes on with ``trainer.resume``, the rest start in order. ``--set`` adds
 overrides to every stage's run (``--set env.n_envs=2 env.vec_env=subproc``; with a stopped stage, they apply to its
-resumed run). ``--dry-run`` prints the commands without running them.
+resumed run). ``--start-from best`` starts a fresh stage from the best checkpoint of the stage it builds on (its
+best evaluation by the run's metric, success rate here) instead of the last. ``--dry-run`` prints the commands
+without running them.
 
     python benchmarks/cassie_curriculum.py --out runs/bench/cassie                  # stand, track, walk, cmd
     python benchmarks/cassie_curriculum.py --out runs/bench/cassie --stages wide    # another stage 4 from walk
@@ -63,21 +65,24 @@ STAGES = {
     "cmd": Stage("walk", (*WALK, "env.kwargs.reward.speed_sigma=0.25", COMMAND_CHANGES, "seed=21", "trainer.n_epochs=60")),
 }
 DEFAULT_STAGES = ("stand", "track", "walk", "cmd")
+START_FROM = (LAST, "best")  # the checkpoints a stage can start from: rewritten every epoch, or the best evaluation's
 
 
 def stage_dir(out: Path, algorithm: str, stage: str) -> Path:
     return out / f"{algorithm}_{stage}"
 
 
-def stage_overrides(out: Path, algorithm: str, stage: str) -> list[str]:
-    """The overrides of a fresh run of ``stage`` (without ``hydra.run.dir``)."""
+def stage_overrides(out: Path, algorithm: str, stage: str, start_from: str = LAST) -> list[str]:
+    """The overrides of a fresh run of ``stage`` (without ``hydra.run.dir``), restored from the ``start_from``
+    checkpoint of the stage it builds on."""
     spec = STAGES[stage]
-    restore = [] if spec.after is None else [f"restore_policy={last_model(out, algorithm, spec.after)}"]
+    restore = [] if spec.after is None else [f"restore_policy={stage_model(out, algorithm, spec.after, start_from)}"]
     return [*COMMON, f"algorithm={algorithm}", *spec.overrides, *restore]
 
 
-def last_model(out: Path, algorithm: str, stage: str) -> Path:
-    return stage_dir(out, algorithm, stage) / "checkpoints" / LAST / MODEL
+def stage_model(out: Path, algorithm: str, stage: str, checkpoint: str = LAST) -> Path:
+    """The model of ``stage``'s ``checkpoint`` (one of START_FROM)."""
+    return stage_dir(out, algorithm, stage) / "checkpoints" / checkpoint / MODEL
 
 
 def resumable(run_dir: Path) -> bool:
@@ -88,20 +93,20 @@ def resumable(run_dir: Path) -> bool:
         return False
 
 
-def next_command(out: Path, algorithm: str, stage: str, check: bool = True) -> list[str] | None:
+def next_command(out: Path, algorithm: str, stage: str, check: bool = True, start_from: str = LAST) -> list[str] | None:
     """The ``train.py`` arguments that go on with ``stage``: None when it is done, ``trainer.resume`` when it was
-    stopped, a fresh run otherwise (with ``check``, a UserError when the stage it starts from has no last
-    checkpoint)."""
+    stopped, a fresh run from the ``start_from`` checkpoint of the stage it builds on otherwise (with ``check``, a
+    UserError when that checkpoint does not exist)."""
     run_dir = stage_dir(out, algorithm, stage)
     if (run_dir / ".done").exists():
         return None
     if resumable(run_dir):
         return [f"trainer.resume={run_dir}"]
     after = STAGES[stage].after
-    if check and after is not None and not (start := last_model(out, algorithm, after)).is_file():
-        raise UserError(f"stage {stage} starts from stage {after}'s last checkpoint, and {start} does not exist: "
-                        f"run stage {after} first (--stages {after} {stage}).")
-    return [*stage_overrides(out, algorithm, stage), f"hydra.run.dir={run_dir}"]
+    if check and after is not None and not (start := stage_model(out, algorithm, after, start_from)).is_file():
+        raise UserError(f"stage {stage} starts from stage {after}'s {start_from} checkpoint, and {start} does not "
+                        f"exist: run stage {after} first (--stages {after} {stage}).")
+    return [*stage_overrides(out, algorithm, stage, start_from), f"hydra.run.dir={run_dir}"]
 
 
 def run_stage(line: list[str]) -> int:
@@ -135,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"in order, from {', '.join(STAGES)} (default: {' '.join(DEFAULT_STAGES)})")
     p.add_argument("--set", nargs="+", default=[], metavar="OVERRIDE",
                    help="more overrides for every stage's run, after the stage's own (the last value of a key wins)")
+    p.add_argument("--start-from", choices=START_FROM, default=LAST,
+                   help="the checkpoint of the previous stage a fresh stage starts from (default last)")
     p.add_argument("--dry-run", action="store_true", help="print each stage's command instead of running it")
     args = p.parse_args(argv)
     if args.algorithm not in ALGORITHMS:
@@ -143,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--stages {' '.join(unknown)}: unknown; the stages are {', '.join(STAGES)}.")
     out = args.out.resolve()
     for n, stage in enumerate(args.stages, start=1):
-        command = next_command(out, args.algorithm, stage, check=not args.dry_run)
+        command = next_command(out, args.algorithm, stage, check=not args.dry_run, start_from=args.start_from)
         if command is None:
             print(f"stage {n}/{len(args.stages)} {stage}: done ({stage_dir(out, args.algorithm, stage)}/.done)")
             continue

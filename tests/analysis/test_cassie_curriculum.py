@@ -70,3 +70,16 @@ def test_a_stage_without_its_predecessors_checkpoint_is_an_error(tmp_path, capsy
     assert not (tmp_path / "mirror_ppo_walk").exists()
     assert cc.main(["--out", str(tmp_path), "--stages", "run"]) == 2
     assert "unknown; the stages are stand, track, walk, wide, cmd" in capsys.readouterr().err
+
+
+def test_start_from_best_restores_the_previous_stages_best_checkpoint(tmp_path, capsys):
+    assert cc.main(["--out", str(tmp_path), "--stages", "walk", "--start-from", "best", "--dry-run"]) == 0
+    assert f"restore_policy={tmp_path}/mirror_ppo_track/checkpoints/best/model.zip" in capsys.readouterr().out
+    (tmp_path / "mirror_ppo_track/checkpoints/last").mkdir(parents=True)
+    (tmp_path / "mirror_ppo_track/checkpoints/last" / MODEL).touch()  # a last checkpoint does not stand in for best
+    assert cc.main(["--out", str(tmp_path), "--stages", "walk", "--start-from", "best"]) == 2
+    assert capsys.readouterr().err.startswith("error: stage walk starts from stage track's best checkpoint")
+    assert not (tmp_path / "mirror_ppo_walk").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        cc.main(["--out", str(tmp_path), "--start-from", "first"])
+    assert exit_info.value.code == 2 and "invalid choice: 'first'" in capsys.readouterr().err
