@@ -34,7 +34,7 @@ from pathlib import Path
 from hydrarl.config.runs import MODEL
 from hydrarl.errors import UserError, exit_on_user_error
 from hydrarl.paths import PROJECT_ROOT
-from hydrarl.training.checkpoint import LAST, checkpoint_candidates
+from hydrarl.training.checkpoint import BEST, LAST, checkpoint_candidates
 from hydrarl.training.jobs import train_command
 
 ALGORITHMS = ("mirror_ppo", "ppo_cassie")
@@ -65,7 +65,7 @@ STAGES = {
     "cmd": Stage("walk", (*WALK, "env.kwargs.reward.speed_sigma=0.25", COMMAND_CHANGES, "seed=21", "trainer.n_epochs=60")),
 }
 DEFAULT_STAGES = ("stand", "track", "walk", "cmd")
-START_FROM = (LAST, "best")  # the checkpoints a stage can start from: rewritten every epoch, or the best evaluation's
+START_FROM = (LAST, BEST)  # the checkpoints a stage can start from: rewritten every epoch, or the best evaluation's
 
 
 def stage_dir(out: Path, algorithm: str, stage: str) -> Path:
@@ -80,7 +80,7 @@ def stage_overrides(out: Path, algorithm: str, stage: str, start_from: str = LAS
     return [*COMMON, f"algorithm={algorithm}", *spec.overrides, *restore]
 
 
-def stage_model(out: Path, algorithm: str, stage: str, checkpoint: str = LAST) -> Path:
+def stage_model(out: Path, algorithm: str, stage: str, checkpoint: str) -> Path:
     """The model of ``stage``'s ``checkpoint`` (one of START_FROM)."""
     return stage_dir(out, algorithm, stage) / "checkpoints" / checkpoint / MODEL
 

@@ -60,10 +60,10 @@ from hydrarl.config.runs import find_model
 from hydrarl.errors import UserError, exit_on_user_error
 from hydrarl.paths import CONF_DIR
 from hydrarl.training.backends import set_up_backends
-from hydrarl.training.checkpoint import load_normalization
+from hydrarl.training.checkpoint import BEST, LAST, load_normalization
 from hydrarl.training.evaluation import Episodes, run_episodes, summarize
 
-CHECKPOINTS = ("best", "last")
+CHECKPOINTS = (BEST, LAST)
 
 
 @dataclass

@@ -50,6 +50,7 @@ RNG = "rng.pt"
 AGENT_KEY = "agent_key"  # in rng.pt: a JAX agent's random key
 STATE = "trainer_state.json"
 LAST = "last"  # the checkpoint rewritten every epoch
+BEST = "best"  # the model of the best evaluation (by trainer.metric)
 EPOCH = re.compile(r"epoch_(\d+)")  # epoch_<k>: kept every trainer.checkpoint_every epochs
 
 log = logging.getLogger("hydrarl")
