@@ -108,7 +108,7 @@ class AgentResult:
 
 # -- which agents ----------------------------------------------------------------------------------
 
-def agent_from_path(path: str | Path, checkpoint: str = "best", env: EnvChoice | None = None) -> Agent:
+def agent_from_path(path: str | Path, checkpoint: str = BEST, env: EnvChoice | None = None) -> Agent:
     """A run directory (its ``checkpoints/<checkpoint>/model.zip``) or a ``model.zip`` inside one; with ``env``
     (``--env``), acting in that env config instead of its run's (its spaces checked here, before any episode)."""
     from hydrarl.agents.factory import algorithm_class
@@ -119,7 +119,7 @@ def agent_from_path(path: str | Path, checkpoint: str = "best", env: EnvChoice |
     name = model_path.parent.name
     run_seed = cfg.get("seed")
     run_label = f"{cfg.env_name}/{cfg.algorithm_name}" + (f" seed {run_seed}" if run_seed is not None else "")
-    notes = ([] if name == "best" else [name]) + ([] if env is None else [f"on {env.name}"])
+    notes = ([] if name == BEST else [name]) + ([] if env is None else [f"on {env.name}"])
     label = run_label + (f" ({', '.join(notes)})" if notes else "")
     env_cfg = cfg.env if env is None else play_env_config(env, cfg.env)
     if env is not None:
@@ -325,7 +325,7 @@ def parser() -> argparse.ArgumentParser:
                         "'Cassie env.kwargs.speeds=[0.2,0.5,0.8]'; its observation and action spaces must equal the model's")
     p.add_argument("--episodes", type=number(int, "episodes per agent", least=1), default=50, help="episodes per agent (default 50)")
     p.add_argument("--seed", type=number(int, "seed of the env and the agent", least=0), default=0, help="seeds the env and the agent's own randomness (default 0)")
-    p.add_argument("--checkpoint", choices=CHECKPOINTS, default="best", help="checkpoint of a run directory (default best)")
+    p.add_argument("--checkpoint", choices=CHECKPOINTS, default=BEST, help="checkpoint of a run directory (default best)")
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic policy")
     p.add_argument("--video", type=number(int, "episodes recorded per agent", least=0), default=0, metavar="N",
                    help="also record each agent's first N episodes (same seeds) as <out>/videos/<agent>.mp4 (default 0: none)")

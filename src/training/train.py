@@ -28,6 +28,8 @@ from hydrarl.status import Status
 from hydrarl.trackers import RunRecord, Trackers, make_trackers
 from hydrarl.training.backends import set_up_backends
 from hydrarl.training.checkpoint import (
+    BEST,
+    LAST,
     MODEL,
     NORMALIZATION,
     TrainerState,
@@ -80,7 +82,7 @@ def _sweep_tags(cfg: DictConfig) -> dict[str, str]:
 
 def _log_artifacts(trackers, run_dir: Path) -> None:
     trackers.log_artifact(run_dir / "config.yaml")
-    for label, directory in (("best_model", run_dir / "checkpoints" / "best"), ("final_model", run_dir / "checkpoints" / "last")):
+    for label, directory in (("best_model", run_dir / "checkpoints" / BEST), ("final_model", run_dir / "checkpoints" / LAST)):
         trackers.log_model(directory / MODEL, label)
         trackers.log_model(directory / NORMALIZATION, label)
     for log_file in sorted(run_dir.glob("*.log")):

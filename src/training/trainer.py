@@ -23,7 +23,7 @@ from hydrarl.errors import UserError
 from hydrarl.status import Status
 from hydrarl.trackers import Trackers
 from hydrarl.training.callbacks import StopFlag, TrainerCallback, capture_sb3_logs, sb3_metrics, schedules_over_run
-from hydrarl.training.checkpoint import BEST, TrainerState, save_checkpoint
+from hydrarl.training.checkpoint import BEST, LAST, TrainerState, save_checkpoint
 from hydrarl.training.evaluation import evaluate
 from hydrarl.training.result import TrialResult
 from hydrarl.training.seeding import EVAL_SEED_OFFSET
@@ -185,7 +185,7 @@ class Trainer:
         state = self.state
         if improved:
             save_checkpoint(self.checkpoints / BEST, self.model, self.env, state, full=False)
-        save_checkpoint(self.checkpoints / "last", self.model, self.env, state)
+        save_checkpoint(self.checkpoints / LAST, self.model, self.env, state)
         if self.t.checkpoint_every and state.epoch % self.t.checkpoint_every == 0:
             save_checkpoint(self.checkpoints / f"epoch_{state.epoch:04d}", self.model, self.env, state, full=False)
 
@@ -228,7 +228,7 @@ class Trainer:
                 while state.epoch < self.last_epoch and not (state.early_stopped or state.pruned):
                     throughput = self._learn(callback)
                     if stop:
-                        save_checkpoint(self.checkpoints / "last", self.model, self.env, state)
+                        save_checkpoint(self.checkpoints / LAST, self.model, self.env, state)
                         raise Interrupted(f"stopped by signal {stop.signal} at step {state.num_timesteps}; "
                                           f"resume with trainer.resume={self.run_dir}")
                     state.epoch += 1
